@@ -1,0 +1,243 @@
+-- The clicktermd database schema: the single source of truth, embedded in the binary and applied to a
+-- new database at start. Times are Unix milliseconds (UTC). Secrets that authenticate callers are kept
+-- only as SHA-256 digests; webhook signing secrets are kept as is because they must sign.
+-- An existing database is brought to this version by the forward migrations in src/store/migrate.rs.
+
+-- Server-wide values generated at first start (e.g. the clickwrap signature key).
+CREATE TABLE settings (
+    key        TEXT PRIMARY KEY,
+    value      BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE admin_users (
+    id                  INTEGER PRIMARY KEY,
+    username            TEXT NOT NULL UNIQUE,
+    password_hash       TEXT NOT NULL,          -- argon2id PHC string
+    created_at          INTEGER NOT NULL,
+    password_changed_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE admin_sessions (
+    token_digest BLOB PRIMARY KEY,              -- SHA-256 of the cookie value
+    user_id      INTEGER NOT NULL REFERENCES admin_users(id) ON DELETE CASCADE,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX admin_sessions_expiry ON admin_sessions(expires_at);
+
+CREATE TABLE admin_tokens (
+    id           INTEGER PRIMARY KEY,
+    token_digest BLOB NOT NULL UNIQUE,          -- SHA-256 of the bearer token
+    name         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE integrations (
+    id                       INTEGER PRIMARY KEY,
+    app_id                   TEXT NOT NULL UNIQUE,
+    name                     TEXT NOT NULL,
+    app_key_digest           BLOB NOT NULL,     -- SHA-256 of the App Key; the key itself is never stored
+    signing_secret           TEXT NOT NULL,
+    status                   TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
+    callback_url             TEXT,
+    webhook_delivery_enabled INTEGER NOT NULL CHECK (webhook_delivery_enabled IN (0, 1)),
+    created_at               INTEGER NOT NULL,
+    deleted_at               INTEGER            -- set on delete; the row stays so events keep their owner
+) STRICT;
+
+CREATE TABLE integration_domains (
+    integration_id INTEGER NOT NULL REFERENCES integrations(id),
+    domain         TEXT NOT NULL,
+    PRIMARY KEY (integration_id, domain)
+) STRICT, WITHOUT ROWID;
+
+-- Every admin change: who did what to which object, and when.
+CREATE TABLE audit_log (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    detail TEXT
+) STRICT;
+
+-- Clickwrap templates. The template row holds the editable draft (texts per language); publishing
+-- freezes a copy as an immutable version (major.minor) with the time it becomes effective.
+CREATE TABLE templates (
+    id               INTEGER PRIMARY KEY,
+    template_id      TEXT NOT NULL UNIQUE,      -- the public clickwrapTemplateId (UUID)
+    name             TEXT NOT NULL,
+    enabled          INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    always_reaccept  INTEGER NOT NULL CHECK (always_reaccept IN (0, 1)),
+    default_language TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE template_tags (
+    template_id INTEGER NOT NULL REFERENCES templates(id),
+    tag         TEXT NOT NULL,
+    PRIMARY KEY (template_id, tag)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX template_tags_by_tag ON template_tags(tag);
+
+-- Linked integrations; a template linked to none is visible to every integration.
+CREATE TABLE template_integrations (
+    template_id    INTEGER NOT NULL REFERENCES templates(id),
+    integration_id INTEGER NOT NULL REFERENCES integrations(id),
+    PRIMARY KEY (template_id, integration_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX template_integrations_by_integration ON template_integrations(integration_id);
+
+-- The draft texts of a template, one row per language.
+CREATE TABLE template_texts (
+    template_id    INTEGER NOT NULL REFERENCES templates(id),
+    language       TEXT NOT NULL,
+    title          TEXT NOT NULL,
+    content        TEXT NOT NULL,
+    inline_content TEXT,
+    PRIMARY KEY (template_id, language)
+) STRICT, WITHOUT ROWID;
+
+-- Published versions: immutable once written. The effective one is the latest effective_at not in
+-- the future, whatever order they were published in.
+CREATE TABLE template_versions (
+    id               INTEGER PRIMARY KEY,
+    template_id      INTEGER NOT NULL REFERENCES templates(id),
+    major            INTEGER NOT NULL CHECK (major >= 1),
+    minor            INTEGER NOT NULL CHECK (minor >= 0),
+    default_language TEXT NOT NULL,
+    effective_at     INTEGER NOT NULL,
+    must_accept_by   INTEGER,
+    published_at     INTEGER NOT NULL,
+    UNIQUE (template_id, major, minor)
+) STRICT;
+
+CREATE INDEX template_versions_effective ON template_versions(template_id, effective_at);
+
+CREATE TABLE template_version_texts (
+    version_id     INTEGER NOT NULL REFERENCES template_versions(id),
+    language       TEXT NOT NULL,
+    title          TEXT NOT NULL,
+    content        TEXT NOT NULL,
+    inline_content TEXT,
+    PRIMARY KEY (version_id, language)
+) STRICT, WITHOUT ROWID;
+
+-- Published versions never change: the database itself refuses.
+CREATE TRIGGER template_versions_immutable BEFORE UPDATE ON template_versions
+BEGIN
+    SELECT RAISE(ABORT, 'published template versions are immutable');
+END;
+
+CREATE TRIGGER template_version_texts_immutable BEFORE UPDATE ON template_version_texts
+BEGIN
+    SELECT RAISE(ABORT, 'published template versions are immutable');
+END;
+
+-- Presentations: an end user was shown a version (SDK GET). With no action since, the status is PENDING.
+CREATE TABLE presentations (
+    id             INTEGER PRIMARY KEY,
+    integration_id INTEGER NOT NULL REFERENCES integrations(id),
+    template_id    INTEGER NOT NULL REFERENCES templates(id),
+    major          INTEGER NOT NULL,
+    minor          INTEGER NOT NULL,
+    end_user_id    TEXT NOT NULL,
+    presented_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX presentations_by_user ON presentations(template_id, end_user_id, presented_at);
+
+-- Clickwrap events: an end user's action on a version. Created unverified by the SDK; verified once by
+-- the customer's backend. Never modified after verification, never deleted.
+CREATE TABLE events (
+    id                    INTEGER PRIMARY KEY,
+    event_id              TEXT NOT NULL UNIQUE,     -- the public clickwrapEventId (UUID)
+    integration_id        INTEGER NOT NULL REFERENCES integrations(id),
+    template_id           INTEGER NOT NULL REFERENCES templates(id),
+    major                 INTEGER NOT NULL,
+    minor                 INTEGER NOT NULL,
+    effective_at          INTEGER NOT NULL,         -- of the version acted on
+    end_user_id           TEXT NOT NULL,
+    action                TEXT NOT NULL CHECK (action IN ('ACCEPTED', 'DECLINED')),
+    template_placeholders TEXT,                     -- JSON object as text, or NULL
+    technical_metadata    TEXT NOT NULL,            -- JSON object as text
+    language              TEXT NOT NULL,
+    presented_at          INTEGER,
+    action_at             INTEGER NOT NULL,
+    verified_at           INTEGER
+) STRICT;
+
+CREATE INDEX events_verified_by_integration ON events(integration_id, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX events_by_user ON events(template_id, end_user_id, action_at);
+
+CREATE TRIGGER events_final_once_verified BEFORE UPDATE ON events
+    WHEN OLD.verified_at IS NOT NULL
+BEGIN
+    SELECT RAISE(ABORT, 'verified clickwrap events are immutable');
+END;
+
+CREATE TRIGGER events_never_deleted BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'clickwrap events are never deleted');
+END;
+
+-- Requests to accept a template again (re-accept API); an acceptance after requested_at answers them.
+CREATE TABLE reaccept_requests (
+    template_id  INTEGER NOT NULL REFERENCES templates(id),
+    end_user_id  TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    reason       TEXT,
+    PRIMARY KEY (template_id, end_user_id)
+) STRICT, WITHOUT ROWID;
+
+-- Webhook deliveries: one per verified event (or test), created in the verify transaction with its
+-- payload bytes frozen. The dispatcher moves them through their states.
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    delivery_id     TEXT NOT NULL UNIQUE,            -- UUID
+    integration_id  INTEGER NOT NULL REFERENCES integrations(id),
+    event_id        INTEGER REFERENCES events(id),   -- NULL for a test webhook
+    is_test         INTEGER NOT NULL CHECK (is_test IN (0, 1)),
+    payload         BLOB NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'succeeded', 'failed', 'held', 'cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    lease_until     INTEGER,
+    last_outcome    TEXT,
+    chain_trigger   TEXT NOT NULL DEFAULT 'automatic' CHECK (chain_trigger IN ('automatic', 'manual')),
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+CREATE INDEX deliveries_by_integration ON deliveries(integration_id, id);
+CREATE INDEX deliveries_by_event ON deliveries(event_id);
+
+-- Every HTTP attempt of a delivery, with everything observed about it (SPEC §5.4). The request body is
+-- the delivery's payload, which never changes.
+CREATE TABLE attempts (
+    id              INTEGER PRIMARY KEY,
+    delivery_id     INTEGER NOT NULL REFERENCES deliveries(id),
+    number          INTEGER NOT NULL,
+    trigger         TEXT NOT NULL CHECK (trigger IN ('automatic', 'manual')),
+    started_at      INTEGER NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    url             TEXT NOT NULL,
+    remote_addr     TEXT,                        -- the address actually connected to
+    request_headers TEXT NOT NULL,               -- JSON object
+    response_status INTEGER,
+    response_body   BLOB,                        -- the first 4 KiB
+    outcome         TEXT NOT NULL CHECK (outcome IN ('ok', 'http_status', 'redirect_refused', 'timeout',
+                        'dns_error', 'blocked_address', 'connect_error', 'tls_error', 'invalid_url')),
+    detail          TEXT
+) STRICT;
+
+CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);
+CREATE INDEX attempts_by_time ON attempts(started_at);
+
+PRAGMA user_version = 1;

@@ -1,0 +1,240 @@
+//! Admin users, sessions and bearer tokens: who may use the admin API and the dashboard.
+//! Password hashing (argon2id, deliberately slow) always runs on a blocking thread.
+
+use std::path::Path;
+
+use crate::credentials::{self, ADMIN_TOKEN_PREFIX, SecretDigest};
+use crate::error::{Error, Result};
+use crate::model::{Timestamp, Username};
+use crate::store::{Store, StoreError, admin, audit};
+
+/// The name of the user created at first start.
+pub const INITIAL_ADMIN: &str = "admin";
+/// The file in the data directory that holds the first-start password until it is changed.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+async fn hash(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || credentials::hash_password(&password))
+        .await
+        .map_err(|e| Error::Store(StoreError::Task(e.to_string())))
+}
+
+fn check_password(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// On a database with no admin user, creates `admin` with a random password, writes it to a 0600 file
+/// in the data directory and returns it so the caller can show it once.
+pub async fn ensure_initial_admin(store: &Store, data_dir: &Path) -> Result<Option<String>> {
+    if store.read(admin::user_count).await? > 0 {
+        return Ok(None);
+    }
+    let password = credentials::random_password();
+    let phc = hash(password.clone()).await?;
+    let user = Username::parse(INITIAL_ADMIN).expect("the initial user name is valid");
+    let created = store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            // Another process may have created a user meanwhile; only an empty table gets the default.
+            if admin::user_count(c)? > 0 {
+                return Ok(false);
+            }
+            let created = admin::create_user(c, &user, &phc, now)?;
+            audit::record(
+                c,
+                now,
+                "system",
+                "admin.create",
+                Some(INITIAL_ADMIN),
+                Some("first start"),
+            )?;
+            Ok(created)
+        })
+        .await?;
+    if !created {
+        return Ok(None);
+    }
+    write_private_file(
+        &data_dir.join(INITIAL_PASSWORD_FILE),
+        &format!("{password}\n"),
+    )
+    .map_err(|e| Error::Store(StoreError::Io(e)))?;
+    Ok(Some(password))
+}
+
+fn write_private_file(path: &Path, text: &str) -> std::result::Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+pub async fn create_user(
+    store: &Store,
+    actor: &str,
+    username: Username,
+    password: String,
+) -> Result<()> {
+    check_password(&password)?;
+    let phc = hash(password).await?;
+    let actor = actor.to_string();
+    let name = username.as_str().to_string();
+    let created = store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            let created = admin::create_user(c, &username, &phc, now)?;
+            if created {
+                audit::record(
+                    c,
+                    now,
+                    &actor,
+                    "admin.create",
+                    Some(username.as_str()),
+                    None,
+                )?;
+            }
+            Ok(created)
+        })
+        .await?;
+    if created {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "admin user {name:?} already exists"
+        )))
+    }
+}
+
+/// Sets a new password; the user's sessions end. Removes the first-start password file if present.
+pub async fn set_password(
+    store: &Store,
+    data_dir: &Path,
+    actor: &str,
+    username: Username,
+    password: String,
+) -> Result<()> {
+    check_password(&password)?;
+    let phc = hash(password).await?;
+    let actor = actor.to_string();
+    let is_initial = username.as_str() == INITIAL_ADMIN;
+    let done = store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            let done = admin::set_password(c, &username, &phc, now)?;
+            if done {
+                audit::record(
+                    c,
+                    now,
+                    &actor,
+                    "admin.set_password",
+                    Some(username.as_str()),
+                    None,
+                )?;
+            }
+            Ok(done)
+        })
+        .await?;
+    if !done {
+        return Err(Error::NotFound("admin user"));
+    }
+    if is_initial {
+        let _ = std::fs::remove_file(data_dir.join(INITIAL_PASSWORD_FILE));
+    }
+    Ok(())
+}
+
+/// Mints an admin bearer token and returns it; only its digest is kept.
+pub async fn create_token(store: &Store, actor: &str, name: &str) -> Result<String> {
+    let token = credentials::random_token(ADMIN_TOKEN_PREFIX);
+    let digest = SecretDigest::of(&token);
+    let (actor, name) = (actor.to_string(), name.to_string());
+    store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            admin::create_token(c, digest, &name, now)?;
+            Ok(audit::record(
+                c,
+                now,
+                &actor,
+                "admin.token.create",
+                Some(&name),
+                None,
+            )?)
+        })
+        .await?;
+    Ok(token)
+}
+
+/// Checks a user name and password; on success starts a session and returns its id (the cookie value).
+pub async fn login(
+    store: &Store,
+    username: &str,
+    password: &str,
+    ttl_secs: u64,
+) -> Result<Option<String>> {
+    let name = username.to_string();
+    let user = store.read(move |c| admin::find_user(c, &name)).await?;
+    let (user_id, phc) = match user {
+        Some((id, phc)) => (Some(id), phc),
+        None => (None, credentials::decoy_password_hash().to_string()),
+    };
+    let pw = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || credentials::verify_password(&pw, &phc))
+        .await
+        .map_err(|e| Error::Store(StoreError::Task(e.to_string())))?;
+    let Some(user_id) = user_id.filter(|_| ok) else {
+        return Ok(None);
+    };
+    let session = credentials::random_token("");
+    let digest = SecretDigest::of(&session);
+    store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            Ok(admin::create_session(
+                c,
+                digest,
+                user_id,
+                now,
+                now.plus_secs(ttl_secs),
+            )?)
+        })
+        .await?;
+    Ok(Some(session))
+}
+
+pub async fn logout(store: &Store, session: &str) -> Result<()> {
+    let digest = SecretDigest::of(session);
+    Ok(store
+        .write(move |c| admin::delete_session(c, digest))
+        .await?)
+}
+
+/// Who is behind a session cookie or a bearer token, as the audit log names them.
+pub async fn session_actor(store: &Store, session: &str) -> Result<Option<String>> {
+    let digest = SecretDigest::of(session);
+    Ok(store
+        .read(move |c| admin::session_user(c, digest, Timestamp::now()))
+        .await?)
+}
+
+pub async fn token_actor(store: &Store, token: &str) -> Result<Option<String>> {
+    let digest = SecretDigest::of(token);
+    Ok(store
+        .read(move |c| admin::token_name(c, digest))
+        .await?
+        .map(|name| format!("token:{name}")))
+}

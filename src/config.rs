@@ -1,0 +1,513 @@
+//! The configuration: one struct with every option, its default and its validation.
+//!
+//! Layers, later wins: built-in defaults → the TOML file (`--config`) → environment variables
+//! `CLICKTERMD_SECTION__KEY` → command-line overrides (`--data-dir`). Unknown keys are errors at every
+//! layer, always naming the key, because a misspelt option that is silently ignored is how an appliance
+//! ends up sending webhooks with the wrong policy. The result is validated once at load and then passed
+//! down read-only; nothing reads the environment after this.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "CLICKTERMD_";
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub clickwrap: ClickwrapConfig,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port of the HTTP server.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, serve HTTPS directly.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding the database and state files (created 0700).
+    pub data_dir: PathBuf,
+    /// SQLite `synchronous` level: `full` (default; an acknowledged record is on disk) or `normal`.
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `clicktermd=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of an admin session cookie.
+    pub session_ttl_secs: u64,
+    /// Failed logins from one client address allowed within `login_window_secs` before 429.
+    pub login_max_failures: u32,
+    pub login_window_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickwrapConfig {
+    /// How long a clicktermSignature can be verified after the end user acted.
+    pub signature_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Whole-attempt timeout: DNS, connect, TLS, request, response head and capped body.
+    pub timeout_secs: f64,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First retry delay; doubles each retry up to `retry_cap_secs`.
+    pub retry_base_secs: f64,
+    pub retry_cap_secs: f64,
+    /// CIDRs exempted from the forbidden address ranges (on-prem receivers).
+    pub allow_private_cidrs: Vec<IpNet>,
+    /// Permit `http://` callback URLs (local demos only).
+    pub allow_http: bool,
+    /// Extra trusted root certificates (PEM) for callback TLS.
+    pub extra_ca_file: Option<PathBuf>,
+    /// DNS servers for callback host names, `"ip"` or `"ip:port"`; empty means the system's.
+    pub dns_servers: Vec<String>,
+    /// Attempts in flight at once, in total.
+    pub max_in_flight: usize,
+    /// Attempts in flight at once for one integration, so a dead endpoint cannot take every slot.
+    pub max_in_flight_per_integration: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./clicktermd-data"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_secs: 12 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 300,
+        }
+    }
+}
+
+impl Default for ClickwrapConfig {
+    fn default() -> Self {
+        ClickwrapConfig {
+            signature_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout_secs: 10.0,
+            max_retries: 3,
+            retry_base_secs: 60.0,
+            retry_cap_secs: 300.0,
+            allow_private_cidrs: Vec::new(),
+            allow_http: false,
+            extra_ca_file: None,
+            dns_servers: Vec::new(),
+            max_in_flight: 256,
+            max_in_flight_per_integration: 16,
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the file or variable and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then the `CLICKTERMD_*` variables in `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                // Deserialising the text itself (not the table) gives errors with line, column and key.
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (name, raw) in overrides {
+            apply_env_override(&mut table, &name, &raw)?;
+        }
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError(format!("configuration: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Semantic checks that types alone cannot express. Each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => {
+                return fail("server.tls_key", "required when server.tls_cert is set");
+            }
+            (None, Some(_)) => {
+                return fail("server.tls_cert", "required when server.tls_key is set");
+            }
+            _ => {}
+        }
+        if self.server.max_body_bytes < 1024 {
+            return fail("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return fail("storage.data_dir", "must not be empty");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return fail("log.level", &format!("not a valid filter: {e}"));
+        }
+        if self.auth.session_ttl_secs == 0 {
+            return fail("auth.session_ttl_secs", "must be greater than 0");
+        }
+        if self.auth.login_max_failures == 0 {
+            return fail("auth.login_max_failures", "must be greater than 0");
+        }
+        if self.clickwrap.signature_ttl_secs == 0 {
+            return fail("clickwrap.signature_ttl_secs", "must be greater than 0");
+        }
+        let w = &self.webhooks;
+        if !(w.timeout_secs.is_finite() && w.timeout_secs > 0.0 && w.timeout_secs <= 300.0) {
+            return fail(
+                "webhooks.timeout_secs",
+                "must be a number of seconds in (0, 300]",
+            );
+        }
+        if !(w.retry_base_secs.is_finite() && w.retry_base_secs >= 0.0) {
+            return fail(
+                "webhooks.retry_base_secs",
+                "must be a non-negative number of seconds",
+            );
+        }
+        if !(w.retry_cap_secs.is_finite() && w.retry_cap_secs >= w.retry_base_secs) {
+            return fail(
+                "webhooks.retry_cap_secs",
+                "must be at least webhooks.retry_base_secs",
+            );
+        }
+        if w.max_in_flight == 0 || w.max_in_flight > 10_000 {
+            return fail("webhooks.max_in_flight", "must be between 1 and 10000");
+        }
+        if w.max_in_flight_per_integration == 0 || w.max_in_flight_per_integration > w.max_in_flight
+        {
+            return fail(
+                "webhooks.max_in_flight_per_integration",
+                "must be between 1 and webhooks.max_in_flight",
+            );
+        }
+        if w.max_retries > 20 {
+            return fail("webhooks.max_retries", "must be at most 20");
+        }
+        for server in &w.dns_servers {
+            if parse_dns_server(server).is_none() {
+                return fail(
+                    "webhooks.dns_servers",
+                    &format!("{server:?} is not an IP address or ip:port"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the database lives inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.storage.data_dir.join("clicktermd.db")
+    }
+}
+
+/// Parses a `dns_servers` entry: `"1.2.3.4"`, `"1.2.3.4:5353"`, `"::1"` or `"[::1]:5353"`.
+pub fn parse_dns_server(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// Applies `CLICKTERMD_SECTION__KEY=value` to the table. The value is read as a TOML value when it is one
+/// (`10`, `true`, `["127.0.0.1/32"]`) and as a string otherwise, so paths and addresses need no quoting.
+fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let rest = &name[ENV_PREFIX.len()..];
+    let Some((section, key)) = rest.split_once("__") else {
+        return Err(ConfigError(format!(
+            "environment variable {name}: expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}SERVER__LISTEN"
+        )));
+    };
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    // Judge this one key alone against the schema, so the error names the variable that caused it.
+    let mut probe = toml::Table::new();
+    let mut inner = toml::Table::new();
+    inner.insert(key.clone(), value.clone());
+    probe.insert(section.clone(), toml::Value::Table(inner));
+    if let Err(e) = Config::deserialize(toml::Value::Table(probe)) {
+        return Err(ConfigError(format!(
+            "environment variable {name} ({section}.{key}): {e}"
+        )));
+    }
+    let entry = table
+        .entry(section)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(key, value);
+            Ok(())
+        }
+        _ => Err(ConfigError(format!(
+            "environment variable {name}: the config file's section is not a table"
+        ))),
+    }
+}
+
+/// The commented configuration `clicktermd init` writes. Every key is present with its default, so the
+/// file documents the whole configuration surface; a test keeps it equal to `Config::default()`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# clicktermd configuration.
+# Every key may be overridden by an environment variable CLICKTERMD_SECTION__KEY,
+# e.g. CLICKTERMD_SERVER__LISTEN=0.0.0.0:8080. Unknown keys are refused.
+
+[server]
+# Address and port of the HTTP server (public client API, SDK, admin API, dashboard).
+listen = "127.0.0.1:8080"
+# Serve HTTPS directly: PEM certificate chain and private key (both or neither).
+# tls_cert = "/etc/clicktermd/tls/cert.pem"
+# tls_key = "/etc/clicktermd/tls/key.pem"
+# Largest request body accepted, in bytes.
+max_body_bytes = 262144
+
+[storage]
+# Database and state. Created 0700; the database file is 0600.
+data_dir = "./clicktermd-data"
+# "full": every acknowledged consent record is on disk. "normal" trades that for speed.
+synchronous = "full"
+
+[log]
+# "text" or "json".
+format = "text"
+# A tracing filter: "info", "debug", "clicktermd=debug,info" ...
+level = "info"
+
+[auth]
+# Lifetime of an admin session, in seconds.
+session_ttl_secs = 43200
+# Failed logins allowed per client address within the window before answering 429.
+login_max_failures = 5
+login_window_secs = 300
+
+[clickwrap]
+# How long a clicktermSignature stays verifiable, in seconds.
+signature_ttl_secs = 86400
+
+[webhooks]
+# Whole-attempt timeout in seconds (DNS, connect, TLS, request, response).
+timeout_secs = 10
+# Retries after the first attempt, with exponential backoff from retry_base_secs capped at retry_cap_secs.
+max_retries = 3
+retry_base_secs = 60
+retry_cap_secs = 300
+# CIDRs exempted from the forbidden (private, loopback, metadata ...) ranges, for on-prem receivers.
+allow_private_cidrs = []
+# Permit http:// callback URLs. For local demos only.
+allow_http = false
+# Extra trusted root certificates (PEM) for callback endpoints behind a private CA.
+# extra_ca_file = "/etc/clicktermd/receiver-ca.pem"
+# DNS servers for callback host names ("ip" or "ip:port"); empty uses the system's resolv.conf.
+dns_servers = []
+# Attempts in flight at once, in total and for one integration (a dead endpoint only fills its own slots).
+max_in_flight = 256
+max_in_flight_per_integration = 16
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(
+            None,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn default_config_file_parses_to_the_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_are_typed_and_named() {
+        let c = load_env(&[
+            ("CLICKTERMD_WEBHOOKS__TIMEOUT_SECS", "0.5"),
+            ("CLICKTERMD_SERVER__LISTEN", "127.0.0.1:0"),
+            ("CLICKTERMD_STORAGE__DATA_DIR", "/tmp/x y"),
+            (
+                "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+                "[\"127.0.0.1/32\"]",
+            ),
+            ("UNRELATED", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.webhooks.timeout_secs, 0.5);
+        assert_eq!(c.server.listen.port(), 0);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x y"));
+        assert_eq!(
+            c.webhooks.allow_private_cidrs,
+            vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("CLICKTERMD_SERVER__LISTEN_ADDR", "x")],
+                "CLICKTERMD_SERVER__LISTEN_ADDR",
+            ),
+            (&[("CLICKTERMD_SERVER__LISTEN_ADDR", "x")], "listen_addr"),
+            (&[("CLICKTERMD_NOPE__X", "1")], "nope"),
+            (&[("CLICKTERMD_LISTEN", "1")], "CLICKTERMD_LISTEN"),
+            (
+                &[("CLICKTERMD_WEBHOOKS__TIMEOUT_SECS", "0")],
+                "webhooks.timeout_secs",
+            ),
+            (
+                &[("CLICKTERMD_WEBHOOKS__TIMEOUT_SECS", "ten")],
+                "CLICKTERMD_WEBHOOKS__TIMEOUT_SECS",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__TLS_CERT", "/a.pem")],
+                "server.tls_key",
+            ),
+            (
+                &[("CLICKTERMD_WEBHOOKS__DNS_SERVERS", "[\"nameserver\"]")],
+                "webhooks.dns_servers",
+            ),
+            (
+                &[("CLICKTERMD_LOG__FORMAT", "xml")],
+                "CLICKTERMD_LOG__FORMAT",
+            ),
+            (
+                &[("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "1")],
+                "webhooks.retry_cap_secs",
+            ),
+        ];
+        for (vars, needle) in cases {
+            let err = load_env(vars).unwrap_err().to_string();
+            assert!(
+                err.contains(needle),
+                "{vars:?}: {err:?} should name {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nlsten = 3\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lsten") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn dns_server_spellings() {
+        assert_eq!(
+            parse_dns_server("127.0.0.1"),
+            Some("127.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_dns_server("127.0.0.1:5353"),
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(parse_dns_server("::1"), Some("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            parse_dns_server("[::1]:5353"),
+            Some("[::1]:5353".parse().unwrap())
+        );
+        assert_eq!(parse_dns_server("dns.example"), None);
+    }
+}

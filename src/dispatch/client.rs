@@ -1,0 +1,265 @@
+//! The outbound HTTP client: hyper's pooled client over our own connector. The connector is where the
+//! SSRF guard holds: it resolves the host, judges **every** returned address with the policy (one
+//! forbidden address refuses the URL), and then connects only to an address it just judged — there is
+//! no second lookup that a DNS rebinding could answer differently. TLS uses the URL's host name for SNI
+//! and certificate verification, whatever address was dialled. Connections are pooled per host and
+//! reused (keep-alive; HTTP/2 when the receiver offers it by ALPN); redirects are never followed,
+//! because hyper's client does not follow them.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::policy::{Policy, Refusal};
+use super::resolve::DnsResolver;
+
+/// Why the connector refused or failed; the dispatcher maps it to an attempt outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Dns(String),
+    #[error("{0}")]
+    Blocked(Refusal),
+    #[error("connecting to {addr} failed: {error}")]
+    Connect { addr: SocketAddr, error: io::Error },
+    #[error("TLS with {host} ({addr}) failed: {error}")]
+    Tls {
+        host: String,
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    #[error("{0}")]
+    InvalidUrl(String),
+}
+
+/// The address a response came from, attached to every response of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Resolves, judges, dials and (for https) shakes hands.
+#[derive(Clone)]
+pub struct PinnedConnector {
+    pub policy: Arc<Policy>,
+    pub resolver: Arc<DnsResolver>,
+    pub tls: tokio_rustls::TlsConnector,
+    /// The part of the attempt's time that DNS may use.
+    pub dns_budget: Duration,
+}
+
+impl PinnedConnector {
+    async fn connect(self, uri: Uri) -> Result<PinnedStream, ConnectError> {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if self.policy.allow_http => false,
+            other => {
+                return Err(ConnectError::InvalidUrl(format!(
+                    "scheme {other:?} is not allowed"
+                )));
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| ConnectError::InvalidUrl("no host".into()))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .resolver
+                .lookup(&host, self.dns_budget)
+                .await
+                .map_err(ConnectError::Dns)?,
+        };
+        // The last line of defence: nothing below runs unless every address passed.
+        self.policy
+            .check_resolved_host(&host, &addrs, port)
+            .map_err(ConnectError::Blocked)?;
+
+        let mut last = None;
+        let mut tcp = None;
+        for ip in &addrs {
+            let addr = SocketAddr::new(*ip, port);
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some((s, addr));
+                    break;
+                }
+                Err(error) => last = Some(ConnectError::Connect { addr, error }),
+            }
+        }
+        let Some((tcp, addr)) = tcp else {
+            return Err(
+                last.unwrap_or_else(|| ConnectError::Dns(format!("{host} has no addresses")))
+            );
+        };
+        let _ = tcp.set_nodelay(true);
+        if !https {
+            return Ok(PinnedStream {
+                io: Io::Plain(tcp),
+                remote: addr,
+                h2: false,
+            });
+        }
+        let name = ServerName::try_from(host.clone()).map_err(|e| {
+            ConnectError::InvalidUrl(format!("{host} is not a valid TLS server name: {e}"))
+        })?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|error| ConnectError::Tls {
+                host: host.clone(),
+                addr,
+                error,
+            })?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(PinnedStream {
+            io: Io::Tls(Box::new(tls)),
+            remote: addr,
+            h2,
+        })
+    }
+}
+
+impl tower::Service<Uri> for PinnedConnector {
+    type Response = TokioIo<PinnedStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri).await.map(TokioIo::new) })
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A connection to a judged address.
+pub struct PinnedStream {
+    io: Io,
+    remote: SocketAddr,
+    h2: bool,
+}
+
+impl Connection for PinnedStream {
+    fn connected(&self) -> Connected {
+        let c = Connected::new().extra(RemoteAddr(self.remote));
+        if self.h2 { c.negotiated_h2() } else { c }
+    }
+}
+
+impl AsyncRead for PinnedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PinnedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+pub type HttpClient = Client<PinnedConnector, Full<Bytes>>;
+
+/// The pooled client over the pinned connector.
+pub fn build(connector: PinnedConnector) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .build(connector)
+}
+
+/// TLS settings for callbacks: Mozilla's roots (compiled in, so the appliance does not depend on the
+/// host's CA bundle) plus `extra_ca_file`; HTTP/2 and HTTP/1.1 offered by ALPN.
+pub fn tls_config(
+    extra_ca_file: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| {
+                format!(
+                    "webhooks.extra_ca_file: cannot read {}: {e}",
+                    path.display()
+                )
+            })?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("webhooks.extra_ca_file: {} is not PEM: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "webhooks.extra_ca_file: {} holds no certificate",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("webhooks.extra_ca_file: {}: {e}", path.display()))?;
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}

@@ -1,0 +1,549 @@
+//! The webhook dispatcher (SPEC §5, §6): a loop that claims due deliveries from the database with a
+//! lease, sends each one as a signed `POST` through the pinned client, stores what happened, and
+//! schedules the retry. Deliveries live only in SQLite, so a crash loses none: an attempt that was in
+//! flight when the process died is claimed again when its lease runs out.
+//!
+//! Isolation: at most `max_in_flight` attempts run at once, and at most `max_in_flight_per_integration`
+//! for any one integration, so a callback that hangs until the timeout only ever occupies its own slots.
+
+pub mod client;
+pub mod policy;
+pub mod resolve;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hmac::{KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::WebhookConfig;
+use crate::model::Timestamp;
+use crate::store::deliveries::{self, Attempt, Claimed, Gate, Next};
+use crate::store::{Store, StoreError};
+use client::{ConnectError, HttpClient, PinnedConnector, RemoteAddr};
+use policy::{Policy, Refusal};
+
+/// The first bytes of a response body kept in the history; reading stops there.
+pub const BODY_EXCERPT: usize = 4096;
+
+/// The policy the configuration asks for, knowing our own listen address.
+pub fn policy_from_config(config: &WebhookConfig, self_addr: Option<SocketAddr>) -> Policy {
+    Policy {
+        allow_http: config.allow_http,
+        allow_private_cidrs: config.allow_private_cidrs.clone(),
+        self_addr,
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`, the `X-Clickterm-Signature` header.
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The wait before retry number `retry` (1 for the first retry): `base`, doubling, at most `cap`.
+pub fn backoff(base_secs: f64, cap_secs: f64, retry: u32) -> Duration {
+    let factor = 2f64.powi(retry.saturating_sub(1).min(30) as i32);
+    Duration::from_secs_f64((base_secs * factor).min(cap_secs).max(0.0))
+}
+
+/// The dispatcher's settings, from `[webhooks]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub max_retries: u32,
+    pub retry_base_secs: f64,
+    pub retry_cap_secs: f64,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_integration: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &WebhookConfig) -> Settings {
+        Settings {
+            timeout: Duration::from_secs_f64(c.timeout_secs),
+            max_retries: c.max_retries,
+            retry_base_secs: c.retry_base_secs,
+            retry_cap_secs: c.retry_cap_secs,
+            max_in_flight: c.max_in_flight,
+            max_in_flight_per_integration: c.max_in_flight_per_integration,
+        }
+    }
+
+    /// A claim outlasts the longest possible attempt, so no delivery is sent twice while its first
+    /// attempt is still running.
+    fn lease(&self) -> Duration {
+        self.timeout + Duration::from_secs(30)
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    client: HttpClient,
+    policy: Arc<Policy>,
+    settings: Settings,
+    wake: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    per_integration: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        config: &WebhookConfig,
+        policy: Arc<Policy>,
+        wake: Arc<Notify>,
+    ) -> Result<Dispatcher, String> {
+        let settings = Settings::from_config(config);
+        let servers: Vec<SocketAddr> = config
+            .dns_servers
+            .iter()
+            .filter_map(|s| crate::config::parse_dns_server(s))
+            .collect();
+        // DNS may use most of the attempt, but not all of it: connecting and TLS need time too.
+        let dns_budget = settings.timeout.mul_f64(0.6);
+        let resolver = Arc::new(resolve::DnsResolver::new(&servers, dns_budget)?);
+        let tls = client::tls_config(config.extra_ca_file.as_deref())?;
+        let connector = PinnedConnector {
+            policy: policy.clone(),
+            resolver,
+            tls,
+            dns_budget,
+        };
+        let permits = Arc::new(Semaphore::new(settings.max_in_flight));
+        Ok(Dispatcher {
+            store,
+            client: client::build(connector),
+            policy,
+            settings,
+            wake,
+            permits,
+            per_integration: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// One pass: claims what is due within the concurrency limits and starts an attempt for each.
+    /// Returns how many it started. Tests call this to drive the dispatcher step by step.
+    pub async fn tick(&self) -> Result<usize, StoreError> {
+        let budget = self.permits.available_permits();
+        if budget == 0 {
+            return Ok(0);
+        }
+        let per_limit = self.settings.max_in_flight_per_integration;
+        let counts = self.per_integration.clone();
+        let lease = self.settings.lease();
+        let claimed = self
+            .store
+            .write(move |c| -> Result<Vec<Claimed>, StoreError> {
+                let now = Timestamp::now();
+                let lease_until = Timestamp(now.millis() + lease.as_millis() as i64);
+                let mut counts = counts.lock().expect("counts lock");
+                let mut out = Vec::new();
+                for (row, integration) in deliveries::due(c, now, (budget * 4) as u32)? {
+                    if out.len() >= budget {
+                        break;
+                    }
+                    if counts.get(&integration).copied().unwrap_or(0) >= per_limit {
+                        continue;
+                    }
+                    match deliveries::gate(c, integration)? {
+                        Gate::Cancel => deliveries::set_aside(c, row, "cancelled", now)?,
+                        Gate::Hold => deliveries::set_aside(c, row, "held", now)?,
+                        Gate::Send { url, secret } => {
+                            if let Some(claim) =
+                                deliveries::claim(c, row, now, lease_until, url, secret)?
+                            {
+                                *counts.entry(integration).or_insert(0) += 1;
+                                out.push(claim);
+                            }
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let started = claimed.len();
+        for claim in claimed {
+            let permit = self
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .expect("a permit for every claim");
+            let this = self.clone();
+            tokio::spawn(async move {
+                let integration = claim.integration_id;
+                this.attempt(claim).await;
+                drop(permit);
+                let mut counts = this.per_integration.lock().expect("counts lock");
+                if let Some(n) = counts.get_mut(&integration) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(&integration);
+                    }
+                }
+                drop(counts);
+                this.wake.notify_one();
+            });
+        }
+        Ok(started)
+    }
+
+    /// Runs until `shutdown` turns true, then waits for attempts in flight (at most their timeout).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            max_in_flight = self.settings.max_in_flight,
+            per_integration = self.settings.max_in_flight_per_integration,
+            exceptions = ?self.policy.allow_private_cidrs,
+            allow_http = self.policy.allow_http,
+            "webhook dispatcher started"
+        );
+        while !*shutdown.borrow() {
+            let started = match self.tick().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatcher: claiming deliveries failed");
+                    0
+                }
+            };
+            let wait = if started > 0 && self.permits.available_permits() > 0 {
+                Duration::ZERO
+            } else {
+                match self.store.read(deliveries::next_wake).await {
+                    Ok(Some(at)) => {
+                        let ms = at.millis() - Timestamp::now().millis();
+                        // Due now but nothing could start (limits): wait for an attempt to finish.
+                        if ms <= 0 {
+                            Duration::from_secs(1)
+                        } else {
+                            Duration::from_millis(ms as u64).min(Duration::from_secs(60))
+                        }
+                    }
+                    Ok(None) => Duration::from_secs(60),
+                    Err(e) => {
+                        tracing::error!(error = %e, "dispatcher: reading the queue failed");
+                        Duration::from_secs(1)
+                    }
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        let all = self.settings.max_in_flight as u32;
+        let grace = self.settings.timeout + Duration::from_secs(2);
+        if tokio::time::timeout(grace, self.permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "dispatcher: attempts still running at shutdown; they will be retried after restart"
+            );
+        }
+        tracing::info!("webhook dispatcher stopped");
+    }
+
+    /// Sends one attempt and stores its outcome with the delivery's next state.
+    async fn attempt(&self, claim: Claimed) {
+        let number = claim.attempts + 1;
+        let started_at = Timestamp::now();
+        let start = Instant::now();
+        let timestamp = started_at.millis().div_euclid(1000);
+        let signature = sign(&claim.secret, timestamp, &claim.payload);
+        let user_agent = concat!("clicktermd/", env!("CARGO_PKG_VERSION"));
+        let headers = serde_json::json!({
+            "Content-Type": "application/json",
+            "User-Agent": user_agent,
+            "X-Clickterm-Timestamp": timestamp.to_string(),
+            "X-Clickterm-Signature": signature,
+        });
+        let observed = match tokio::time::timeout(
+            self.settings.timeout,
+            self.send(&claim, timestamp, &signature, user_agent),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => Observed::failed(
+                "timeout",
+                format!(
+                    "no complete answer within {} ms",
+                    self.settings.timeout.as_millis()
+                ),
+            ),
+        };
+        let duration_ms = start.elapsed().as_millis() as i64;
+        let next = if observed.outcome == "ok" {
+            Next::Succeeded
+        } else if number <= self.settings.max_retries as i64 {
+            let wait = backoff(
+                self.settings.retry_base_secs,
+                self.settings.retry_cap_secs,
+                number as u32,
+            );
+            Next::Retry(Timestamp(
+                Timestamp::now().millis() + wait.as_millis() as i64,
+            ))
+        } else {
+            Next::Failed
+        };
+        let host = url::Url::parse(&claim.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        tracing::info!(
+            delivery = %claim.delivery_id,
+            %host,
+            attempt = number,
+            outcome = observed.outcome,
+            status = observed.status,
+            duration_ms,
+            "webhook attempt"
+        );
+        let record = Attempt {
+            number,
+            manual: claim.manual,
+            started_at,
+            duration_ms,
+            url: claim.url.clone(),
+            remote_addr: observed.remote.map(|a| a.to_string()),
+            request_headers: headers.to_string(),
+            response_status: observed.status,
+            response_body: observed.body,
+            outcome: observed.outcome.to_string(),
+            detail: observed.detail,
+        };
+        let row = claim.row;
+        let stored = self
+            .store
+            .write(move |c| deliveries::record_attempt(c, row, &record, &next, Timestamp::now()))
+            .await;
+        if let Err(e) = stored {
+            // The lease runs out and the delivery is attempted again: at least once, never lost.
+            tracing::error!(delivery = %claim.delivery_id, error = %e, "storing an attempt failed");
+        }
+    }
+
+    async fn send(
+        &self,
+        claim: &Claimed,
+        timestamp: i64,
+        signature: &str,
+        user_agent: &str,
+    ) -> Observed {
+        // The URL was judged when it was saved; judge it again, since the policy or the URL may differ.
+        if let Err(refusal) = self.policy.check_url(&claim.url) {
+            return Observed::refused(&refusal);
+        }
+        let request = http::Request::post(&claim.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, user_agent)
+            .header("X-Clickterm-Timestamp", timestamp.to_string())
+            .header("X-Clickterm-Signature", signature)
+            .body(Full::new(Bytes::from(claim.payload.clone())));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                return Observed::failed("invalid_url", format!("cannot build the request: {e}"));
+            }
+        };
+        let response = match self.client.request(request).await {
+            Ok(r) => r,
+            Err(e) => return Observed::from_client_error(&e),
+        };
+        let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Read at most the excerpt; a body that never ends is cut off by the attempt's timeout.
+        let mut body = response.into_body();
+        let mut excerpt = Vec::new();
+        while excerpt.len() < BODY_EXCERPT {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let room = BODY_EXCERPT - excerpt.len();
+                        excerpt.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+        let (outcome, detail) = if status == http::StatusCode::OK {
+            ("ok", None)
+        } else if status.is_redirection() {
+            (
+                "redirect_refused",
+                Some(format!(
+                    "{status} to {} not followed",
+                    location.as_deref().unwrap_or("(no Location)")
+                )),
+            )
+        } else {
+            (
+                "http_status",
+                Some(format!("{status}: only 200 counts as delivered")),
+            )
+        };
+        Observed {
+            outcome,
+            status: Some(status.as_u16()),
+            remote,
+            body: excerpt,
+            detail,
+        }
+    }
+}
+
+/// What one attempt saw.
+struct Observed {
+    outcome: &'static str,
+    status: Option<u16>,
+    remote: Option<SocketAddr>,
+    body: Vec<u8>,
+    detail: Option<String>,
+}
+
+impl Observed {
+    fn failed(outcome: &'static str, detail: String) -> Observed {
+        Observed {
+            outcome,
+            status: None,
+            remote: None,
+            body: Vec::new(),
+            detail: Some(detail),
+        }
+    }
+
+    fn refused(r: &Refusal) -> Observed {
+        let outcome = match r {
+            Refusal::Forbidden { .. } | Refusal::SelfAddress(_) | Refusal::LocalhostName(_) => {
+                "blocked_address"
+            }
+            Refusal::NoAddresses(_) => "dns_error",
+            _ => "invalid_url",
+        };
+        Observed::failed(outcome, format!("blocked: {r}"))
+    }
+
+    fn from_client_error(e: &hyper_util::client::legacy::Error) -> Observed {
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(ce) = s.downcast_ref::<ConnectError>() {
+                return match ce {
+                    ConnectError::Dns(m) => Observed::failed("dns_error", m.clone()),
+                    ConnectError::Blocked(r) => Observed::refused(r),
+                    ConnectError::Connect { .. } => {
+                        Observed::failed("connect_error", ce.to_string())
+                    }
+                    ConnectError::Tls { .. } => Observed::failed("tls_error", ce.to_string()),
+                    ConnectError::InvalidUrl(m) => Observed::failed("invalid_url", m.clone()),
+                };
+            }
+            source = s.source();
+        }
+        Observed::failed(
+            "connect_error",
+            format!("the connection failed: {}", error_chain(e)),
+        )
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The decision of `clicktermd check-url`: what the dispatcher would do with this URL now, decided by
+/// the same policy and resolver without connecting anywhere. `Ok` carries an explanation of why it is
+/// allowed; `Err` the reason it is refused.
+pub async fn check_url(
+    config: &WebhookConfig,
+    self_addr: SocketAddr,
+    raw: &str,
+) -> Result<String, String> {
+    let policy = policy_from_config(config, Some(self_addr));
+    let target = policy
+        .check_url(raw)
+        .map_err(|r| format!("refused ({}): {r}", r.code()))?;
+    let addrs = match &target.host {
+        policy::TargetHost::Ip(ip) => vec![*ip],
+        policy::TargetHost::Name(name) => {
+            let servers: Vec<SocketAddr> = config
+                .dns_servers
+                .iter()
+                .filter_map(|s| crate::config::parse_dns_server(s))
+                .collect();
+            let timeout = Duration::from_secs_f64(config.timeout_secs);
+            let resolver = resolve::DnsResolver::new(&servers, timeout)?;
+            resolver
+                .lookup(name, timeout)
+                .await
+                .map_err(|e| format!("refused (dns_error): {e}"))?
+        }
+    };
+    let host = match &target.host {
+        policy::TargetHost::Ip(ip) => ip.to_string(),
+        policy::TargetHost::Name(n) => n.clone(),
+    };
+    policy
+        .check_resolved_host(&host, &addrs, target.port)
+        .map_err(|r| format!("refused ({}): {r}", r.code()))?;
+    let mut lines = vec![format!("allowed: {} (port {})", target.url, target.port)];
+    for addr in &addrs {
+        let why = match policy.decide(*addr, target.port) {
+            Ok(allowed) => allowed.to_string(),
+            Err(r) => r.to_string(),
+        };
+        lines.push(format!("  {addr}: {why}"));
+    }
+    Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_schedule_is_the_seeds() {
+        let waits: Vec<u64> = (1..=4).map(|n| backoff(60.0, 300.0, n).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 300]);
+        assert_eq!(backoff(0.1, 0.3, 3), Duration::from_secs_f64(0.3));
+    }
+
+    #[test]
+    fn signatures_follow_the_seed() {
+        // Computed independently: printf '1711800000.{"a":1}' | openssl dgst -sha256 -hmac whsec_test
+        assert_eq!(
+            sign("whsec_test", 1711800000, br#"{"a":1}"#),
+            "sha256=".to_string()
+                + &hex::encode({
+                    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec_test").unwrap();
+                    m.update(br#"1711800000.{"a":1}"#);
+                    m.finalize().into_bytes()
+                })
+        );
+    }
+}

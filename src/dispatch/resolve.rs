@@ -1,0 +1,81 @@
+//! Resolving callback host names with hickory-resolver: A and AAAA, no search domains (a callback host
+//! is always taken as a fully qualified name, so `internal` never becomes `internal.corp.example`), the
+//! configured servers or the system's, and a time budget that is part of the attempt's timeout.
+//! Every address it returns is judged by the policy before anything connects.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{Resolver, TokioResolver};
+
+pub struct DnsResolver {
+    resolver: TokioResolver,
+}
+
+impl DnsResolver {
+    /// With `servers` empty, the name servers of /etc/resolv.conf (but none of its search domains).
+    pub fn new(servers: &[SocketAddr], per_query_timeout: Duration) -> Result<DnsResolver, String> {
+        let (name_servers, mut opts) = if servers.is_empty() {
+            let (config, opts) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?;
+            let (_, _, name_servers) = config.into_parts();
+            (name_servers, opts)
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            (name_servers, ResolverOpts::default())
+        };
+        if name_servers.is_empty() {
+            return Err(
+                "no DNS servers are configured (webhooks.dns_servers or /etc/resolv.conf)".into(),
+            );
+        }
+        opts.ndots = 0;
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.timeout = per_query_timeout;
+        opts.attempts = 1;
+        let config = ResolverConfig::from_name_servers(name_servers);
+        let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        Ok(DnsResolver { resolver })
+    }
+
+    /// Every A and AAAA address of `host`, within `budget`.
+    pub async fn lookup(&self, host: &str, budget: Duration) -> Result<Vec<IpAddr>, String> {
+        // A trailing dot makes the name absolute: no search list, no ndots games.
+        let fqdn = if host.ends_with('.') {
+            host.to_string()
+        } else {
+            format!("{host}.")
+        };
+        let lookup = tokio::time::timeout(budget, self.resolver.lookup_ip(fqdn.as_str()))
+            .await
+            .map_err(|_| {
+                format!(
+                    "DNS lookup of {host} took longer than {} ms",
+                    budget.as_millis()
+                )
+            })?
+            .map_err(|e| format!("DNS lookup of {host} failed: {e}"))?;
+        let mut addrs: Vec<IpAddr> = lookup.iter().collect();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(format!("{host} has no A or AAAA records"));
+        }
+        Ok(addrs)
+    }
+}

@@ -1,0 +1,313 @@
+//! The admin API under `/api/v1`: login and logout, integrations, the audit log. Handlers parse the wire
+//! type into domain types, call the service, and map the result back.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Actor, ApiJson, ApiQuery, SESSION_COOKIE, session_cookie};
+use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
+use crate::store::integrations::Changes;
+use crate::{admins, integrations};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let ip = peer.ip();
+    if let Err(wait) = state.login_limiter.check(ip) {
+        return Err(ApiError::too_many(wait));
+    }
+    let ttl = state.config.auth.session_ttl_secs;
+    let Some(session) = admins::login(&state.store, &body.username, &body.password, ttl).await?
+    else {
+        state.login_limiter.failed(ip);
+        tracing::info!(client = %ip, "failed admin login");
+        return Err(ApiError::unauthorized("wrong user name or password"));
+    };
+    state.login_limiter.succeeded(ip);
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"
+    );
+    let mut res = Json(serde_json::json!({"username": body.username})).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
+    Ok(res)
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(session) = session_cookie(&headers) {
+        admins::logout(&state.store, session).await?;
+    }
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
+    Ok(res)
+}
+
+/// Who am I: lets the dashboard find out whether its session is still alive.
+pub async fn session(Actor(actor): Actor) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"username": actor}))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationJson {
+    app_id: String,
+    name: String,
+    status: &'static str,
+    domains: Vec<String>,
+    created_at: String,
+    callback_url: Option<String>,
+    webhook_delivery_enabled: bool,
+}
+
+impl From<Integration> for IntegrationJson {
+    fn from(i: Integration) -> Self {
+        IntegrationJson {
+            app_id: i.app_id,
+            name: i.name.as_str().to_string(),
+            status: i.status.as_str(),
+            domains: i.domains.iter().map(|d| d.as_str().to_string()).collect(),
+            created_at: i.created_at.to_rfc3339(),
+            callback_url: i.callback_url.map(|u| u.as_str().to_string()),
+            webhook_delivery_enabled: i.webhook_delivery_enabled,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateBody {
+    name: String,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    callback_url: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedJson {
+    #[serde(flatten)]
+    integration: IntegrationJson,
+    app_key: String,
+    signing_secret: String,
+}
+
+pub async fn list_integrations(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<IntegrationJson>>, ApiError> {
+    let list = integrations::list(&state.store).await?;
+    Ok(Json(list.into_iter().map(IntegrationJson::from).collect()))
+}
+
+pub async fn create_integration(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<CreatedJson>), ApiError> {
+    let name = Name::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let domains = parse_domains(&body.domains)?;
+    let callback = body
+        .callback_url
+        .as_deref()
+        .map(|u| parse_callback(&state, u))
+        .transpose()?;
+    let created = integrations::create(&state.store, &actor, name, domains, callback).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedJson {
+            integration: created.integration.into(),
+            app_key: created.app_key,
+            signing_secret: created.signing_secret,
+        }),
+    ))
+}
+
+pub async fn get_integration(
+    State(state): State<AppState>,
+    Path(app_id): Path<String>,
+) -> Result<Json<IntegrationJson>, ApiError> {
+    Ok(Json(integrations::get(&state.store, &app_id).await?.into()))
+}
+
+/// Tells "absent" (leave as is) from `null` (clear) for optional fields of a PATCH.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatchBody {
+    name: Option<String>,
+    status: Option<String>,
+    domains: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    callback_url: Option<Option<String>>,
+    webhook_delivery_enabled: Option<bool>,
+}
+
+pub async fn patch_integration(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Path(app_id): Path<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Json<IntegrationJson>, ApiError> {
+    // Everything is parsed before anything is written: a bad field changes nothing.
+    let changes = Changes {
+        name: body
+            .name
+            .as_deref()
+            .map(Name::parse)
+            .transpose()
+            .map_err(|e| ApiError::invalid("name", e))?,
+        status: body
+            .status
+            .as_deref()
+            .map(|s| {
+                IntegrationStatus::parse(s)
+                    .ok_or_else(|| ApiError::invalid("status", "must be ENABLED or DISABLED"))
+            })
+            .transpose()?,
+        domains: body.domains.as_deref().map(parse_domains).transpose()?,
+        callback_url: body
+            .callback_url
+            .map(|u| {
+                u.filter(|u| !u.trim().is_empty())
+                    .map(|u| parse_callback(&state, &u))
+                    .transpose()
+            })
+            .transpose()?,
+        webhook_delivery_enabled: body.webhook_delivery_enabled,
+    };
+    let updated = integrations::update(&state.store, &actor, &app_id, changes).await?;
+    state.wake.notify_one();
+    Ok(Json(updated.into()))
+}
+
+pub async fn delete_integration(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Path(app_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    integrations::delete(&state.store, &actor, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn regenerate_app_key(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Path(app_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = integrations::regenerate_app_key(&state.store, &actor, &app_id).await?;
+    Ok(Json(serde_json::json!({"appKey": key})))
+}
+
+pub async fn reveal_signing_secret(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Path(app_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let secret = integrations::reveal_signing_secret(&state.store, &actor, &app_id).await?;
+    Ok(Json(serde_json::json!({"signingSecret": secret})))
+}
+
+pub async fn rotate_signing_secret(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Path(app_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let secret = integrations::rotate_signing_secret(&state.store, &actor, &app_id).await?;
+    Ok(Json(serde_json::json!({"signingSecret": secret})))
+}
+
+fn parse_domains(raw: &[String]) -> Result<Vec<Domain>, ApiError> {
+    if raw.len() > 100 {
+        return Err(ApiError::invalid("domains", "at most 100 entries"));
+    }
+    raw.iter()
+        .map(|d| Domain::parse(d).map_err(|e| ApiError::invalid("domains", e)))
+        .collect()
+}
+
+/// A callback URL must pass the policy's static checks (scheme, user-info, `localhost`, IP literals in
+/// any spelling, our own address) before it is saved; the reason is returned when it does not.
+fn parse_callback(state: &AppState, raw: &str) -> Result<CallbackUrl, ApiError> {
+    if raw.len() > CallbackUrl::MAX_LEN {
+        return Err(ApiError::invalid(
+            "callbackUrl",
+            format!("must be at most {} characters", CallbackUrl::MAX_LEN),
+        ));
+    }
+    let target = state.policy.check_url(raw.trim()).map_err(|refusal| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "callback_url_refused",
+            format!("callbackUrl: {refusal}"),
+        )
+    })?;
+    Ok(CallbackUrl::approved(&target.url))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+pub async fn audit_log(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    }
+    let entries = state
+        .store
+        .read(move |c| crate::store::audit::list(c, limit, q.before))
+        .await?;
+    let next = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    let items: Vec<_> = entries
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id, "at": e.at.to_rfc3339(), "actor": e.actor,
+                "action": e.action, "target": e.target, "detail": e.detail,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"items": items, "nextBefore": next}),
+    ))
+}

@@ -1,0 +1,350 @@
+//! The HTTP server: routes, shared state, request logging and serving (plain or TLS via rustls) with
+//! graceful shutdown. Only this module knows status codes, headers and JSON shapes.
+
+mod admin;
+mod assets;
+mod deliveries;
+pub mod error;
+mod extract;
+mod ops;
+mod public;
+mod ratelimit;
+mod sdk;
+mod templates;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::dispatch::policy::Policy;
+use crate::signature::SignatureKey;
+use crate::store::Store;
+use error::ApiError;
+pub use ratelimit::LoginLimiter;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub login_limiter: Arc<LoginLimiter>,
+    /// Whether we serve TLS ourselves (session cookies are then `Secure`).
+    pub tls: bool,
+    /// The callback-URL policy, applied whenever a callback URL is saved.
+    pub policy: Arc<Policy>,
+    /// The key clicktermSignatures are issued and checked with.
+    pub signature_key: SignatureKey,
+    /// Wakes the dispatcher when a change may have made deliveries due (a signal, not a call: the
+    /// deliveries themselves are already committed).
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        signature_key: SignatureKey,
+        policy: Arc<Policy>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> AppState {
+        let limiter = LoginLimiter::new(
+            config.auth.login_max_failures,
+            Duration::from_secs(config.auth.login_window_secs),
+        );
+        let tls = config.server.tls_cert.is_some();
+        AppState {
+            store,
+            config,
+            login_limiter: Arc::new(limiter),
+            tls,
+            policy,
+            signature_key,
+            wake,
+        }
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let admin_routes = Router::new()
+        .route("/api/v1/logout", post(admin::logout))
+        .route("/api/v1/session", get(admin::session))
+        .route(
+            "/api/v1/integrations",
+            get(admin::list_integrations).post(admin::create_integration),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}",
+            get(admin::get_integration)
+                .patch(admin::patch_integration)
+                .delete(admin::delete_integration),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}/app-key",
+            post(admin::regenerate_app_key),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}/signing-secret",
+            get(admin::reveal_signing_secret).post(admin::rotate_signing_secret),
+        )
+        .route("/api/v1/audit", get(admin::audit_log))
+        .route(
+            "/api/v1/templates",
+            get(templates::list).post(templates::create),
+        )
+        .route(
+            "/api/v1/templates/{id}",
+            get(templates::get).patch(templates::patch),
+        )
+        .route("/api/v1/templates/{id}/versions", post(templates::publish))
+        .route("/api/v1/events", get(public::admin_events))
+        .route(
+            "/api/v1/integrations/{app_id}/deliveries",
+            get(deliveries::list),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}/test-webhook",
+            post(deliveries::test_webhook),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}/redeliver",
+            post(deliveries::redeliver_failed),
+        )
+        .route("/api/v1/deliveries/{id}", get(deliveries::get))
+        .route(
+            "/api/v1/deliveries/{id}/redeliver",
+            post(deliveries::redeliver),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            extract::require_admin,
+        ));
+
+    let api = Router::new()
+        .route("/api/v1/login", post(admin::login))
+        .merge(admin_routes)
+        .layer(middleware::from_fn(require_json_accept));
+
+    let public = Router::new()
+        .route(
+            "/public-client/v1/clickwrap-templates",
+            get(public::clickwrap_templates),
+        )
+        .route("/public-client/v1/clickwrap/verify", post(public::verify))
+        .route("/public-client/v1/clickwrap-events", get(public::events))
+        .route(
+            "/public-client/v1/clickwrap-events/{id}/details",
+            get(public::event_details),
+        )
+        .route(
+            "/public-client/v1/clickwraps/{end_user_id}/status",
+            get(public::status),
+        )
+        .route(
+            "/public-client/v1/clickwraps/re-accept",
+            post(public::reaccept),
+        )
+        .route(
+            "/public-client/v1/clickwrap",
+            get(sdk::present).post(sdk::act).options(sdk::preflight),
+        )
+        .layer(middleware::from_fn(require_json_accept));
+
+    Router::new()
+        .merge(api)
+        .merge(public)
+        .route("/healthz", get(ops::healthz))
+        .route("/sdk/clickterm-widget.js", get(assets::widget))
+        .route("/demo", get(assets::demo))
+        .route("/demo/", get(assets::demo))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// 406 for a client that says it cannot read JSON.
+async fn require_json_accept(req: Request, next: Next) -> Response {
+    let accepts_json = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|m| {
+            m.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect::<Vec<_>>();
+    let ok = accepts_json.is_empty()
+        || accepts_json
+            .iter()
+            .any(|m| m == "application/json" || m == "application/*" || m == "*/*" || m.is_empty());
+    if !ok {
+        return ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "responses are application/json",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// One line per request: method, path (never the query: it may carry identifiers), status, duration.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = Instant::now();
+    let mut res = next.run(req).await;
+    let status = res.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request");
+    } else if status >= 400 {
+        tracing::info!(%method, %path, status, ms, "request");
+    } else {
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
+    res.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.
+/// With `tls`, every connection is a rustls handshake first (HTTP/2 offered by ALPN).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    };
+    serve_tls(listener, router, tls, shutdown).await
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let service =
+            router
+                .clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        return tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
+                };
+            let builder = Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Builds the rustls server configuration from PEM files.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("server.tls_cert: cannot read {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| {
+            format!(
+                "server.tls_cert: {} is not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "server.tls_cert: {} contains no certificate",
+            cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "server.tls_key: cannot read a PEM private key from {}",
+            key.display()
+        )
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("server.tls_cert / server.tls_key do not form a usable certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,48 @@
+//! The audit log: every admin change, written in the same transaction as the change itself.
+
+use rusqlite::{Connection, params};
+
+use super::Result;
+use crate::model::Timestamp;
+
+pub struct Entry {
+    pub id: i64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
+pub fn record(
+    conn: &Connection,
+    at: Timestamp,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    detail: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![at.millis(), actor, action, target, detail])?;
+    Ok(())
+}
+
+/// Newest first; `before` is the id of the last entry of the previous page.
+pub fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
+        Ok(Entry {
+            id: r.get(0)?,
+            at: Timestamp(r.get(1)?),
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            detail: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

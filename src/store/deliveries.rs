@@ -1,0 +1,370 @@
+//! Webhook deliveries: created with their payload bytes frozen (in the verify transaction, or by
+//! "send test webhook"), then moved through their states by the dispatcher.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Result;
+use crate::model::Timestamp;
+
+pub struct NewDelivery<'a> {
+    pub delivery_id: &'a str,
+    pub integration_id: i64,
+    pub event_row: Option<i64>,
+    pub is_test: bool,
+    pub payload: &'a [u8],
+    /// `pending` when it may be sent now, `held` while delivery is paused or the integration disabled.
+    pub held: bool,
+    pub at: Timestamp,
+}
+
+pub fn insert(conn: &Connection, d: &NewDelivery<'_>) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO deliveries (delivery_id, integration_id, event_id, is_test, payload, state, next_attempt_at, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+    )?
+    .execute(params![
+        d.delivery_id,
+        d.integration_id,
+        d.event_row,
+        d.is_test,
+        d.payload,
+        if d.held { "held" } else { "pending" },
+        d.at.millis()
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// A delivery claimed for an attempt, with what the attempt needs.
+pub struct Claimed {
+    pub row: i64,
+    pub delivery_id: String,
+    pub integration_id: i64,
+    pub payload: Vec<u8>,
+    /// Attempts already made in this chain; this one is `attempts + 1`.
+    pub attempts: i64,
+    pub manual: bool,
+    pub url: String,
+    pub secret: String,
+}
+
+/// Deliveries that are due at `now`: pending ones whose time has come, and in-flight ones whose lease
+/// ran out (their process died mid-attempt), oldest first, with their integration.
+pub fn due(conn: &Connection, now: Timestamp, limit: u32) -> Result<Vec<(i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, integration_id FROM deliveries \
+         WHERE (state = 'pending' AND next_attempt_at <= ?1) OR (state = 'in_flight' AND lease_until <= ?1) \
+         ORDER BY next_attempt_at, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now.millis(), limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// What the integration's settings say about sending its deliveries now.
+pub enum Gate {
+    Send {
+        url: String,
+        secret: String,
+    },
+    /// Delivery switched off, integration disabled, or no callback URL: keep, do not send.
+    Hold,
+    /// The integration was deleted.
+    Cancel,
+}
+
+pub fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
+    let row = conn
+        .prepare_cached(
+            "SELECT deleted_at IS NOT NULL, status = 'ENABLED' AND webhook_delivery_enabled = 1, callback_url, \
+             signing_secret FROM integrations WHERE id = ?1",
+        )?
+        .query_row([integration_id], |r| {
+            Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
+        })
+        .optional()?;
+    Ok(match row {
+        None | Some((true, ..)) => Gate::Cancel,
+        Some((false, true, Some(url), secret)) => Gate::Send { url, secret },
+        Some(_) => Gate::Hold,
+    })
+}
+
+/// Claims one due delivery for an attempt until `lease_until`; `None` if someone else took it meanwhile.
+pub fn claim(
+    conn: &Connection,
+    row: i64,
+    now: Timestamp,
+    lease_until: Timestamp,
+    url: String,
+    secret: String,
+) -> Result<Option<Claimed>> {
+    let claimed = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'in_flight', lease_until = ?3, updated_at = ?2 \
+             WHERE id = ?1 AND ((state = 'pending' AND next_attempt_at <= ?2) OR (state = 'in_flight' AND lease_until <= ?2)) \
+             RETURNING delivery_id, integration_id, payload, attempts, chain_trigger = 'manual'",
+        )?
+        .query_row(params![row, now.millis(), lease_until.millis()], |r| {
+            Ok(Claimed {
+                row,
+                delivery_id: r.get(0)?,
+                integration_id: r.get(1)?,
+                payload: r.get(2)?,
+                attempts: r.get(3)?,
+                manual: r.get(4)?,
+                url: url.clone(),
+                secret: secret.clone(),
+            })
+        })
+        .optional()?;
+    Ok(claimed)
+}
+
+/// Sets a delivery that cannot be sent now aside: `held` or `cancelled`.
+pub fn set_aside(conn: &Connection, row: i64, state: &str, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = ?2, lease_until = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state IN ('pending', 'in_flight')",
+    )?
+    .execute(params![row, state, now.millis()])?;
+    Ok(())
+}
+
+/// Brings an integration's deliveries in line with its settings: held ones are released (due now) when
+/// it can be delivered to, pending ones are held when it cannot, and everything unfinished is
+/// cancelled when it was deleted. Returns how many were released.
+pub fn sync_with_integration(
+    conn: &Connection,
+    integration_id: i64,
+    now: Timestamp,
+) -> Result<usize> {
+    match gate(conn, integration_id)? {
+        Gate::Send { .. } => Ok(conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, updated_at = ?2 \
+                 WHERE integration_id = ?1 AND state = 'held'",
+            )?
+            .execute(params![integration_id, now.millis()])?),
+        Gate::Hold => {
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = 'held', updated_at = ?2 WHERE integration_id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![integration_id, now.millis()])?;
+            Ok(0)
+        }
+        Gate::Cancel => {
+            conn.prepare_cached(
+                "UPDATE deliveries SET state = 'cancelled', lease_until = NULL, updated_at = ?2 \
+                 WHERE integration_id = ?1 AND state IN ('pending', 'held')",
+            )?
+            .execute(params![integration_id, now.millis()])?;
+            Ok(0)
+        }
+    }
+}
+
+/// One attempt as observed, as it is stored and read back.
+pub struct Attempt {
+    pub number: i64,
+    pub manual: bool,
+    pub started_at: Timestamp,
+    pub duration_ms: i64,
+    pub url: String,
+    pub remote_addr: Option<String>,
+    pub request_headers: String,
+    pub response_status: Option<u16>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Vec<u8>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// Where the delivery goes after an attempt.
+pub enum Next {
+    Succeeded,
+    Retry(Timestamp),
+    Failed,
+}
+
+/// Stores the attempt and moves the delivery on, in one transaction.
+pub fn record_attempt(
+    conn: &Connection,
+    row: i64,
+    a: &Attempt,
+    next: &Next,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, remote_addr, \
+         request_headers, response_status, response_body, outcome, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        row,
+        a.number,
+        if a.manual { "manual" } else { "automatic" },
+        a.started_at.millis(),
+        a.duration_ms,
+        a.url,
+        a.remote_addr,
+        a.request_headers,
+        a.response_status,
+        a.response_body,
+        a.outcome,
+        a.detail
+    ])?;
+    let (state, next_at) = match next {
+        Next::Succeeded => ("succeeded", None),
+        Next::Retry(at) => ("pending", Some(at.millis())),
+        Next::Failed => ("failed", None),
+    };
+    // A delivery set aside while its attempt ran (held, cancelled) keeps that state.
+    conn.prepare_cached(
+        "UPDATE deliveries SET attempts = ?2, last_outcome = ?3, updated_at = ?4, lease_until = NULL, \
+         next_attempt_at = CASE WHEN state = 'in_flight' THEN ?6 ELSE next_attempt_at END, \
+         state = CASE WHEN state = 'in_flight' THEN ?5 ELSE state END WHERE id = ?1",
+    )?
+    .execute(params![row, a.number, a.outcome, now.millis(), state, next_at])?;
+    Ok(())
+}
+
+/// When the dispatcher must look again: the earliest pending time or running lease.
+pub fn next_wake(conn: &Connection) -> Result<Option<Timestamp>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT min(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END) FROM deliveries \
+             WHERE state IN ('pending', 'in_flight')",
+        )?
+        .query_row([], |r| r.get::<_, Option<i64>>(0))?
+        .map(Timestamp))
+}
+
+/// A delivery as the history shows it.
+pub struct DeliveryRow {
+    pub row: i64,
+    pub delivery_id: String,
+    pub app_id: String,
+    pub event_id: Option<String>,
+    pub is_test: bool,
+    pub payload: Vec<u8>,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_outcome: Option<String>,
+    pub manual: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, d.attempts, \
+     d.next_attempt_at, d.last_outcome, d.chain_trigger = 'manual', d.created_at, d.updated_at \
+     FROM deliveries d JOIN integrations i ON i.id = d.integration_id LEFT JOIN events e ON e.id = d.event_id";
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    let state: String = r.get(6)?;
+    Ok(DeliveryRow {
+        row: r.get(0)?,
+        delivery_id: r.get(1)?,
+        app_id: r.get(2)?,
+        event_id: r.get(3)?,
+        is_test: r.get(4)?,
+        payload: r.get(5)?,
+        // Only pending deliveries have a next attempt worth showing.
+        next_attempt_at: if state == "pending" {
+            r.get::<_, Option<i64>>(8)?.map(Timestamp)
+        } else {
+            None
+        },
+        state,
+        attempts: r.get(7)?,
+        last_outcome: r.get(9)?,
+        manual: r.get(10)?,
+        created_at: Timestamp(r.get(11)?),
+        updated_at: Timestamp(r.get(12)?),
+    })
+}
+
+/// One integration's deliveries, newest first, before the row id `before`.
+pub fn list(
+    conn: &Connection,
+    integration_id: i64,
+    state: Option<&str>,
+    outcome: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<DeliveryRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} WHERE d.integration_id = ?1 AND (?2 IS NULL OR d.state = ?2) \
+         AND (?3 IS NULL OR d.last_outcome = ?3) AND d.id < ?4 ORDER BY d.id DESC LIMIT ?5"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            integration_id,
+            state,
+            outcome,
+            before.unwrap_or(i64::MAX),
+            limit
+        ],
+        delivery_from_row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} WHERE d.delivery_id = ?1"
+        ))?
+        .query_row([delivery_id], delivery_from_row)
+        .optional()?)
+}
+
+pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT number, trigger = 'manual', started_at, duration_ms, url, remote_addr, request_headers, \
+         response_status, response_body, outcome, detail FROM attempts WHERE delivery_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([row], |r| {
+        Ok(Attempt {
+            number: r.get(0)?,
+            manual: r.get(1)?,
+            started_at: Timestamp(r.get(2)?),
+            duration_ms: r.get(3)?,
+            url: r.get(4)?,
+            remote_addr: r.get(5)?,
+            request_headers: r.get(6)?,
+            response_status: r.get(7)?,
+            response_body: r.get::<_, Option<Vec<u8>>>(8)?.unwrap_or_default(),
+            outcome: r.get(9)?,
+            detail: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Starts a new, manual attempt chain for a delivery that is not in flight; `false` if it is.
+pub fn redeliver(conn: &Connection, row: i64, now: Timestamp) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, chain_trigger = 'manual', next_attempt_at = ?2, \
+             lease_until = NULL, updated_at = ?2 WHERE id = ?1 AND state <> 'in_flight'",
+        )?
+        .execute(params![row, now.millis()])?;
+    Ok(n == 1)
+}
+
+/// Starts a manual chain for every failed delivery of an integration created in `[from, to]`.
+pub fn redeliver_failed(
+    conn: &Connection,
+    integration_id: i64,
+    from: Timestamp,
+    to: Timestamp,
+    now: Timestamp,
+) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, chain_trigger = 'manual', next_attempt_at = ?4, \
+             lease_until = NULL, updated_at = ?4 \
+             WHERE integration_id = ?1 AND state = 'failed' AND created_at BETWEEN ?2 AND ?3",
+        )?
+        .execute(params![integration_id, from.millis(), to.millis(), now.millis()])?)
+}

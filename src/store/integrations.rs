@@ -1,0 +1,292 @@
+//! Integrations and their allowed domains. A deleted integration keeps its row (events and delivery
+//! history point at it) with `deleted_at` set; every lookup here treats it as gone.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Result;
+use crate::credentials::SecretDigest;
+use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name, Timestamp};
+
+/// What a new integration is made of; the credentials are minted by the caller.
+pub struct NewIntegration<'a> {
+    pub app_id: &'a str,
+    pub name: &'a Name,
+    pub app_key_digest: SecretDigest,
+    pub signing_secret: &'a str,
+    pub domains: &'a [Domain],
+    pub callback_url: Option<&'a CallbackUrl>,
+    pub created_at: Timestamp,
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct Changes {
+    pub name: Option<Name>,
+    pub status: Option<IntegrationStatus>,
+    pub domains: Option<Vec<Domain>>,
+    pub callback_url: Option<Option<CallbackUrl>>,
+    pub webhook_delivery_enabled: Option<bool>,
+}
+
+/// What the public API needs to authenticate a caller.
+pub struct Credentials {
+    pub id: i64,
+    pub app_key_digest: Option<SecretDigest>,
+    pub status: IntegrationStatus,
+    pub deleted: bool,
+}
+
+pub fn insert(conn: &Connection, new: &NewIntegration<'_>) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status, callback_url, \
+         webhook_delivery_enabled, created_at) VALUES (?1, ?2, ?3, ?4, 'ENABLED', ?5, 1, ?6)",
+        params![
+            new.app_id,
+            new.name.as_str(),
+            &new.app_key_digest.0[..],
+            new.signing_secret,
+            new.callback_url.map(CallbackUrl::as_str),
+            new.created_at.millis()
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    replace_domains(conn, id, new.domains)?;
+    Ok(id)
+}
+
+const COLUMNS: &str =
+    "id, app_id, name, status, callback_url, webhook_delivery_enabled, created_at";
+
+fn from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> rusqlite::Result<Integration> {
+    let id: i64 = row.get(0)?;
+    let status: String = row.get(3)?;
+    Ok(Integration {
+        app_id: row.get(1)?,
+        name: Name::parse(&row.get::<_, String>(2)?)
+            .map_err(|e| rusqlite::Error::InvalidColumnName(format!("name: {e}")))?,
+        status: IntegrationStatus::parse(&status).unwrap_or(IntegrationStatus::Disabled),
+        domains: domains(conn, id)?,
+        callback_url: row
+            .get::<_, Option<String>>(4)?
+            .map(CallbackUrl::from_stored),
+        webhook_delivery_enabled: row.get(5)?,
+        created_at: Timestamp(row.get(6)?),
+    })
+}
+
+fn domains(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Domain>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT domain FROM integration_domains WHERE integration_id = ?1 ORDER BY domain",
+    )?;
+    let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+    // Stored values were parsed on the way in; a value that no longer parses is skipped, not fatal.
+    Ok(rows
+        .filter_map(|r| r.ok())
+        .filter_map(|d| Domain::parse(&d).ok())
+        .collect())
+}
+
+fn replace_domains(conn: &Connection, id: i64, domains: &[Domain]) -> Result<()> {
+    conn.execute(
+        "DELETE FROM integration_domains WHERE integration_id = ?1",
+        [id],
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO integration_domains (integration_id, domain) VALUES (?1, ?2)",
+    )?;
+    for d in domains {
+        stmt.execute(params![id, d.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Live integrations, oldest first.
+pub fn list(conn: &Connection) -> Result<Vec<Integration>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM integrations WHERE deleted_at IS NULL ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([], |r| from_row(conn, r))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub fn get(conn: &Connection, app_id: &str) -> Result<Option<Integration>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM integrations WHERE app_id = ?1 AND deleted_at IS NULL"
+    ))?;
+    Ok(stmt.query_row([app_id], |r| from_row(conn, r)).optional()?)
+}
+
+/// The authentication facts for `app_id`, including for a deleted integration (so the caller can tell
+/// "deleted" from "never existed" in its logs; both answer 401).
+pub fn credentials(conn: &Connection, app_id: &str) -> Result<Option<Credentials>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, app_key_digest, status, deleted_at IS NOT NULL FROM integrations WHERE app_id = ?1",
+    )?;
+    Ok(stmt
+        .query_row([app_id], |r| {
+            let digest: Vec<u8> = r.get(1)?;
+            let status: String = r.get(2)?;
+            Ok(Credentials {
+                id: r.get(0)?,
+                app_key_digest: SecretDigest::from_slice(&digest),
+                status: IntegrationStatus::parse(&status).unwrap_or(IntegrationStatus::Disabled),
+                deleted: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Applies `changes` to a live integration; `None` when there is none with that App ID.
+pub fn update(conn: &Connection, app_id: &str, changes: &Changes) -> Result<Option<Integration>> {
+    let Some(id) = live_id(conn, app_id)? else {
+        return Ok(None);
+    };
+    if let Some(name) = &changes.name {
+        conn.execute(
+            "UPDATE integrations SET name = ?2 WHERE id = ?1",
+            params![id, name.as_str()],
+        )?;
+    }
+    if let Some(status) = changes.status {
+        conn.execute(
+            "UPDATE integrations SET status = ?2 WHERE id = ?1",
+            params![id, status.as_str()],
+        )?;
+    }
+    if let Some(url) = &changes.callback_url {
+        conn.execute(
+            "UPDATE integrations SET callback_url = ?2 WHERE id = ?1",
+            params![id, url.as_ref().map(CallbackUrl::as_str)],
+        )?;
+    }
+    if let Some(enabled) = changes.webhook_delivery_enabled {
+        conn.execute(
+            "UPDATE integrations SET webhook_delivery_enabled = ?2 WHERE id = ?1",
+            params![id, enabled],
+        )?;
+    }
+    if let Some(domains) = &changes.domains {
+        replace_domains(conn, id, domains)?;
+    }
+    get(conn, app_id)
+}
+
+pub fn set_app_key_digest(conn: &Connection, app_id: &str, digest: SecretDigest) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE integrations SET app_key_digest = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
+        params![app_id, &digest.0[..]],
+    )?;
+    Ok(n == 1)
+}
+
+pub fn signing_secret(conn: &Connection, app_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT signing_secret FROM integrations WHERE app_id = ?1 AND deleted_at IS NULL",
+            [app_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn set_signing_secret(conn: &Connection, app_id: &str, secret: &str) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE integrations SET signing_secret = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
+        params![app_id, secret],
+    )?;
+    Ok(n == 1)
+}
+
+/// Marks the integration deleted. Its credentials stop working at once; its row, events and history stay.
+pub fn delete(conn: &Connection, app_id: &str, at: Timestamp) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE integrations SET deleted_at = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
+        params![app_id, at.millis()],
+    )?;
+    Ok(n == 1)
+}
+
+pub fn live_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM integrations WHERE app_id = ?1 AND deleted_at IS NULL",
+            [app_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// What the SDK endpoints and verify need about a live integration: its row, whether enabled, its allowed
+/// domains, its callback URL and delivery toggle.
+pub struct Facts {
+    pub id: i64,
+    pub enabled: bool,
+    pub domains: Vec<Domain>,
+    pub callback_url: Option<String>,
+    pub webhook_delivery_enabled: bool,
+}
+
+pub fn facts(conn: &Connection, app_id: &str) -> Result<Option<Facts>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT id, status, callback_url, webhook_delivery_enabled FROM integrations \
+             WHERE app_id = ?1 AND deleted_at IS NULL",
+        )?
+        .query_row([app_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, status, callback_url, webhook_delivery_enabled)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Facts {
+        id,
+        enabled: status == "ENABLED",
+        domains: domains(conn, id)?,
+        callback_url,
+        webhook_delivery_enabled,
+    }))
+}
+
+/// The same facts by row id (verify knows the caller's row).
+pub fn facts_by_row(conn: &Connection, id: i64) -> Result<Option<Facts>> {
+    let app_id: Option<String> = conn
+        .query_row("SELECT app_id FROM integrations WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match app_id {
+        Some(a) => facts(conn, &a),
+        None => Ok(None),
+    }
+}
+
+/// The allowed domains of every live, enabled integration (answers CORS preflights that do not name
+/// their integration).
+pub fn all_enabled_domains(conn: &Connection) -> Result<Vec<Domain>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT d.domain FROM integration_domains d JOIN integrations i ON i.id = d.integration_id \
+         WHERE i.deleted_at IS NULL AND i.status = 'ENABLED'",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows
+        .filter_map(|r| r.ok())
+        .filter_map(|d| Domain::parse(&d).ok())
+        .collect())
+}
+
+/// The row id of an integration, deleted or not (its events outlive it).
+pub fn any_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM integrations WHERE app_id = ?1",
+            [app_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}

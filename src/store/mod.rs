@@ -1,0 +1,372 @@
+//! The store: the only code that speaks SQL. It owns the database file, its schema and migrations, and
+//! the two ways in:
+//!
+//! - **reads** run on a pooled connection (r2d2) inside `spawn_blocking`, so they never block an async
+//!   worker and run in parallel with each other and with the writer (WAL);
+//! - **writes** are sent to one writer thread that owns the only writing connection. It takes every job
+//!   waiting in its queue, runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE … COMMIT`, and
+//!   answers each caller only after that commit: one fsync covers many requests (group commit), with
+//!   `synchronous=FULL` durability for each. A job that fails rolls back its own savepoint and nothing
+//!   else. With a single writer there is never a `SQLITE_BUSY` between our own writers.
+
+pub mod admin;
+pub mod audit;
+pub mod deliveries;
+pub mod events;
+pub mod integrations;
+mod migrate;
+pub mod settings;
+pub mod templates;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::Synchronous;
+
+pub use migrate::{SCHEMA_SQL, SCHEMA_VERSION};
+
+/// The most write jobs committed together. Large enough to amortise an fsync over a burst, small enough
+/// that one commit stays short.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("{0}")]
+    Io(String),
+    #[error(
+        "the database {path} has schema version {found}, but this clicktermd supports at most {supported}: \
+         it was written by a newer clicktermd. Run that version, or restore a backup made for this one."
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("a database task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A cheap handle to the database; clone it freely.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: mpsc::SyncSender<Job>,
+}
+
+/// A write job runs against the writer's connection inside a savepoint. It reports whether it
+/// succeeded (so its savepoint is kept or rolled back) and hands back the reply to send once the
+/// batch's commit has an outcome.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`, applies the schema or migrations, and
+    /// starts the writer thread. The directory is created 0700 and the database file 0600.
+    pub fn open(data_dir: &Path, synchronous: Synchronous) -> Result<Store> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join("clicktermd.db");
+        // Create the file ourselves so it is 0600 from its first byte; SQLite gives its -wal and -shm
+        // files the same permissions as the database file.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                StoreError::Io(format!("cannot create database {}: {e}", path.display()))
+            })?;
+
+        let mut conn = open_connection(&path, synchronous)?;
+        migrate::migrate(&mut conn, &path)?;
+
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| configure(c, synchronous));
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .build(manager)?;
+
+        let (writer, jobs) = mpsc::sync_channel::<Job>(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("clicktermd-db-writer".into())
+            .spawn(move || writer_loop(conn, jobs))
+            .map_err(|e| StoreError::Io(format!("cannot start the database writer: {e}")))?;
+
+        Ok(Store {
+            inner: Arc::new(Inner { path, pool, writer }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a pooled read connection, off the async workers.
+    pub async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let pool = self.inner.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get().map_err(StoreError::from)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` as one atomic unit on the writer connection and returns its result once it is durably
+    /// committed. If `f` returns an error, none of its changes are kept. `f` may fail with any error
+    /// that a store error converts into, so a job can refuse on domain grounds mid-transaction.
+    pub async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Task("a write job panicked".into()).into()));
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) if ok => Err(StoreError::Task(format!("commit failed: {e}")).into()),
+                    Err(_) => result,
+                });
+            });
+            (ok, reply)
+        });
+        // The channel is bounded: under overload, senders wait here (on a blocking thread) instead of
+        // queueing without limit.
+        let sender = self.inner.writer.clone();
+        tokio::task::spawn_blocking(move || sender.send(job))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Copies the live database to `dest` with SQLite's online backup API: a consistent snapshot even
+    /// while the server writes. `dest` must not exist; it is created 0600.
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        backup(&self.inner.path, dest)
+    }
+}
+
+/// Takes a consistent copy of the database at `src` into the new file `dest`.
+pub fn backup(src: &Path, dest: &Path) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| {
+            StoreError::Io(format!("cannot create backup file {}: {e}", dest.display()))
+        })?;
+    let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    source.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut target = Connection::open(dest)?;
+    {
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+        backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
+    }
+    // The copy inherits WAL mode; make it a single self-contained file.
+    target.pragma_update(None, "journal_mode", "DELETE")?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        // `mode` is filtered by the umask; set it exactly.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            StoreError::Io(format!("cannot set permissions of {}: {e}", dir.display()))
+        })?;
+    } else if !dir.is_dir() {
+        return Err(StoreError::Io(format!(
+            "data directory {} is not a directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn, synchronous)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let level = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)?;
+    Ok(())
+}
+
+/// The writer thread: one batch per loop, as described in the module documentation. Ends when every
+/// `Store` handle is gone.
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let why = e.to_string();
+        for job in batch {
+            fail_job(job, conn, &why);
+        }
+        return;
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let (ok, reply) = job(conn);
+        if savepoint.is_ok() {
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "savepoint cleanup failed");
+            }
+        }
+        replies.push(reply);
+    }
+    let outcome = conn.execute_batch("COMMIT").map_err(|e| {
+        tracing::error!(error = %e, "commit failed; the batch is rolled back");
+        let _ = conn.execute_batch("ROLLBACK");
+        e.to_string()
+    });
+    for reply in replies {
+        reply(outcome.clone());
+    }
+}
+
+/// Answers a job whose batch could not even begin: it runs inside a transaction that is rolled back, so
+/// its caller gets the error and nothing is kept.
+fn fail_job(job: Job, conn: &Connection, why: &str) {
+    let in_tx = conn.execute_batch("BEGIN").is_ok();
+    let (_, reply) = job(conn);
+    if in_tx {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    reply(Err(why.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data"), Synchronous::Full).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_keeps_nothing_and_does_not_disturb_its_batch() {
+        let (_dir, store) = store();
+        store
+            .write(|c| -> Result<()> {
+                c.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // Many concurrent writers land in shared batches; every odd job inserts then fails.
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(move |c| -> Result<i64> {
+                        c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                        if i % 2 == 1 {
+                            c.execute("INSERT INTO t (v) VALUES (?1)", [i])?; // UNIQUE violation
+                        }
+                        Ok(i)
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 100);
+        let (count, odd): (i64, i64) = store
+            .read(|c| -> Result<(i64, i64)> {
+                Ok(c.query_row(
+                    "SELECT count(*), count(*) FILTER (WHERE v % 2 = 1) FROM t",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, odd), (100, 0));
+    }
+
+    #[test]
+    fn data_dir_and_database_are_private() {
+        let (dir, store) = store();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
+    }
+}

@@ -1,0 +1,159 @@
+//! What an admin can do with webhook deliveries: read the history, redeliver one, and send a test
+//! webhook. Sending itself is the dispatcher's; these only write rows it picks up.
+
+use crate::error::{Error, Result};
+use crate::model::Timestamp;
+use crate::store::deliveries::{self, Attempt, DeliveryRow, NewDelivery};
+use crate::store::{Store, audit, integrations};
+
+/// A delivery with its attempts, oldest first.
+pub struct DeliveryView {
+    pub delivery: DeliveryRow,
+    pub attempts: Vec<Attempt>,
+}
+
+pub async fn list(
+    store: &Store,
+    app_id: &str,
+    state: Option<String>,
+    outcome: Option<String>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<DeliveryRow>> {
+    let app = app_id.to_string();
+    store
+        .read(move |c| -> Result<_> {
+            let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
+            Ok(deliveries::list(
+                c,
+                id,
+                state.as_deref(),
+                outcome.as_deref(),
+                before,
+                limit,
+            )?)
+        })
+        .await
+}
+
+pub async fn get(store: &Store, delivery_id: &str) -> Result<DeliveryView> {
+    let id = delivery_id.to_string();
+    store
+        .read(move |c| -> Result<_> {
+            let delivery = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
+            let attempts = deliveries::attempts(c, delivery.row)?;
+            Ok(DeliveryView { delivery, attempts })
+        })
+        .await
+}
+
+/// Starts a new, manual attempt chain (held instead, if the integration cannot be delivered to now).
+pub async fn redeliver(store: &Store, actor: &str, delivery_id: &str) -> Result<DeliveryView> {
+    let (actor, id) = (actor.to_string(), delivery_id.to_string());
+    store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            let d = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
+            if !deliveries::redeliver(c, d.row, now)? {
+                return Err(Error::Conflict(
+                    "the delivery is being attempted right now".into(),
+                ));
+            }
+            if let Some(row) = integrations::any_id(c, &d.app_id)? {
+                deliveries::sync_with_integration(c, row, now)?;
+            }
+            audit::record(c, now, &actor, "delivery.redeliver", Some(&id), None)?;
+            let delivery = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
+            let attempts = deliveries::attempts(c, delivery.row)?;
+            Ok(DeliveryView { delivery, attempts })
+        })
+        .await
+}
+
+/// Queues a sample `CLICKWRAP_EVENT_VERIFIED` to the integration's callback URL, marked as a test.
+pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<DeliveryView> {
+    let (actor, app) = (actor.to_string(), app_id.to_string());
+    store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            let facts = integrations::facts(c, &app)?.ok_or(Error::NotFound("integration"))?;
+            if facts.callback_url.is_none() {
+                return Err(Error::Conflict(
+                    "set a callback URL before sending a test webhook".into(),
+                ));
+            }
+            // The same shape and field order as a real event's payload, with a test user and template.
+            let sample = crate::model::ClickwrapEvent {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                app_id: app.clone(),
+                template_id: uuid::Uuid::nil().to_string(),
+                major: 1,
+                minor: 0,
+                effective_at: now,
+                end_user_id: "test-webhook".into(),
+                action: crate::model::Action::Accepted,
+                template_placeholders: None,
+                technical_metadata: "{\"test\":true}".into(),
+                presented_at: None,
+                action_at: now,
+                verified_at: Some(now),
+            };
+            let payload = crate::clickwrap::webhook_payload(&sample);
+            let delivery_id = uuid::Uuid::new_v4().to_string();
+            deliveries::insert(
+                c,
+                &NewDelivery {
+                    delivery_id: &delivery_id,
+                    integration_id: facts.id,
+                    event_row: None,
+                    is_test: true,
+                    payload: &payload,
+                    held: !facts.enabled || !facts.webhook_delivery_enabled,
+                    at: now,
+                },
+            )?;
+            audit::record(
+                c,
+                now,
+                &actor,
+                "integration.test_webhook",
+                Some(&app),
+                Some(&delivery_id),
+            )?;
+            let delivery = deliveries::get(c, &delivery_id)?.ok_or(Error::NotFound("delivery"))?;
+            Ok(DeliveryView {
+                delivery,
+                attempts: Vec::new(),
+            })
+        })
+        .await
+}
+
+/// Redelivers every failed delivery of the integration created in `[from, to]`; returns how many.
+pub async fn redeliver_failed(
+    store: &Store,
+    actor: &str,
+    app_id: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<usize> {
+    let (actor, app) = (actor.to_string(), app_id.to_string());
+    store
+        .write(move |c| -> Result<_> {
+            let now = Timestamp::now();
+            let id = integrations::live_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
+            let n = deliveries::redeliver_failed(c, id, from, to, now)?;
+            deliveries::sync_with_integration(c, id, now)?;
+            let detail = format!("{n} failed deliveries from {from} to {to}");
+            audit::record(
+                c,
+                now,
+                &actor,
+                "delivery.redeliver_failed",
+                Some(&app),
+                Some(&detail),
+            )?;
+            Ok(n)
+        })
+        .await
+}

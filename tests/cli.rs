@@ -1,0 +1,661 @@
+//! End-to-end tests of the command line, through the real binary.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{
+    DEADLINE, TestServer, assert_success, bearer_client, clicktermd, clicktermd_async,
+    clicktermd_command, clicktermd_with_stdin, cookie_client, expect_error, keys, stderr, stdout,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn user_version(db: &Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn unknown_config_key_in_a_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clicktermd.toml");
+    std::fs::write(&config, "[server]\nlsten = \"127.0.0.1:0\"\n").unwrap();
+    let data = dir.path().join("data");
+    let out = clicktermd(
+        &[
+            "--config",
+            s(&config),
+            "--data-dir",
+            s(&data),
+            "integration",
+            "list",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lsten"), "{}", stderr(&out));
+    assert!(
+        !data.exists(),
+        "nothing is created on a configuration error"
+    );
+}
+
+#[test]
+fn bad_environment_variables_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cases = [
+        (
+            "CLICKTERMD_WEBHOOKS__TIMEOUT_SECZ",
+            "1",
+            "CLICKTERMD_WEBHOOKS__TIMEOUT_SECZ",
+        ),
+        (
+            "CLICKTERMD_WEBHOOKS__TIMEOUT_SECS",
+            "abc",
+            "CLICKTERMD_WEBHOOKS__TIMEOUT_SECS",
+        ),
+    ];
+    for (var, value, needle) in cases {
+        let out = clicktermd(
+            &["--data-dir", s(&data), "integration", "list"],
+            &[(var, value)],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(needle),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+    }
+    // A valid override is accepted.
+    let out = clicktermd(
+        &["--data-dir", s(&data), "integration", "list"],
+        &[("CLICKTERMD_WEBHOOKS__TIMEOUT_SECS", "2.5")],
+    );
+    assert_success(&out, "valid override");
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = clicktermd(&["--data-dir", s(&data), "integration", "list"], &[]);
+    assert_success(&out, "first run");
+    let db = data.join("clicktermd.db");
+    assert_eq!(user_version(&db), 1);
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+
+    for args in [
+        vec!["--data-dir", s(&data), "integration", "list"],
+        vec!["--data-dir", s(&data), "admin", "token", "create"],
+    ] {
+        let out = clicktermd(&args, &[]);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = stderr(&out);
+        assert!(err.contains("99"), "{err}");
+        assert!(err.contains("newer"), "{err}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+
+    assert_eq!(user_version(&db), 99);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'integrations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1);
+    let tokens: i64 = conn
+        .query_row("SELECT count(*) FROM admin_tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tokens, 0, "nothing was written");
+    drop(conn);
+    assert!(std::fs::read(&db).unwrap() == before, "the file changed");
+}
+
+/// Runs the binary in `cwd`.
+fn clicktermd_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    clicktermd_command(args, &[])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run clicktermd")
+}
+
+/// What `init` must leave behind: a configuration file that loads as the defaults and mentions every
+/// section, and a database at the current schema version.
+fn assert_initialised(config: &Path, data: &Path) -> String {
+    let text = std::fs::read_to_string(config)
+        .unwrap_or_else(|e| panic!("{} not written: {e}", config.display()));
+    assert!(text.contains("[webhooks]"), "{text}");
+    let parsed = clicktermd::config::Config::load(Some(config), Vec::new())
+        .expect("the written config loads");
+    assert_eq!(parsed, clicktermd::config::Config::default());
+    let db = data.join("clicktermd.db");
+    assert!(db.is_file(), "no database at {}", db.display());
+    assert_eq!(user_version(&db), clicktermd::store::SCHEMA_VERSION);
+    text
+}
+
+#[test]
+fn init_writes_the_config_file_named_by_config_and_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clicktermd.toml");
+    let data = dir.path().join("data");
+    let args = ["--config", s(&config), "--data-dir", s(&data), "init"];
+    let out = clicktermd(&args, &[]);
+    assert_success(
+        &out,
+        "init with --config naming a file that does not exist yet",
+    );
+    let text = assert_initialised(&config, &data);
+
+    // Again, without --force: refused, the (edited) file untouched.
+    let edited = format!("{text}\n# edited by the operator\n");
+    std::fs::write(&config, &edited).unwrap();
+    let out = clicktermd(&args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+}
+
+#[test]
+fn init_without_config_writes_clicktermd_toml_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clicktermd.toml");
+    let data = dir.path().join("data");
+    let out = clicktermd_in(dir.path(), &["--data-dir", s(&data), "init"]);
+    assert_success(&out, "init");
+    assert!(stdout(&out).contains("clicktermd.toml"), "{}", stdout(&out));
+    let text = assert_initialised(&config, &data);
+
+    // Again, without --force (with and without --config): refused, the (edited) file untouched.
+    let edited = format!("{text}\n# edited by the operator\n");
+    std::fs::write(&config, &edited).unwrap();
+    for args in [
+        vec!["--data-dir", s(&data), "init"],
+        vec!["--config", s(&config), "--data-dir", s(&data), "init"],
+    ] {
+        let out = clicktermd_in(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    }
+
+    // With --force it is rewritten.
+    let out = clicktermd_in(dir.path(), &["--data-dir", s(&data), "init", "--force"]);
+    assert_success(&out, "init --force");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+}
+
+fn schema_of(conn: &rusqlite::Connection) -> (Vec<[Option<String>; 4]>, i64) {
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    let version = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    (rows, version)
+}
+
+#[test]
+fn a_fresh_database_has_exactly_the_schema_of_schema_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // (Run in the temporary directory, where init writes clicktermd.toml: `--config` with a file that
+    // does not exist yet is refused, see init_writes_the_config_file_named_by_config_and_the_database.)
+    let out = clicktermd_in(dir.path(), &["--data-dir", s(&data), "init"]);
+    assert_success(&out, "init");
+    let created = rusqlite::Connection::open(data.join("clicktermd.db")).unwrap();
+    let reference = rusqlite::Connection::open_in_memory().unwrap();
+    reference
+        .execute_batch(include_str!("../schema.sql"))
+        .unwrap();
+    let (got, got_version) = schema_of(&created);
+    let (want, want_version) = schema_of(&reference);
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    assert_eq!(got_version, want_version);
+    assert_eq!(got_version, clicktermd::store::SCHEMA_VERSION);
+}
+
+/// The real binary serving in the background; killed (not gracefully) if a test fails first.
+struct Serving {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Serving {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (with the deadline) for the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let out = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .output()
+            .expect("run kill");
+        assert!(out.status.success(), "kill -TERM {pid} failed");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "clicktermd did not stop after SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `clicktermd serve` on a free loopback port and waits for /healthz. The port is picked by
+/// binding port 0 and releasing it; if another process takes it meanwhile, the start is retried.
+async fn serve(data: &Path, log: &Path) -> (Serving, String) {
+    for _ in 0..5 {
+        let port = common::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = clicktermd_command(
+            &["--data-dir", s(data), "serve"],
+            &[("CLICKTERMD_SERVER__LISTEN", &listen)],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn clicktermd serve");
+        let mut serving = Serving {
+            child,
+            log: log.to_path_buf(),
+        };
+        let base = format!("http://{listen}");
+        let http = common::client();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = serving.child.try_wait().unwrap() {
+                let log = serving.log();
+                assert!(
+                    log.contains("cannot listen"),
+                    "clicktermd serve exited with {status}:\n{log}"
+                );
+                break; // The port was taken: try another.
+            }
+            if let Ok(res) = http.get(format!("{base}/healthz")).send().await
+                && res.status() == StatusCode::OK
+            {
+                return (serving, base);
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "clicktermd serve not healthy:\n{}",
+                serving.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("could not start clicktermd serve on a free port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_serving_is_consistent_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (serving, base) = serve(&data, &dir.path().join("serve.log")).await;
+
+    let mut before: BTreeSet<String> = BTreeSet::new();
+    for i in 0..3 {
+        let name = format!("CLI {i}");
+        let out = clicktermd_async(
+            &[
+                "--data-dir",
+                s(&data),
+                "integration",
+                "create",
+                "--name",
+                &name,
+                "--domain",
+                "App.Example.com",
+                "--json",
+            ],
+            &[],
+        )
+        .await;
+        assert_success(&out, "integration create");
+        let text = stdout(&out);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let created: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(keys(&created), ["appId", "appKey", "signingSecret"]);
+        before.insert(created["appId"].as_str().unwrap().to_string());
+    }
+
+    // The server sees what the command line created.
+    let out = clicktermd_async(&["--data-dir", s(&data), "admin", "token", "create"], &[]).await;
+    assert_success(&out, "admin token create");
+    let token = stdout(&out).trim_end().to_string();
+    let api = bearer_client(&token);
+    let list: Value = api
+        .get(format!("{base}/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: BTreeSet<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["appId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, before);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["domains"] == json!(["app.example.com"]))
+    );
+
+    // Keep writing through the API while the backup runs.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let created = Arc::new(Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let (done, created, api, base) = (done.clone(), created.clone(), api.clone(), base.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (id, _, _) = common::create_integration(&api, &base, &format!("API {n}")).await;
+                created.lock().unwrap().push(id);
+                n += 1;
+            }
+        })
+    };
+    let start = Instant::now();
+    while created.lock().unwrap().len() < 5 {
+        assert!(start.elapsed() < DEADLINE, "the API writer is not writing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    before.extend(created.lock().unwrap().iter().cloned());
+    let backup = dir.path().join("backup.db");
+    let out = clicktermd_async(&["--data-dir", s(&data), "backup", s(&backup)], &[]).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.expect("API writer");
+    assert_success(&out, "backup");
+    let all: BTreeSet<String> = created
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .chain(before.iter().cloned())
+        .collect();
+
+    // The copy is sound, self-contained and has everything created before it started.
+    assert!(!Path::new(&format!("{}-wal", backup.display())).exists());
+    let in_backup: BTreeSet<String> = {
+        let conn = rusqlite::Connection::open(&backup).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+        let mut stmt = conn
+            .prepare("SELECT app_id FROM integrations WHERE deleted_at IS NULL")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert!(
+        before.is_subset(&in_backup),
+        "missing from the backup: {:?}",
+        before.difference(&in_backup).collect::<Vec<_>>()
+    );
+    assert!(in_backup.is_subset(&all), "the backup has unknown rows");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "backup file mode");
+    }
+
+    // A second backup to the same path is refused rather than overwriting it.
+    let out = clicktermd_async(&["--data-dir", s(&data), "backup", s(&backup)], &[]).await;
+    assert!(!out.status.success());
+
+    // clicktermd itself can read the backup.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::copy(&backup, restored.join("clicktermd.db")).unwrap();
+    let out = clicktermd_async(
+        &["--data-dir", s(&restored), "integration", "list", "--json"],
+        &[],
+    )
+    .await;
+    assert_success(&out, "integration list on the backup");
+    let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let listed: BTreeSet<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["appId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, in_backup);
+
+    let status = serving.terminate();
+    assert!(status.success(), "graceful shutdown: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_create_prints_one_working_token() {
+    let server = TestServer::start().await;
+    let out = clicktermd_async(
+        &[
+            "--data-dir",
+            s(&server.data_dir),
+            "admin",
+            "token",
+            "create",
+            "--name",
+            "deploy",
+        ],
+        &[],
+    )
+    .await;
+    assert_success(&out, "admin token create");
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(text.ends_with('\n'));
+    let token = text.trim_end_matches('\n');
+    assert!(token.starts_with("ctadm_"), "{token}");
+    assert!(!token.contains(char::is_whitespace), "{token:?}");
+
+    let api = bearer_client(token);
+    let res = api
+        .get(server.url("/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+
+    // Actions with it are audited under the token's name.
+    let (app_id, _, _) = server.create_integration(&api, "By token").await;
+    let audit: Value = api
+        .get(server.url("/api/v1/audit"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "integration.create")
+        .expect("audited");
+    assert_eq!(entry["target"], app_id.as_str());
+    assert_eq!(entry["actor"], "token:deploy");
+
+    // A different token is not accepted.
+    let res = bearer_client(&format!("{token}x"))
+        .get(server.url("/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED).await;
+    server.stop().await;
+}
+
+#[test]
+fn version_prints_the_version() {
+    let out = clicktermd(&["version"], &[]);
+    assert_success(&out, "version");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("clicktermd {} ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let out = clicktermd(&["--version"], &[]);
+    assert_success(&out, "--version");
+    assert!(
+        stdout(&out).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+async fn login(server: &TestServer, password: &str) -> (StatusCode, reqwest::Client) {
+    let http = cookie_client();
+    let res = http
+        .post(server.url("/api/v1/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_password_replaces_the_initial_password() {
+    let server = TestServer::start().await;
+    let old = server.admin_password();
+    let (status, old_session) = login(&server, &old).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = server.data_dir.clone();
+
+    // Too short: refused, naming the password, and nothing changes.
+    let out = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            clicktermd_with_stdin(
+                &[
+                    "--data-dir",
+                    s(&data),
+                    "admin",
+                    "set-password",
+                    "--username",
+                    "admin",
+                    "--password-stdin",
+                ],
+                &[],
+                "short\n",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("password"), "{}", stderr(&out));
+    assert!(data.join("initial-admin-password").exists());
+    assert_eq!(login(&server, &old).await.0, StatusCode::OK);
+
+    let new = "correct horse battery staple";
+    let out = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            clicktermd_with_stdin(
+                &[
+                    "--data-dir",
+                    s(&data),
+                    "admin",
+                    "set-password",
+                    "--username",
+                    "admin",
+                    "--password-stdin",
+                ],
+                &[],
+                &format!("{new}\n"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_success(&out, "set-password");
+    assert!(
+        stdout(&out).is_empty(),
+        "nothing printed with --password-stdin"
+    );
+
+    let (status, fresh) = login(&server, new).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = fresh
+        .get(server.url("/api/v1/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(login(&server, &old).await.0, StatusCode::UNAUTHORIZED);
+    assert!(!data.join("initial-admin-password").exists());
+    // Sessions from before the change are over.
+    let res = old_session
+        .get(server.url("/api/v1/session"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED).await;
+    server.stop().await;
+}

@@ -1,0 +1,418 @@
+//! Shared harness for the end-to-end tests: the real server in-process on an ephemeral loopback port with
+//! its data in a temporary directory, HTTP clients for it, and the real binary for command-line tests.
+//!
+//! Every test file includes it with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+pub mod browser;
+pub mod dns;
+pub mod receiver;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use clicktermd::config::Config;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long anything in a test may take to become ready before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The user name of the admin created at first start.
+pub const ADMIN: &str = "admin";
+
+/// The real server, running in-process on `127.0.0.1:<ephemeral>` with its own data directory.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub addr: SocketAddr,
+    /// The data directory (a not-yet-existing subdirectory of the temporary directory at start, so the
+    /// server creates it).
+    pub data_dir: PathBuf,
+    /// The configuration the server runs with.
+    pub config: Config,
+    dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A server that was stopped; its data directory is still there (until this is dropped) and it can be
+/// started again on the same data.
+pub struct StoppedServer {
+    pub data_dir: PathBuf,
+    pub config: Config,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the default configuration changed by `tweak` (the data directory is already
+    /// set when `tweak` runs).
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().join("data");
+        tweak(&mut config);
+        TestServer::start_in(dir, config).await
+    }
+
+    async fn start_in(dir: TempDir, mut config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener address");
+        config.server.listen = addr;
+        config
+            .validate()
+            .expect("the test configuration must be valid");
+        let data_dir = config.storage.data_dir.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(clicktermd::run(config.clone(), listener, async move {
+            rx.await.ok();
+        }));
+        let base = format!("http://{addr}");
+        let mut server = TestServer {
+            base,
+            addr,
+            data_dir,
+            config,
+            dir,
+            shutdown: Some(tx),
+            handle,
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Polls `/healthz` until it answers 200; fails the test if the server task ends first or the
+    /// deadline passes.
+    async fn wait_healthy(&mut self) {
+        let client = client();
+        let url = self.url("/healthz");
+        let start = Instant::now();
+        loop {
+            if self.handle.is_finished() {
+                let result = (&mut self.handle).await;
+                panic!("the server stopped before it was healthy: {result:?}");
+            }
+            if let Ok(res) = client.get(&url).send().await
+                && res.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the server did not become healthy within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The first-start admin password from `initial-admin-password` in the data directory.
+    pub fn admin_password(&self) -> String {
+        read_admin_password(&self.data_dir)
+    }
+
+    /// A client with a cookie store, logged in as `admin` through `POST /api/v1/login`.
+    pub async fn admin_client(&self) -> reqwest::Client {
+        let client = cookie_client();
+        let res = client
+            .post(self.url("/api/v1/login"))
+            .json(&serde_json::json!({"username": ADMIN, "password": self.admin_password()}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(res.status(), StatusCode::OK, "admin login failed");
+        client
+    }
+
+    /// A new admin bearer token, minted by the real binary (`clicktermd admin token create`) against
+    /// this server's data directory while the server runs.
+    pub async fn admin_token(&self) -> String {
+        let dir = self.data_dir.to_str().expect("UTF-8 path").to_string();
+        let out = clicktermd_async(&["--data-dir", &dir, "admin", "token", "create"], &[]).await;
+        assert_success(&out, "admin token create");
+        let token = String::from_utf8(out.stdout).expect("UTF-8 token");
+        token.trim_end().to_string()
+    }
+
+    /// A client that sends `Authorization: Bearer <token>` on every request.
+    pub async fn token_client(&self) -> reqwest::Client {
+        bearer_client(&self.admin_token().await)
+    }
+
+    /// Creates an integration named `name` as the admin; returns `(appId, appKey, signingSecret)`.
+    pub async fn create_integration(
+        &self,
+        admin: &reqwest::Client,
+        name: &str,
+    ) -> (String, String, String) {
+        create_integration(admin, &self.base, name).await
+    }
+
+    /// Stops the server gracefully (within the deadline) and asserts that `run` returned `Ok`. The data
+    /// directory stays until the returned value is dropped.
+    pub async fn stop(mut self) -> StoppedServer {
+        let tx = self.shutdown.take().expect("shutdown sender");
+        let _ = tx.send(());
+        let result = tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("the server did not stop within the deadline")
+            .expect("the server task panicked");
+        if let Err(e) = result {
+            panic!("the server stopped with an error: {e:#}");
+        }
+        StoppedServer {
+            data_dir: self.data_dir,
+            config: self.config,
+            dir: self.dir,
+        }
+    }
+}
+
+impl StoppedServer {
+    /// Starts the server again on the same data directory and configuration (on a new port).
+    pub async fn restart(self) -> TestServer {
+        TestServer::start_in(self.dir, self.config).await
+    }
+}
+
+/// Reads `initial-admin-password` from a data directory.
+pub fn read_admin_password(data_dir: &Path) -> String {
+    let path = data_dir.join("initial-admin-password");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    // reqwest with `rustls-no-provider` needs a process-wide crypto provider to build any client, even
+    // one that only speaks plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(DEADLINE)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// A plain client: no cookies, no credentials.
+pub fn client() -> reqwest::Client {
+    builder().build().expect("HTTP client")
+}
+
+/// A client that keeps cookies.
+pub fn cookie_client() -> reqwest::Client {
+    builder().cookie_store(true).build().expect("HTTP client")
+}
+
+/// A client that sends `Authorization: Bearer <token>` on every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .expect("token is a header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
+/// `POST /api/v1/integrations` with `body`; asserts 201 and returns the response body.
+pub async fn create_integration_with(client: &reqwest::Client, base: &str, body: &Value) -> Value {
+    let res = client
+        .post(format!("{base}/api/v1/integrations"))
+        .json(body)
+        .send()
+        .await
+        .expect("create integration request");
+    let status = res.status();
+    let json: Value = res.json().await.expect("JSON body");
+    assert_eq!(status, StatusCode::CREATED, "create integration: {json}");
+    json
+}
+
+/// Creates an integration named `name`; returns `(appId, appKey, signingSecret)`.
+pub async fn create_integration(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> (String, String, String) {
+    let json = create_integration_with(client, base, &serde_json::json!({"name": name})).await;
+    let field = |k: &str| {
+        json[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} missing in {json}"))
+            .to_string()
+    };
+    (field("appId"), field("appKey"), field("signingSecret"))
+}
+
+/// Asserts that `res` is an error with `status` in the API's shape — a JSON object with exactly the
+/// string fields `message` (non-empty) and `code` — and returns the body.
+pub async fn expect_error(res: reqwest::Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let content_type = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = res.text().await.expect("response body");
+    assert_eq!(got, status, "body: {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?} for {status}: {text}"
+    );
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text:?}"));
+    let obj = body.as_object().expect("error body is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "message"], "error body {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// The path of the built `clicktermd` binary.
+pub fn clicktermd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clicktermd")
+}
+
+/// A command for the real binary with no inherited `CLICKTERMD_*` variables and `env` set.
+pub fn clicktermd_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(clicktermd_bin());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CLICKTERMD_") {
+            cmd.env_remove(name);
+        }
+    }
+    // No stray log filter from the environment changes what the binary prints.
+    cmd.env_remove("RUST_LOG");
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs the real binary to completion with `args` and `env` (inherited `CLICKTERMD_*` cleared) and
+/// standard input empty.
+pub fn clicktermd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    clicktermd_command(args, env)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run clicktermd")
+}
+
+/// Like [`clicktermd`], with `stdin` as standard input.
+pub fn clicktermd_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = clicktermd_command(args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn clicktermd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for clicktermd")
+}
+
+/// [`clicktermd`] on a blocking thread, for use inside async tests while an in-process server runs.
+pub async fn clicktermd_async(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        clicktermd(&args, &env)
+    })
+    .await
+    .expect("clicktermd task")
+}
+
+/// Asserts a zero exit status, showing standard error otherwise.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Standard output as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
+}
+
+/// Standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// Polls `GET {base}/healthz` until 200 or the deadline.
+pub async fn wait_healthy(base: &str) -> bool {
+    let client = client();
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if let Ok(res) = client.get(format!("{base}/healthz")).send().await
+            && res.status() == StatusCode::OK
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

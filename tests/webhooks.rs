@@ -1,0 +1,620 @@
+//! The webhook dispatcher end to end: real deliveries from the real server, over TLS, to a receiver
+//! (Python, standard library) that checks the seed's signature on its own, with host names answered by a
+//! real DNS server. Loopback only: the receiver listens on 127.0.0.1 (and 127.0.0.2 for "blocked" cases,
+//! which are refused before anything connects there); `allow_private_cidrs = ["127.0.0.1/32"]`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::dns::DnsServer;
+use common::receiver::Receiver;
+use common::{DEADLINE, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The receiver checks signatures with this secret; `use_receiver_secret` gives it to an integration.
+const RECEIVER_SECRET: &str = "whsec_receiver_test_secret";
+
+struct World {
+    server: TestServer,
+    admin: reqwest::Client,
+    receiver: Receiver,
+    dns: DnsServer,
+}
+
+/// A server that trusts the receiver's CA, asks our DNS server, and may deliver to 127.0.0.1 only.
+async fn world(timeout_secs: f64, tweak: impl FnOnce(&mut clicktermd::config::Config)) -> World {
+    let receiver = Receiver::start(RECEIVER_SECRET).await;
+    let dns = DnsServer::start().await;
+    dns.set("receiver.test", &["127.0.0.1".parse().unwrap()]);
+    let (ca, dns_server) = (receiver.ca_file.clone(), dns.server_string());
+    let server = TestServer::start_with(|c| {
+        c.webhooks.dns_servers = vec![dns_server];
+        c.webhooks.extra_ca_file = Some(ca);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        c.webhooks.timeout_secs = timeout_secs;
+        c.webhooks.retry_base_secs = 0.05;
+        c.webhooks.retry_cap_secs = 0.2;
+        tweak(c);
+    })
+    .await;
+    let admin = server.admin_client().await;
+    World {
+        server,
+        admin,
+        receiver,
+        dns,
+    }
+}
+
+impl World {
+    /// An integration whose signing secret is the receiver's and whose callback is `host` + `path`.
+    async fn integration(&self, host: &str, path: &str) -> String {
+        let (app_id, _, _) = self
+            .server
+            .create_integration(&self.admin, "Receiver")
+            .await;
+        self.patch(
+            &app_id,
+            json!({"callbackUrl": self.receiver.url(host, path)}),
+        )
+        .await;
+        app_id
+    }
+
+    async fn patch(&self, app_id: &str, body: Value) -> Value {
+        let res = self
+            .admin
+            .patch(self.server.url(&format!("/api/v1/integrations/{app_id}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let json: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body} → {json}");
+        json
+    }
+
+    async fn test_webhook(&self, app_id: &str) -> String {
+        let res = self
+            .admin
+            .post(
+                self.server
+                    .url(&format!("/api/v1/integrations/{app_id}/test-webhook")),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let json: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+        json["id"].as_str().unwrap().to_string()
+    }
+
+    async fn delivery(&self, id: &str) -> Value {
+        self.admin
+            .get(self.server.url(&format!("/api/v1/deliveries/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls a delivery until its state is one of `states`.
+    async fn until_state(&self, id: &str, states: &[&str]) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let d = self.delivery(id).await;
+            if states.contains(&d["state"].as_str().unwrap_or("")) {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery never reached {states:?}: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The receiver checks with one secret: make it the integration's signing secret (as an operator
+    /// would configure the receiver with the integration's secret, the other way round).
+    fn use_receiver_secret(&self, app_id: &str) {
+        let db = rusqlite::Connection::open(self.server.data_dir.join("clicktermd.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        let n = db
+            .execute(
+                "UPDATE integrations SET signing_secret = ?1 WHERE app_id = ?2",
+                rusqlite::params![self.receiver.secret, app_id],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_event_arrives_signed_over_pinned_tls() {
+    let w = world(5.0, |_| {}).await;
+    let app_id = w.integration("receiver.test", "/ok").await;
+    w.use_receiver_secret(&app_id);
+    // A template, an end user's acceptance through the SDK, and the backend's verify.
+    let (key, tid) = {
+        let res = w
+            .admin
+            .post(
+                w.server
+                    .url(&format!("/api/v1/integrations/{app_id}/app-key")),
+            )
+            .send()
+            .await
+            .unwrap();
+        let key = res.json::<Value>().await.unwrap()["appKey"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t: Value = w
+            .admin
+            .post(w.server.url("/api/v1/templates"))
+            .json(&json!({"name": "T", "defaultLanguage": "en", "languages": {"en": {"title": "T", "content": "C"}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tid = t["id"].as_str().unwrap().to_string();
+        let res = w
+            .admin
+            .post(w.server.url(&format!("/api/v1/templates/{tid}/versions")))
+            .json(&json!({"type": "MAJOR"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        (key, tid)
+    };
+    let acted: Value = common::client()
+        .post(w.server.url("/public-client/v1/clickwrap"))
+        .json(&json!({"appId": app_id, "clickwrapTemplateId": tid, "endUserId": "u1", "action": "ACCEPTED",
+                      "templatePlaceholders": "{\"fullName\":\"Ann\"}"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let verified: Value = common::client()
+        .post(w.server.url("/public-client/v1/clickwrap/verify"))
+        .header("X-APP-ID", &app_id)
+        .header("X-APP-KEY", &key)
+        .json(&json!({"clicktermSignature": acted["clicktermSignature"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified["clickwrapEventStatus"], "ACCEPTED", "{verified}");
+
+    // The receiver checked it independently: signature, timestamp skew, content type, method.
+    let got = w.receiver.wait_for(1, DEADLINE).await;
+    let req = &got[0];
+    assert!(req.signature_valid, "{req:?}");
+    assert!(req.contract_errors.is_empty(), "{:?}", req.contract_errors);
+    assert_eq!(
+        req.sni.as_deref(),
+        Some("receiver.test"),
+        "SNI is the URL's host name"
+    );
+    assert_eq!(
+        req.header("user-agent"),
+        Some(concat!("clicktermd/", env!("CARGO_PKG_VERSION")))
+    );
+    let body = req.json();
+    assert_eq!(body["eventType"], "CLICKWRAP_EVENT_VERIFIED");
+    for (k, v) in verified.as_object().unwrap() {
+        assert_eq!(&body["data"][k], v, "data.{k}");
+    }
+    assert_eq!(body["data"].as_object().unwrap().len(), 10);
+
+    // History: one attempt, ok, to the address that was checked.
+    let list: Value = w
+        .admin
+        .get(
+            w.server
+                .url(&format!("/api/v1/integrations/{app_id}/deliveries")),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap().to_string();
+    let d = w.until_state(&id, &["succeeded"]).await;
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["clickwrapEventId"], verified["clickwrapEventId"]);
+    let a = &d["attemptList"][0];
+    assert_eq!(a["outcome"], "ok");
+    assert_eq!(a["responseStatus"], 200);
+    assert_eq!(a["remoteAddr"], format!("127.0.0.1:{}", w.receiver.port));
+    assert_eq!(
+        a["requestHeaders"]["X-Clickterm-Signature"],
+        req.header("x-clickterm-signature").unwrap()
+    );
+    // The payload the receiver got is byte for byte the frozen one.
+    assert_eq!(d["payload"].as_str().unwrap(), req.body);
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_200_counts_and_redirects_are_not_followed() {
+    let w = world(5.0, |_| {}).await;
+    let cases = [
+        ("/status/201", "http_status"),
+        ("/status/204", "http_status"),
+        ("/status/301", "redirect_refused"),
+        ("/redirect", "redirect_refused"),
+        ("/status/400", "http_status"),
+        ("/status/500", "http_status"),
+    ];
+    let mut started = Vec::new();
+    for (path, outcome) in cases {
+        let app_id = w.integration("receiver.test", path).await;
+        w.use_receiver_secret(&app_id);
+        started.push((path, outcome, w.test_webhook(&app_id).await));
+    }
+    for (path, outcome, id) in started {
+        let d = w.until_state(&id, &["failed", "succeeded"]).await;
+        assert_eq!(d["state"], "failed", "{path}: {d}");
+        assert_eq!(d["attempts"], 4, "{path}: 1 attempt + 3 retries");
+        let attempts = d["attemptList"].as_array().unwrap();
+        assert_eq!(attempts.len(), 4, "{path}");
+        assert!(
+            attempts.iter().all(|a| a["outcome"] == outcome),
+            "{path}: {d}"
+        );
+        let numbers: Vec<i64> = attempts
+            .iter()
+            .map(|a| a["number"].as_i64().unwrap())
+            .collect();
+        assert_eq!(numbers, [1, 2, 3, 4]);
+        // Every attempt was signed afresh.
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a["requestHeaders"]["X-Clickterm-Signature"].is_string())
+        );
+    }
+    assert!(
+        w.receiver.requests_to("/redirect-target").is_empty(),
+        "a redirect was followed"
+    );
+    assert_eq!(w.receiver.requests_to("/redirect").len(), 4);
+
+    // And 200 succeeds at the first attempt.
+    let app_id = w.integration("receiver.test", "/ok").await;
+    w.use_receiver_secret(&app_id);
+    let id = w.test_webhook(&app_id).await;
+    let d = w.until_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(
+        (d["state"].as_str(), d["attempts"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{d}"
+    );
+    assert_eq!(d["isTest"], true);
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_endpoints_end_at_the_timeout_and_huge_bodies_are_cut() {
+    let w = world(1.0, |c| c.webhooks.max_retries = 0).await;
+    for path in ["/hang", "/trickle"] {
+        let app_id = w.integration("receiver.test", path).await;
+        w.use_receiver_secret(&app_id);
+        let id = w.test_webhook(&app_id).await;
+        let d = w.until_state(&id, &["failed", "succeeded"]).await;
+        let a = &d["attemptList"][0];
+        assert_eq!(a["outcome"], "timeout", "{path}: {d}");
+        let ms = a["durationMs"].as_i64().unwrap();
+        assert!(
+            (900..3000).contains(&ms),
+            "{path}: the attempt took {ms} ms with a 1 s timeout"
+        );
+    }
+    // A 50 MB answer: reading stops at the 4 KiB excerpt, long before the body (or the timeout) ends.
+    let app_id = w.integration("receiver.test", "/huge").await;
+    w.use_receiver_secret(&app_id);
+    let id = w.test_webhook(&app_id).await;
+    let d = w.until_state(&id, &["failed", "succeeded"]).await;
+    let a = &d["attemptList"][0];
+    assert_eq!(a["outcome"], "ok", "{d}");
+    assert_eq!(a["responseBody"].as_str().unwrap().len(), 4096);
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_answering_forbidden_addresses_are_refused_at_attempt_time() {
+    let w = world(3.0, |c| c.webhooks.max_retries = 0).await;
+    // 127.0.0.2 is loopback but outside allow_private_cidrs = 127.0.0.1/32.
+    w.dns
+        .set("other.receiver.test", &["127.0.0.2".parse().unwrap()]);
+    w.dns.set(
+        "mixed.receiver.test",
+        &["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
+    );
+    w.dns
+        .set("rebind.receiver.test", &["127.0.0.1".parse().unwrap()]);
+    let forbidden = w.integration("other.receiver.test", "/ok").await;
+    let mixed = w.integration("mixed.receiver.test", "/ok").await;
+    let rebind = w.integration("rebind.receiver.test", "/ok").await;
+    // Saved while it answered 127.0.0.1; now it answers 127.0.0.2.
+    w.dns
+        .set("rebind.receiver.test", &["127.0.0.2".parse().unwrap()]);
+    for app_id in [&forbidden, &mixed, &rebind] {
+        w.use_receiver_secret(app_id);
+        let id = w.test_webhook(app_id).await;
+        let d = w.until_state(&id, &["failed", "succeeded"]).await;
+        let a = &d["attemptList"][0];
+        assert_eq!(a["outcome"], "blocked_address", "{d}");
+        let detail = a["detail"].as_str().unwrap();
+        assert!(detail.contains("127.0.0.2"), "{detail}");
+        assert!(
+            detail.contains("127.0.0.1/32"),
+            "the message names the configured exceptions: {detail}"
+        );
+        assert_eq!(a["remoteAddr"], Value::Null, "nothing was connected to");
+    }
+    // A name the certificate does not cover: TLS verification against the URL's host name refuses it,
+    // whichever address was dialled.
+    w.dns.set("wrongname.test", &["127.0.0.1".parse().unwrap()]);
+    let wrong = w.integration("wrongname.test", "/ok").await;
+    let id = w.test_webhook(&wrong).await;
+    let d = w.until_state(&id, &["failed"]).await;
+    assert_eq!(d["attemptList"][0]["outcome"], "tls_error", "{d}");
+    assert!(
+        d["attemptList"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("wrongname.test"),
+        "{d}"
+    );
+    // An unknown name is a DNS error.
+    let unknown = w.integration("nowhere.test", "/ok").await;
+    let id = w.test_webhook(&unknown).await;
+    let d = w.until_state(&id, &["failed"]).await;
+    assert_eq!(d["attemptList"][0]["outcome"], "dns_error", "{d}");
+    // Nothing reached the receiver over HTTP (the TLS handshake above never completed).
+    assert!(
+        w.receiver.requests().is_empty(),
+        "the receiver must not have been reached: {:?}",
+        w.receiver.requests()
+    );
+    // With the name answering 127.0.0.1 again, the same integration is delivered to.
+    w.dns
+        .set("rebind.receiver.test", &["127.0.0.1".parse().unwrap()]);
+    let id = w.test_webhook(&rebind).await;
+    let d = w.until_state(&id, &["failed", "succeeded"]).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_resume_releases_delete_cancels_and_redeliver_starts_a_manual_chain() {
+    let w = world(5.0, |_| {}).await;
+    let app_id = w.integration("receiver.test", "/ok").await;
+    w.use_receiver_secret(&app_id);
+    w.patch(&app_id, json!({"webhookDeliveryEnabled": false}))
+        .await;
+    let held = w.test_webhook(&app_id).await;
+    assert_eq!(w.delivery(&held).await["state"], "held");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.receiver.requests().is_empty(), "a held delivery was sent");
+    w.patch(&app_id, json!({"webhookDeliveryEnabled": true}))
+        .await;
+    let d = w.until_state(&held, &["succeeded"]).await;
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(w.receiver.wait_for(1, DEADLINE).await.len(), 1);
+
+    // Disabled integration: held too.
+    w.patch(&app_id, json!({"status": "DISABLED"})).await;
+    let second = w.test_webhook(&app_id).await;
+    assert_eq!(w.delivery(&second).await["state"], "held");
+
+    // Redeliver the succeeded one: a new chain, marked manual.
+    w.patch(&app_id, json!({"status": "ENABLED"})).await;
+    let res = w
+        .admin
+        .post(
+            w.server
+                .url(&format!("/api/v1/deliveries/{held}/redeliver")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let d = w.until_state(&held, &["succeeded"]).await;
+    let d = if d["attemptList"].as_array().unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.delivery(&held).await
+    } else {
+        d
+    };
+    assert_eq!(d["trigger"], "manual", "{d}");
+    assert_eq!(d["attemptList"][1]["trigger"], "manual", "{d}");
+    w.until_state(&second, &["succeeded"]).await;
+
+    // Delete: pending and held deliveries are cancelled, history stays readable.
+    w.patch(&app_id, json!({"webhookDeliveryEnabled": false}))
+        .await;
+    let third = w.test_webhook(&app_id).await;
+    let res = w
+        .admin
+        .delete(w.server.url(&format!("/api/v1/integrations/{app_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(w.delivery(&third).await["state"], "cancelled");
+    assert_eq!(w.delivery(&held).await["state"], "succeeded");
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_does_not_delay_other_integrations() {
+    let w = world(3.0, |c| {
+        c.webhooks.max_retries = 0;
+        c.webhooks.max_in_flight = 8;
+        c.webhooks.max_in_flight_per_integration = 2;
+    })
+    .await;
+    let slow = w.integration("receiver.test", "/hang").await;
+    let fast = w.integration("receiver.test", "/ok").await;
+    w.use_receiver_secret(&slow);
+    w.use_receiver_secret(&fast);
+    // Fill far more than the hanging integration's share of the queue first.
+    for _ in 0..10 {
+        w.test_webhook(&slow).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(w.test_webhook(&fast).await);
+    }
+    for id in &ids {
+        w.until_state(id, &["succeeded"]).await;
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "healthy deliveries waited {took:?} behind a callback that hangs for 3 s"
+    );
+    assert_eq!(w.receiver.requests_to("/ok").len(), 5);
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_url_explains_the_policy_without_sending_anything() {
+    let dns = DnsServer::start().await;
+    dns.set("good.test", &["127.0.0.1".parse().unwrap()]);
+    dns.set("bad.test", &["127.0.0.2".parse().unwrap()]);
+    dns.set(
+        "mixed.test",
+        &["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
+    );
+    let servers = format!("[\"{}\"]", dns.server_string());
+    let env = [
+        ("CLICKTERMD_WEBHOOKS__DNS_SERVERS", servers.as_str()),
+        (
+            "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+            "[\"127.0.0.1/32\"]",
+        ),
+    ];
+    let cases: &[(&str, i32, &str)] = &[
+        ("https://good.test:9443/hook", 0, "127.0.0.1/32"),
+        ("https://bad.test/hook", 1, "127.0.0.2"),
+        ("https://mixed.test/hook", 1, "127.0.0.2"),
+        ("https://nowhere.test/hook", 1, "dns_error"),
+        ("http://good.test/hook", 1, "scheme"),
+        ("https://0x7f.2/", 1, "127.0.0.2"),
+        ("https://[::ffff:10.0.0.5]/", 1, "private"), // a policy decision: check-url never connects
+        ("https://localhost/", 1, "localhost"),
+        ("https://127.0.0.1:8080/", 1, "self_address"),
+        ("not a url", 1, "invalid_url"),
+    ];
+    for (url, code, needle) in cases {
+        let out = common::clicktermd_async(&["check-url", url], &env).await;
+        let text = common::stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{url}: {text} {}",
+            common::stderr(&out)
+        );
+        assert!(
+            text.contains(needle),
+            "{url}: {text:?} should mention {needle:?}"
+        );
+    }
+    // A configuration error is a usage error.
+    let out = common::clicktermd_async(
+        &["check-url", "https://good.test/"],
+        &[("CLICKTERMD_WEBHOOKS__DNS_SERVERS", "[\"x\"]")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_of_a_time_range_are_redelivered_in_bulk() {
+    let w = world(5.0, |c| c.webhooks.max_retries = 0).await;
+    let app_id = w.integration("receiver.test", "/status/500").await;
+    w.use_receiver_secret(&app_id);
+    let before = time::OffsetDateTime::now_utc() - Duration::from_secs(1);
+    let ids = [w.test_webhook(&app_id).await, w.test_webhook(&app_id).await];
+    for id in &ids {
+        assert_eq!(
+            w.until_state(id, &["failed"]).await["lastOutcome"],
+            "http_status"
+        );
+    }
+    let rfc = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let bulk = |from: String, to: String| {
+        w.admin
+            .post(
+                w.server
+                    .url(&format!("/api/v1/integrations/{app_id}/redeliver")),
+            )
+            .json(&json!({"from": from, "to": to}))
+            .send()
+    };
+    // A range before they were created touches nothing; a reversed range is refused by name.
+    let res: Value = bulk(rfc(before - Duration::from_secs(60)), rfc(before))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["redelivered"], 0);
+    let res = bulk(rfc(before), rfc(before - Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(err["message"].as_str().unwrap().starts_with("to:"), "{err}");
+
+    // The endpoint is fixed; both are redelivered as a manual chain and succeed.
+    w.patch(
+        &app_id,
+        json!({"callbackUrl": w.receiver.url("receiver.test", "/ok")}),
+    )
+    .await;
+    let now = time::OffsetDateTime::now_utc() + Duration::from_secs(1);
+    let res: Value = bulk(rfc(before), rfc(now))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["redelivered"], 2);
+    for id in &ids {
+        let d = w.until_state(id, &["succeeded"]).await;
+        assert_eq!(d["trigger"], "manual");
+        let attempts = d["attemptList"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{d}");
+        assert_eq!(
+            (
+                attempts[0]["outcome"].as_str(),
+                attempts[1]["outcome"].as_str()
+            ),
+            (Some("http_status"), Some("ok"))
+        );
+    }
+    w.server.stop().await;
+}
