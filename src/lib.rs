@@ -55,15 +55,13 @@ pub async fn run(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "clicktermd {} serving on {scheme}://{addr}", env!("CARGO_PKG_VERSION"));
-    let policy = Arc::new(dispatch::policy_from_config(&config.webhooks, Some(addr)));
+    let guard = dispatch::guard::UrlGuard::from_config(&config.webhooks, Some(addr))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let guard = Arc::new(guard);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let dispatcher = dispatch::Dispatcher::new(
-        store.clone(),
-        &config.webhooks,
-        policy.clone(),
-        wake.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let dispatcher =
+        dispatch::Dispatcher::new(store.clone(), &config.webhooks, &guard, wake.clone())
+            .map_err(|e| anyhow::anyhow!(e))?;
     // One shutdown signal, watched by the HTTP server and the dispatcher.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -71,7 +69,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
-    let state = http::AppState::new(config.clone(), store, signature_key, policy, wake);
+    let state = http::AppState::new(config.clone(), store, signature_key, guard, wake);
     let mut http_stop = stop_rx;
     let http_stopped = async move {
         let _ = http_stop.wait_for(|stop| *stop).await;

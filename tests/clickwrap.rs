@@ -697,7 +697,7 @@ async fn a_declined_action_reads_declined_in_verify_status_and_list() {
 async fn a_second_verify_is_409_and_writes_nothing() {
     let ctx = Ctx::start().await;
     let app = ctx.app("Web").await;
-    ctx.patch_app(&app, json!({"callbackUrl": "https://hooks.example.com/ct"}))
+    ctx.patch_app(&app, json!({"callbackUrl": common::HOOKS_URL}))
         .await;
     let tid = ctx.published("Terms").await;
 
@@ -738,7 +738,7 @@ async fn a_second_verify_is_409_and_writes_nothing() {
 async fn verify_freezes_the_webhook_payload_in_a_delivery_row() {
     let ctx = Ctx::start().await;
     let app = ctx.app("Web").await;
-    ctx.patch_app(&app, json!({"callbackUrl": "https://hooks.example.com/ct"}))
+    ctx.patch_app(&app, json!({"callbackUrl": common::HOOKS_URL}))
         .await;
     let tid = ctx.published("Terms").await;
     ctx.present(&app, &tid, "ann").await;
@@ -755,7 +755,8 @@ async fn verify_freezes_the_webhook_payload_in_a_delivery_row() {
     let rows = ctx.deliveries(&a.event_id);
     assert_eq!(rows.len(), 1, "one delivery row per verified event");
     let (state, payload, is_test) = &rows[0];
-    assert_eq!(state, "pending");
+    // The dispatcher may already be attempting it (towards the harness's sink).
+    assert!(state == "pending" || state == "in_flight", "{state}");
     assert_eq!(*is_test, 0);
     let p: Value = serde_json::from_slice(payload).expect("the payload is JSON");
     assert_eq!(keys(&p), ["data", "eventType"], "{p}");
@@ -1569,7 +1570,7 @@ async fn sdk_cors_follows_the_integrations_domains() {
 async fn verify_and_its_delivery_row_are_atomic() {
     let ctx = Ctx::start().await;
     let app = ctx.app("Web").await;
-    ctx.patch_app(&app, json!({"callbackUrl": "https://hooks.example.com/ct"}))
+    ctx.patch_app(&app, json!({"callbackUrl": common::HOOKS_URL}))
         .await;
     let tid = ctx.published("Terms").await;
     let a = ctx.act(&app, &tid, "ann", "ACCEPTED").await;

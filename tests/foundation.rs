@@ -290,7 +290,7 @@ async fn every_admin_route_needs_a_session_or_token() {
     // A callback URL and one (held) delivery, so that the delivery routes have something to act on.
     let res = admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .json(&json!({"callbackUrl": "https://hooks.example.com/ct", "webhookDeliveryEnabled": false}))
+        .json(&json!({"callbackUrl": common::HOOKS_URL, "webhookDeliveryEnabled": false}))
         .send()
         .await
         .unwrap();
@@ -489,15 +489,15 @@ async fn integration_lifecycle_through_the_admin_api() {
         &server,
         &admin,
         &app_id,
-        json!({"callbackUrl": "https://hooks.example.com/clickterm"}),
+        json!({"callbackUrl": "https://hooks.test/clickterm"}),
     )
     .await;
-    assert_eq!(v["callbackUrl"], "https://hooks.example.com/clickterm");
+    assert_eq!(v["callbackUrl"], "https://hooks.test/clickterm");
     let res = patch(
         &server,
         &admin,
         &app_id,
-        json!({"callbackUrl": "http://hooks.example.com/clickterm"}),
+        json!({"callbackUrl": "http://hooks.test/clickterm"}),
     )
     .await;
     let err = expect_error(res, StatusCode::BAD_REQUEST).await;
@@ -507,7 +507,7 @@ async fn integration_lifecycle_through_the_admin_api() {
     );
     assert_eq!(
         get_integration(&server, &admin, &app_id).await["callbackUrl"],
-        "https://hooks.example.com/clickterm"
+        "https://hooks.test/clickterm"
     );
     let v = patch_ok(&server, &admin, &app_id, json!({"callbackUrl": null})).await;
     assert_eq!(v["callbackUrl"], Value::Null);

@@ -337,23 +337,28 @@ async fn slow_endpoints_end_at_the_timeout_and_huge_bodies_are_cut() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn names_answering_forbidden_addresses_are_refused_at_attempt_time() {
+async fn names_are_judged_again_at_every_attempt() {
     let w = world(3.0, |c| c.webhooks.max_retries = 0).await;
+    // Every name answers 127.0.0.1 when it is saved (the save-time check passes), then changes:
     // 127.0.0.2 is loopback but outside allow_private_cidrs = 127.0.0.1/32.
-    w.dns
-        .set("other.receiver.test", &["127.0.0.2".parse().unwrap()]);
-    w.dns.set(
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let outside: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    for name in [
+        "other.receiver.test",
         "mixed.receiver.test",
-        &["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
-    );
-    w.dns
-        .set("rebind.receiver.test", &["127.0.0.1".parse().unwrap()]);
+        "rebind.receiver.test",
+        "gone.test",
+    ] {
+        w.dns.set(name, &[loopback]);
+    }
     let forbidden = w.integration("other.receiver.test", "/ok").await;
     let mixed = w.integration("mixed.receiver.test", "/ok").await;
     let rebind = w.integration("rebind.receiver.test", "/ok").await;
-    // Saved while it answered 127.0.0.1; now it answers 127.0.0.2.
-    w.dns
-        .set("rebind.receiver.test", &["127.0.0.2".parse().unwrap()]);
+    let gone = w.integration("gone.test", "/ok").await;
+    w.dns.set("other.receiver.test", &[outside]);
+    w.dns.set("mixed.receiver.test", &[loopback, outside]);
+    w.dns.set("rebind.receiver.test", &[outside]);
+    w.dns.remove("gone.test");
     for app_id in [&forbidden, &mixed, &rebind] {
         w.use_receiver_secret(app_id);
         let id = w.test_webhook(app_id).await;
@@ -382,9 +387,8 @@ async fn names_answering_forbidden_addresses_are_refused_at_attempt_time() {
             .contains("wrongname.test"),
         "{d}"
     );
-    // An unknown name is a DNS error.
-    let unknown = w.integration("nowhere.test", "/ok").await;
-    let id = w.test_webhook(&unknown).await;
+    // A name that stopped resolving is a DNS error.
+    let id = w.test_webhook(&gone).await;
     let d = w.until_state(&id, &["failed"]).await;
     assert_eq!(d["attemptList"][0]["outcome"], "dns_error", "{d}");
     // Nothing reached the receiver over HTTP (the TLS handshake above never completed).
@@ -399,6 +403,78 @@ async fn names_answering_forbidden_addresses_are_refused_at_attempt_time() {
     let id = w.test_webhook(&rebind).await;
     let d = w.until_state(&id, &["failed", "succeeded"]).await;
     assert_eq!(d["state"], "succeeded", "{d}");
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_urls_are_resolved_and_judged_when_saved() {
+    let w = world(3.0, |_| {}).await;
+    w.dns.set("bad.test", &["127.0.0.2".parse().unwrap()]);
+    w.dns.set(
+        "mixed.test",
+        &["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
+    );
+    let app_id = w.integration("receiver.test", "/ok").await;
+    let saved = w.receiver.url("receiver.test", "/ok");
+    let cases = [
+        ("bad.test", "blocked_address", "127.0.0.2"),
+        ("mixed.test", "blocked_address", "127.0.0.2"),
+        ("nowhere.test", "dns_error", "nowhere.test"),
+    ];
+    for (host, code, named) in cases {
+        let url = w.receiver.url(host, "/ok");
+        let res = w
+            .admin
+            .patch(w.server.url(&format!("/api/v1/integrations/{app_id}")))
+            .json(&json!({"callbackUrl": url}))
+            .send()
+            .await
+            .unwrap();
+        let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+        assert_eq!(err["code"], "callback_url_refused", "{url}: {err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains(named), "{url}: {message}");
+        if code == "blocked_address" {
+            assert!(message.contains("loopback"), "names the rule: {message}");
+            assert!(
+                message.contains("127.0.0.1/32"),
+                "names the exceptions: {message}"
+            );
+        }
+        // Creating an integration with it is refused the same way, and creates nothing.
+        let res = w
+            .admin
+            .post(w.server.url("/api/v1/integrations"))
+            .json(&json!({"name": "Refused", "callbackUrl": url}))
+            .send()
+            .await
+            .unwrap();
+        common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    }
+    let current: Value = w
+        .admin
+        .get(w.server.url(&format!("/api/v1/integrations/{app_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        current["callbackUrl"],
+        saved.as_str(),
+        "a refused URL changed nothing"
+    );
+    let all: Vec<Value> = w
+        .admin
+        .get(w.server.url("/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "a refused create created nothing: {all:?}");
     w.server.stop().await;
 }
 

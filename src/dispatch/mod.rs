@@ -7,6 +7,7 @@
 //! for any one integration, so a callback that hangs until the timeout only ever occupies its own slots.
 
 pub mod client;
+pub mod guard;
 pub mod policy;
 pub mod resolve;
 
@@ -100,24 +101,17 @@ impl Dispatcher {
     pub fn new(
         store: Store,
         config: &WebhookConfig,
-        policy: Arc<Policy>,
+        guard: &guard::UrlGuard,
         wake: Arc<Notify>,
     ) -> Result<Dispatcher, String> {
         let settings = Settings::from_config(config);
-        let servers: Vec<SocketAddr> = config
-            .dns_servers
-            .iter()
-            .filter_map(|s| crate::config::parse_dns_server(s))
-            .collect();
-        // DNS may use most of the attempt, but not all of it: connecting and TLS need time too.
-        let dns_budget = settings.timeout.mul_f64(0.6);
-        let resolver = Arc::new(resolve::DnsResolver::new(&servers, dns_budget)?);
+        let policy = guard.policy.clone();
         let tls = client::tls_config(config.extra_ca_file.as_deref())?;
         let connector = PinnedConnector {
             policy: policy.clone(),
-            resolver,
+            resolver: guard.resolver.clone(),
             tls,
-            dns_budget,
+            dns_budget: guard.dns_budget,
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(Dispatcher {
@@ -484,42 +478,9 @@ pub async fn check_url(
     self_addr: SocketAddr,
     raw: &str,
 ) -> Result<String, String> {
-    let policy = policy_from_config(config, Some(self_addr));
-    let target = policy
-        .check_url(raw)
-        .map_err(|r| format!("refused ({}): {r}", r.code()))?;
-    let addrs = match &target.host {
-        policy::TargetHost::Ip(ip) => vec![*ip],
-        policy::TargetHost::Name(name) => {
-            let servers: Vec<SocketAddr> = config
-                .dns_servers
-                .iter()
-                .filter_map(|s| crate::config::parse_dns_server(s))
-                .collect();
-            let timeout = Duration::from_secs_f64(config.timeout_secs);
-            let resolver = resolve::DnsResolver::new(&servers, timeout)?;
-            resolver
-                .lookup(name, timeout)
-                .await
-                .map_err(|e| format!("refused (dns_error): {e}"))?
-        }
-    };
-    let host = match &target.host {
-        policy::TargetHost::Ip(ip) => ip.to_string(),
-        policy::TargetHost::Name(n) => n.clone(),
-    };
-    policy
-        .check_resolved_host(&host, &addrs, target.port)
-        .map_err(|r| format!("refused ({}): {r}", r.code()))?;
-    let mut lines = vec![format!("allowed: {} (port {})", target.url, target.port)];
-    for addr in &addrs {
-        let why = match policy.decide(*addr, target.port) {
-            Ok(allowed) => allowed.to_string(),
-            Err(r) => r.to_string(),
-        };
-        lines.push(format!("  {addr}: {why}"));
-    }
-    Ok(lines.join("\n"))
+    guard::UrlGuard::from_config(config, Some(self_addr))?
+        .explain(raw)
+        .await
 }
 
 #[cfg(test)]

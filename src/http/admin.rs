@@ -133,11 +133,10 @@ pub async fn create_integration(
 ) -> Result<(StatusCode, Json<CreatedJson>), ApiError> {
     let name = Name::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let domains = parse_domains(&body.domains)?;
-    let callback = body
-        .callback_url
-        .as_deref()
-        .map(|u| parse_callback(&state, u))
-        .transpose()?;
+    let callback = match body.callback_url.as_deref() {
+        Some(u) => Some(parse_callback(&state, u).await?),
+        None => None,
+    };
     let created = integrations::create(&state.store, &actor, name, domains, callback).await?;
     Ok((
         StatusCode::CREATED,
@@ -197,14 +196,13 @@ pub async fn patch_integration(
             })
             .transpose()?,
         domains: body.domains.as_deref().map(parse_domains).transpose()?,
-        callback_url: body
-            .callback_url
-            .map(|u| {
-                u.filter(|u| !u.trim().is_empty())
-                    .map(|u| parse_callback(&state, &u))
-                    .transpose()
-            })
-            .transpose()?,
+        callback_url: match body.callback_url {
+            None => None,
+            Some(u) => match u.filter(|u| !u.trim().is_empty()) {
+                Some(u) => Some(Some(parse_callback(&state, &u).await?)),
+                None => Some(None),
+            },
+        },
         webhook_delivery_enabled: body.webhook_delivery_enabled,
     };
     let updated = integrations::update(&state.store, &actor, &app_id, changes).await?;
@@ -257,23 +255,24 @@ fn parse_domains(raw: &[String]) -> Result<Vec<Domain>, ApiError> {
         .collect()
 }
 
-/// A callback URL must pass the policy's static checks (scheme, user-info, `localhost`, IP literals in
-/// any spelling, our own address) before it is saved; the reason is returned when it does not.
-fn parse_callback(state: &AppState, raw: &str) -> Result<CallbackUrl, ApiError> {
+/// A callback URL must pass the whole policy of §6 before it is saved: the static checks (scheme,
+/// user-info, `localhost`, IP literals in any spelling, our own address), then resolution and every
+/// address. The reason is returned when it does not; the dispatcher decides again at every attempt.
+async fn parse_callback(state: &AppState, raw: &str) -> Result<CallbackUrl, ApiError> {
     if raw.len() > CallbackUrl::MAX_LEN {
         return Err(ApiError::invalid(
             "callbackUrl",
             format!("must be at most {} characters", CallbackUrl::MAX_LEN),
         ));
     }
-    let target = state.policy.check_url(raw.trim()).map_err(|refusal| {
+    let judged = state.guard.judge(raw.trim()).await.map_err(|refusal| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "callback_url_refused",
             format!("callbackUrl: {refusal}"),
         )
     })?;
-    Ok(CallbackUrl::approved(&target.url))
+    Ok(CallbackUrl::approved(&judged.target.url))
 }
 
 #[derive(Deserialize)]

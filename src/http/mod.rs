@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::dispatch::policy::Policy;
+use crate::dispatch::guard::UrlGuard;
 use crate::signature::SignatureKey;
 use crate::store::Store;
 use error::ApiError;
@@ -39,8 +39,8 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     /// Whether we serve TLS ourselves (session cookies are then `Secure`).
     pub tls: bool,
-    /// The callback-URL policy, applied whenever a callback URL is saved.
-    pub policy: Arc<Policy>,
+    /// The callback-URL policy and resolver, applied whenever a callback URL is saved.
+    pub guard: Arc<UrlGuard>,
     /// The key clicktermSignatures are issued and checked with.
     pub signature_key: SignatureKey,
     /// Wakes the dispatcher when a change may have made deliveries due (a signal, not a call: the
@@ -53,7 +53,7 @@ impl AppState {
         config: Arc<Config>,
         store: Store,
         signature_key: SignatureKey,
-        policy: Arc<Policy>,
+        guard: Arc<UrlGuard>,
         wake: Arc<tokio::sync::Notify>,
     ) -> AppState {
         let limiter = LoginLimiter::new(
@@ -66,7 +66,7 @@ impl AppState {
             config,
             login_limiter: Arc::new(limiter),
             tls,
-            policy,
+            guard,
             signature_key,
             wake,
         }

@@ -11,9 +11,11 @@ pub mod receiver;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clicktermd::config::Config;
+use dns::DnsServer;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -26,6 +28,17 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// The user name of the admin created at first start.
 pub const ADMIN: &str = "admin";
 
+/// A callback URL every test server accepts. Its host is answered by the harness's own DNS server with
+/// [`SINK`], a loopback address the default test configuration allows and where nothing listens: an
+/// attempt ends in `connect_error` without any traffic leaving loopback.
+pub const HOOKS_URL: &str = "https://hooks.test/ct";
+
+/// The host of [`HOOKS_URL`].
+pub const HOOKS_HOST: &str = "hooks.test";
+
+/// Where [`HOOKS_HOST`] points.
+pub const SINK: &str = "127.0.0.9";
+
 /// The real server, running in-process on `127.0.0.1:<ephemeral>` with its own data directory.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`
@@ -36,6 +49,9 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// The configuration the server runs with.
     pub config: Config,
+    /// The harness's DNS server (see [`HOOKS_URL`]); tests with DNS needs of their own point
+    /// `webhooks.dns_servers` at their own server instead.
+    pub dns: Arc<DnsServer>,
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -47,6 +63,7 @@ pub struct StoppedServer {
     pub data_dir: PathBuf,
     pub config: Config,
     pub dir: TempDir,
+    dns: Arc<DnsServer>,
 }
 
 impl TestServer {
@@ -55,17 +72,23 @@ impl TestServer {
         TestServer::start_with(|_| {}).await
     }
 
-    /// Starts a server with the default configuration changed by `tweak` (the data directory is already
-    /// set when `tweak` runs).
+    /// Starts a server with the default configuration changed by `tweak`. When `tweak` runs, the data
+    /// directory is set and so is the hermetic DNS setup: `dns_servers` is the harness's DNS server
+    /// (no lookup ever reaches the machine's resolvers) and `allow_private_cidrs` is [`SINK`]`/32`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let dns = Arc::new(DnsServer::start().await);
+        dns.set(HOOKS_HOST, &[SINK.parse().expect("sink address")]);
         let mut config = Config::default();
         config.storage.data_dir = dir.path().join("data");
+        config.webhooks.dns_servers = vec![dns.server_string()];
+        config.webhooks.allow_private_cidrs =
+            vec![format!("{SINK}/32").parse().expect("sink network")];
         tweak(&mut config);
-        TestServer::start_in(dir, config).await
+        TestServer::start_in(dir, config, dns).await
     }
 
-    async fn start_in(dir: TempDir, mut config: Config) -> TestServer {
+    async fn start_in(dir: TempDir, mut config: Config, dns: Arc<DnsServer>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -85,6 +108,7 @@ impl TestServer {
             addr,
             data_dir,
             config,
+            dns,
             dir,
             shutdown: Some(tx),
             handle,
@@ -180,6 +204,7 @@ impl TestServer {
             data_dir: self.data_dir,
             config: self.config,
             dir: self.dir,
+            dns: self.dns,
         }
     }
 }
@@ -187,7 +212,7 @@ impl TestServer {
 impl StoppedServer {
     /// Starts the server again on the same data directory and configuration (on a new port).
     pub async fn restart(self) -> TestServer {
-        TestServer::start_in(self.dir, self.config).await
+        TestServer::start_in(self.dir, self.config, self.dns).await
     }
 }
 
