@@ -43,7 +43,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let _serving = store::ServeLock::acquire(&config.storage.data_dir)?;
     let store = open_store(&config)?;
+    let recovered = store
+        .write(|c| store::deliveries::recover_interrupted(c, model::Timestamp::now()))
+        .await?;
+    if recovered > 0 {
+        tracing::warn!(
+            deliveries = recovered,
+            "deliveries were in flight when the previous process stopped; attempting them again"
+        );
+    }
     if let Some(password) = admins::ensure_initial_admin(&store, &config.storage.data_dir).await? {
         announce_initial_password(&config, &password);
     }

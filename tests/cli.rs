@@ -247,101 +247,11 @@ fn a_fresh_database_has_exactly_the_schema_of_schema_sql() {
     assert_eq!(got_version, clicktermd::store::SCHEMA_VERSION);
 }
 
-/// The real binary serving in the background; killed (not gracefully) if a test fails first.
-struct Serving {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Serving {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait (with the deadline) for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let out = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .output()
-            .expect("run kill");
-        assert!(out.status.success(), "kill -TERM {pid} failed");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "clicktermd did not stop after SIGTERM; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Starts `clicktermd serve` on a free loopback port and waits for /healthz. The port is picked by
-/// binding port 0 and releasing it; if another process takes it meanwhile, the start is retried.
-async fn serve(data: &Path, log: &Path) -> (Serving, String) {
-    for _ in 0..5 {
-        let port = common::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = clicktermd_command(
-            &["--data-dir", s(data), "serve"],
-            &[("CLICKTERMD_SERVER__LISTEN", &listen)],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("spawn clicktermd serve");
-        let mut serving = Serving {
-            child,
-            log: log.to_path_buf(),
-        };
-        let base = format!("http://{listen}");
-        let http = common::client();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = serving.child.try_wait().unwrap() {
-                let log = serving.log();
-                assert!(
-                    log.contains("cannot listen"),
-                    "clicktermd serve exited with {status}:\n{log}"
-                );
-                break; // The port was taken: try another.
-            }
-            if let Ok(res) = http.get(format!("{base}/healthz")).send().await
-                && res.status() == StatusCode::OK
-            {
-                return (serving, base);
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "clicktermd serve not healthy:\n{}",
-                serving.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("could not start clicktermd serve on a free port");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_is_consistent_and_complete() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (serving, base) = serve(&data, &dir.path().join("serve.log")).await;
+    let (serving, base) = common::serving::serve(&data, &dir.path().join("serve.log"), &[]).await;
 
     let mut before: BTreeSet<String> = BTreeSet::new();
     for i in 0..3 {

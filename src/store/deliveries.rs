@@ -119,6 +119,17 @@ pub fn claim(
     Ok(claimed)
 }
 
+/// At start, under the serve lock: deliveries left `in_flight` by a process that died mid-attempt are
+/// due again now. Their interrupted attempt left no record; the receiver may have seen it (at least once).
+pub fn recover_interrupted(conn: &Connection, now: Timestamp) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, updated_at = ?1 \
+             WHERE state = 'in_flight'",
+        )?
+        .execute([now.millis()])?)
+}
+
 /// Sets a delivery that cannot be sent now aside: `held` or `cancelled`.
 pub fn set_aside(conn: &Connection, row: i64, state: &str, now: Timestamp) -> Result<()> {
     conn.prepare_cached(

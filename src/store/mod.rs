@@ -199,6 +199,42 @@ pub fn backup(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One serving process per data directory: an exclusive advisory lock on `clicktermd.lock`, held for
+/// as long as the value lives and released by the kernel when the process dies (even by `kill -9`).
+/// Because of it, deliveries found `in_flight` at start belong to a process that is gone and can be
+/// attempted again at once instead of waiting for their lease. Commands that only read or take a
+/// backup do not take it and may run beside the server.
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+impl ServeLock {
+    /// Creates the data directory (0700) if needed, then takes the lock.
+    pub fn acquire(data_dir: &Path) -> Result<ServeLock> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join("clicktermd.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ServeLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Io(format!(
+                "another clicktermd is already serving the data directory {} (it holds {})",
+                data_dir.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
 fn create_private_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         std::fs::DirBuilder::new()

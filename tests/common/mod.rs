@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod dns;
 pub mod receiver;
+pub mod serving;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
