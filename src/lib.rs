@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod integrations;
+pub mod metrics;
 pub mod model;
 pub mod signature;
 pub mod store;
@@ -69,9 +70,15 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!(e))?;
     let guard = Arc::new(guard);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let dispatcher =
-        dispatch::Dispatcher::new(store.clone(), &config.webhooks, &guard, wake.clone())
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let dispatcher = dispatch::Dispatcher::new(
+        store.clone(),
+        &config.webhooks,
+        &guard,
+        wake.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     // One shutdown signal, watched by the HTTP server and the dispatcher.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -79,7 +86,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
-    let state = http::AppState::new(config.clone(), store, signature_key, guard, wake);
+    let state = http::AppState::new(config.clone(), store, signature_key, guard, wake, metrics);
     let mut http_stop = stop_rx;
     let http_stopped = async move {
         let _ = http_stop.wait_for(|stop| *stop).await;

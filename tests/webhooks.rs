@@ -694,3 +694,110 @@ async fn failed_deliveries_of_a_time_range_are_redelivered_in_bulk() {
     }
     w.server.stop().await;
 }
+
+/// The value of the sample `name` (with its labels, as written) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
+    let w = world(2.0, |c| {
+        c.webhooks.max_retries = 0;
+        c.webhooks.max_in_flight_per_integration = 1;
+    })
+    .await;
+    let ok = w.integration("receiver.test", "/ok").await;
+    let failing = w.integration("receiver.test", "/status/500").await;
+    let paused = w.integration("receiver.test", "/ok").await;
+    let hanging = w.integration("receiver.test", "/hang").await;
+    for app_id in [&ok, &failing, &paused, &hanging] {
+        w.use_receiver_secret(app_id);
+    }
+    let id = w.test_webhook(&ok).await;
+    w.until_state(&id, &["succeeded"]).await;
+    let id = w.test_webhook(&failing).await;
+    w.until_state(&id, &["failed"]).await;
+    w.patch(&paused, json!({"webhookDeliveryEnabled": false}))
+        .await;
+    w.test_webhook(&paused).await;
+    // One slot for the hanging integration: its first delivery hangs, the second waits, due.
+    let first = w.test_webhook(&hanging).await;
+    w.until_state(&first, &["in_flight"]).await;
+    w.test_webhook(&hanging).await;
+    // A verify with no credentials is counted too, with the status it got.
+    let res = common::client()
+        .post(w.server.url("/public-client/v1/clickwrap/verify"))
+        .json(&json!({"clicktermSignature": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let res = common::client()
+        .get(w.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = res.text().await.unwrap();
+    let expect = [
+        ("clicktermd_webhook_attempts_total{outcome=\"ok\"}", 1.0),
+        (
+            "clicktermd_webhook_attempts_total{outcome=\"http_status\"}",
+            1.0,
+        ),
+        (
+            "clicktermd_webhook_deliveries_finished_total{state=\"succeeded\"}",
+            1.0,
+        ),
+        (
+            "clicktermd_webhook_deliveries_finished_total{state=\"failed\"}",
+            1.0,
+        ),
+        ("clicktermd_webhook_attempt_duration_seconds_count", 2.0),
+        ("clicktermd_webhook_queue_depth{state=\"held\"}", 1.0),
+        ("clicktermd_webhook_queue_depth{state=\"in_flight\"}", 1.0),
+        ("clicktermd_webhook_queue_depth{state=\"pending\"}", 1.0),
+        ("clicktermd_verify_requests_total{status=\"401\"}", 1.0),
+    ];
+    for (name, want) in expect {
+        assert_eq!(sample(&text, name), Some(want), "{name} in\n{text}");
+    }
+    let lag = sample(&text, "clicktermd_webhook_oldest_due_age_seconds").unwrap();
+    assert!(
+        lag >= 0.2,
+        "the waiting delivery has been due a while: {lag}\n{text}"
+    );
+    let beat = sample(&text, "clicktermd_dispatcher_heartbeat_age_seconds").unwrap();
+    assert!(
+        (0.0..61.0).contains(&beat),
+        "the dispatcher is alive: {beat}"
+    );
+    // When the hanging attempt times out, its outcome is counted.
+    w.until_state(&first, &["failed"]).await;
+    let text = common::client()
+        .get(w.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "clicktermd_webhook_attempts_total{outcome=\"timeout\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    w.server.stop().await;
+}

@@ -95,6 +95,7 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     permits: Arc<Semaphore>,
     per_integration: Arc<Mutex<HashMap<i64, usize>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Dispatcher {
@@ -103,6 +104,7 @@ impl Dispatcher {
         config: &WebhookConfig,
         guard: &guard::UrlGuard,
         wake: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Dispatcher, String> {
         let settings = Settings::from_config(config);
         let policy = guard.policy.clone();
@@ -122,6 +124,7 @@ impl Dispatcher {
             wake,
             permits,
             per_integration: Arc::new(Mutex::new(HashMap::new())),
+            metrics,
         })
     }
 
@@ -201,6 +204,7 @@ impl Dispatcher {
             "webhook dispatcher started"
         );
         while !*shutdown.borrow() {
+            self.metrics.heartbeat();
             let started = match self.tick().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -279,7 +283,8 @@ impl Dispatcher {
                 ),
             ),
         };
-        let duration_ms = start.elapsed().as_millis() as i64;
+        let elapsed = start.elapsed();
+        let duration_ms = elapsed.as_millis() as i64;
         let next = if observed.outcome == "ok" {
             Next::Succeeded
         } else if number <= self.settings.max_retries as i64 {
@@ -294,6 +299,13 @@ impl Dispatcher {
         } else {
             Next::Failed
         };
+        let finished = match next {
+            Next::Succeeded => Some("succeeded"),
+            Next::Failed => Some("failed"),
+            Next::Retry(_) => None,
+        };
+        self.metrics
+            .attempt(observed.outcome, elapsed.as_secs_f64(), finished);
         let host = url::Url::parse(&claim.url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))

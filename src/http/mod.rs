@@ -46,6 +46,7 @@ pub struct AppState {
     /// Wakes the dispatcher when a change may have made deliveries due (a signal, not a call: the
     /// deliveries themselves are already committed).
     pub wake: Arc<tokio::sync::Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -55,6 +56,7 @@ impl AppState {
         signature_key: SignatureKey,
         guard: Arc<UrlGuard>,
         wake: Arc<tokio::sync::Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> AppState {
         let limiter = LoginLimiter::new(
             config.auth.login_max_failures,
@@ -69,6 +71,7 @@ impl AppState {
             guard,
             signature_key,
             wake,
+            metrics,
         }
     }
 }
@@ -139,7 +142,13 @@ pub fn router(state: AppState) -> Router {
             "/public-client/v1/clickwrap-templates",
             get(public::clickwrap_templates),
         )
-        .route("/public-client/v1/clickwrap/verify", post(public::verify))
+        .route(
+            "/public-client/v1/clickwrap/verify",
+            post(public::verify).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                ops::count_verify,
+            )),
+        )
         .route("/public-client/v1/clickwrap-events", get(public::events))
         .route(
             "/public-client/v1/clickwrap-events/{id}/details",
@@ -163,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(public)
         .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
         .route("/sdk/clickterm-widget.js", get(assets::widget))
         .route("/demo", get(assets::demo))
         .route("/demo/", get(assets::demo))

@@ -1,8 +1,13 @@
-//! Operational endpoints: health (and, with the dispatcher, metrics).
+//! Operational endpoints: health and metrics. Neither needs a login: they say nothing about any
+//! integration, event or secret.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::model::Timestamp;
 
 use super::AppState;
 
@@ -25,4 +30,32 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_j
             )
         }
     }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text; the queue figures are read from the database now.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let now = Timestamp::now();
+    let queue = state
+        .store
+        .read(move |c| crate::store::deliveries::queue_stats(c, now))
+        .await;
+    match queue {
+        Ok(queue) => (
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            state.metrics.render(&queue, now),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+/// Counts every verify request by the status it was answered with, including those refused before
+/// the handler ran (authentication, body).
+pub async fn count_verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.verify_request(response.status().as_u16());
+    response
 }

@@ -238,6 +238,39 @@ pub fn record_attempt(
     Ok(())
 }
 
+/// The unfinished part of the queue, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueueStats {
+    pub pending: i64,
+    pub in_flight: i64,
+    pub held: i64,
+    /// The earliest `next_attempt_at` of a pending delivery that is due now.
+    pub oldest_due_at: Option<Timestamp>,
+}
+
+pub fn queue_stats(conn: &Connection, now: Timestamp) -> Result<QueueStats> {
+    let mut stats = QueueStats::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, count(*) FROM deliveries WHERE state IN ('pending', 'in_flight', 'held') GROUP BY state",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        match state.as_str() {
+            "pending" => stats.pending = n,
+            "in_flight" => stats.in_flight = n,
+            _ => stats.held = n,
+        }
+    }
+    stats.oldest_due_at = conn
+        .prepare_cached(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1",
+        )?
+        .query_row([now.millis()], |r| r.get::<_, Option<i64>>(0))?
+        .map(Timestamp);
+    Ok(stats)
+}
+
 /// When the dispatcher must look again: the earliest pending time or running lease.
 pub fn next_wake(conn: &Connection) -> Result<Option<Timestamp>> {
     Ok(conn

@@ -1,0 +1,226 @@
+//! What `/metrics` reports, in the Prometheus/OpenMetrics text format (prometheus-client).
+//!
+//! Counters and the attempt-duration histogram live in memory and count since the process started; the
+//! queue figures (depth by state, age of the oldest due delivery) are read from the database at scrape
+//! time, so they are true even right after a restart. Labels carry only closed lists (outcome, state,
+//! status code): never an App ID, a URL or anything else that grows with the data.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::model::Timestamp;
+use crate::store::deliveries::QueueStats;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the attempt-duration buckets, in seconds: from a fast loopback answer to the 10 s
+/// timeout.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct State {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    attempts: Family<Outcome, Counter>,
+    finished: Family<State, Counter>,
+    attempt_duration: Histogram,
+    verify_requests: Family<Status, Counter>,
+    queue: Family<State, Gauge>,
+    oldest_due: Gauge<f64, AtomicU64>,
+    heartbeat_age: Gauge<f64, AtomicU64>,
+    /// When the dispatcher's loop last came round (Unix ms); 0 before it started.
+    heartbeat: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("clicktermd");
+        let attempts = Family::<Outcome, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook attempts by outcome (ok, http_status, redirect_refused, timeout, dns_error, blocked_address, connect_error, tls_error, invalid_url)",
+            attempts.clone(),
+        );
+        let finished = Family::<State, Counter>::default();
+        registry.register(
+            "webhook_deliveries_finished",
+            "Deliveries that reached a final state (succeeded, failed) through an attempt",
+            finished.clone(),
+        );
+        let attempt_duration = Histogram::new(DURATION_BUCKETS);
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Duration of webhook attempts, DNS to the end of the capped body read",
+            prometheus_client::registry::Unit::Seconds,
+            attempt_duration.clone(),
+        );
+        let verify_requests = Family::<Status, Counter>::default();
+        registry.register(
+            "verify_requests",
+            "POST /public-client/v1/clickwrap/verify requests by response status",
+            verify_requests.clone(),
+        );
+        let queue = Family::<State, Gauge>::default();
+        registry.register(
+            "webhook_queue_depth",
+            "Deliveries not yet finished, by state (pending, in_flight, held)",
+            queue.clone(),
+        );
+        let oldest_due = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "webhook_oldest_due_age",
+            "How long the oldest pending delivery has been due (the dispatcher's lag); 0 when none is due",
+            prometheus_client::registry::Unit::Seconds,
+            oldest_due.clone(),
+        );
+        let heartbeat_age = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "dispatcher_heartbeat_age",
+            "Time since the webhook dispatcher's loop last came round; it comes round at least every 60 s",
+            prometheus_client::registry::Unit::Seconds,
+            heartbeat_age.clone(),
+        );
+        Metrics {
+            registry,
+            attempts,
+            finished,
+            attempt_duration,
+            verify_requests,
+            queue,
+            oldest_due,
+            heartbeat_age,
+            heartbeat: AtomicI64::new(0),
+        }
+    }
+
+    /// One webhook attempt ended with `outcome` after `seconds`; `finished` names the final state it
+    /// led to, if any.
+    pub fn attempt(&self, outcome: &str, seconds: f64, finished: Option<&str>) {
+        self.attempts
+            .get_or_create(&Outcome {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.attempt_duration.observe(seconds);
+        if let Some(state) = finished {
+            self.finished
+                .get_or_create(&State {
+                    state: state.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// A verify request was answered with `status`.
+    pub fn verify_request(&self, status: u16) {
+        self.verify_requests
+            .get_or_create(&Status {
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// The dispatcher's loop came round.
+    pub fn heartbeat(&self) {
+        self.heartbeat
+            .store(Timestamp::now().millis(), Ordering::Relaxed);
+    }
+
+    /// The text for a scrape, with the queue figures read just before.
+    pub fn render(&self, queue: &QueueStats, now: Timestamp) -> String {
+        for (state, n) in [
+            ("pending", queue.pending),
+            ("in_flight", queue.in_flight),
+            ("held", queue.held),
+        ] {
+            self.queue
+                .get_or_create(&State {
+                    state: state.to_string(),
+                })
+                .set(n);
+        }
+        let lag = queue
+            .oldest_due_at
+            .map(|at| (now.millis() - at.millis()).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        self.oldest_due.set(lag);
+        let beat = self.heartbeat.load(Ordering::Relaxed);
+        let age = if beat == 0 {
+            // Not started yet: as old as can be, so an alert on it fires.
+            f64::INFINITY
+        } else {
+            (now.millis() - beat).max(0) as f64 / 1000.0
+        };
+        self.heartbeat_age.set(age);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_its_labels() {
+        let m = Metrics::new();
+        m.heartbeat();
+        m.attempt("ok", 0.02, Some("succeeded"));
+        m.attempt("timeout", 10.0, None);
+        m.verify_request(200);
+        m.verify_request(409);
+        let now = Timestamp::now();
+        let text = m.render(
+            &QueueStats {
+                pending: 3,
+                in_flight: 1,
+                held: 2,
+                oldest_due_at: Some(Timestamp(now.millis() - 1500)),
+            },
+            now,
+        );
+        for line in [
+            "clicktermd_webhook_attempts_total{outcome=\"ok\"} 1",
+            "clicktermd_webhook_attempts_total{outcome=\"timeout\"} 1",
+            "clicktermd_webhook_deliveries_finished_total{state=\"succeeded\"} 1",
+            "clicktermd_webhook_attempt_duration_seconds_count 2",
+            "clicktermd_webhook_attempt_duration_seconds_bucket{le=\"0.025\"} 1",
+            "clicktermd_verify_requests_total{status=\"409\"} 1",
+            "clicktermd_webhook_queue_depth{state=\"held\"} 2",
+            "clicktermd_webhook_oldest_due_age_seconds 1.5",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
