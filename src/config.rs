@@ -110,6 +110,8 @@ pub struct WebhookConfig {
     pub max_in_flight: usize,
     /// Attempts in flight at once for one integration, so a dead endpoint cannot take every slot.
     pub max_in_flight_per_integration: usize,
+    /// Attempts of finished deliveries older than this many days are pruned; 0 keeps them forever.
+    pub attempt_retention_days: u32,
 }
 
 impl Default for ServerConfig {
@@ -172,6 +174,7 @@ impl Default for WebhookConfig {
             dns_servers: Vec::new(),
             max_in_flight: 256,
             max_in_flight_per_integration: 16,
+            attempt_retention_days: 90,
         }
     }
 }
@@ -271,6 +274,12 @@ impl Config {
             return fail(
                 "webhooks.max_in_flight_per_integration",
                 "must be between 1 and webhooks.max_in_flight",
+            );
+        }
+        if w.attempt_retention_days > 36_500 {
+            return fail(
+                "webhooks.attempt_retention_days",
+                "must be at most 36500 (0 keeps attempts forever)",
             );
         }
         if w.max_retries > 20 {
@@ -397,6 +406,9 @@ dns_servers = []
 # Attempts in flight at once, in total and for one integration (a dead endpoint only fills its own slots).
 max_in_flight = 256
 max_in_flight_per_integration = 16
+# Attempts (the history of each try) of finished deliveries are pruned after this many days, in small
+# batches; the deliveries themselves and every clickwrap event are kept. 0 keeps attempts forever.
+attempt_retention_days = 90
 "#;
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
+    let pruning = tokio::spawn(dispatch::run_pruning(
+        store.clone(),
+        config.webhooks.attempt_retention_days,
+        stop_rx.clone(),
+    ));
     let state = http::AppState::new(config.clone(), store, signature_key, guard, wake, metrics);
     let mut http_stop = stop_rx;
     let http_stopped = async move {
@@ -95,6 +100,7 @@ pub async fn run(
         .await
         .context("HTTP server")?;
     dispatcher.await.context("webhook dispatcher")?;
+    pruning.await.context("attempt pruning")?;
     tracing::info!("stopped");
     Ok(())
 }

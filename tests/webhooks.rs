@@ -325,14 +325,26 @@ async fn slow_endpoints_end_at_the_timeout_and_huge_bodies_are_cut() {
             "{path}: the attempt took {ms} ms with a 1 s timeout"
         );
     }
-    // A 50 MB answer: reading stops at the 4 KiB excerpt, long before the body (or the timeout) ends.
+    // 50 MB answers, three at once: reading stops at the 4 KiB excerpt, long before the body (or the
+    // timeout) ends, and the memory of the process (server and test alike) stays flat.
+    let before = rss_kib();
     let app_id = w.integration("receiver.test", "/huge").await;
     w.use_receiver_secret(&app_id);
-    let id = w.test_webhook(&app_id).await;
-    let d = w.until_state(&id, &["failed", "succeeded"]).await;
-    let a = &d["attemptList"][0];
-    assert_eq!(a["outcome"], "ok", "{d}");
-    assert_eq!(a["responseBody"].as_str().unwrap().len(), 4096);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(w.test_webhook(&app_id).await);
+    }
+    for id in &ids {
+        let d = w.until_state(id, &["failed", "succeeded"]).await;
+        let a = &d["attemptList"][0];
+        assert_eq!(a["outcome"], "ok", "{d}");
+        assert_eq!(a["responseBody"].as_str().unwrap().len(), 4096);
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 20 * 1024,
+        "memory grew by {grown} KiB while 150 MB were offered"
+    );
     w.server.stop().await;
 }
 
@@ -695,6 +707,16 @@ async fn failed_deliveries_of_a_time_range_are_redelivered_in_bulk() {
     w.server.stop().await;
 }
 
+/// This process's resident memory (the server runs in it), from /proc.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
 /// The value of the sample `name` (with its labels, as written) in a metrics text.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -800,4 +822,205 @@ async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
         "{text}"
     );
     w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_attempts_of_finished_deliveries_are_pruned_in_batches() {
+    let server = TestServer::start_with(|c| {
+        c.webhooks.max_retries = 0;
+        c.webhooks.attempt_retention_days = 30;
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let set = |app_id: String, body: Value| {
+        let (admin, url) = (
+            admin.clone(),
+            server.url(&format!("/api/v1/integrations/{app_id}")),
+        );
+        async move {
+            let res = admin.patch(url).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    };
+    let (done_app, _, _) = server.create_integration(&admin, "Finished").await;
+    set(done_app.clone(), json!({"callbackUrl": common::HOOKS_URL})).await;
+    let (held_app, _, _) = server.create_integration(&admin, "Held").await;
+    set(
+        held_app.clone(),
+        json!({"callbackUrl": common::HOOKS_URL, "webhookDeliveryEnabled": false}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for app_id in [&done_app, &held_app] {
+        let res = admin
+            .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = res.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // The harness's sink refuses connections: one attempt, then failed.
+    let start = Instant::now();
+    let failed = loop {
+        let d: Value = admin
+            .get(server.url(&format!("/api/v1/deliveries/{}", ids[0])))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if d["state"] == "failed" {
+            break d;
+        }
+        assert!(start.elapsed() < DEADLINE, "{d}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(failed["attemptList"].as_array().unwrap().len(), 1);
+
+    // History from long ago, written straight into the database: 1 234 attempts 40 days old for the
+    // failed delivery (more than two batches), 7 for the held one, and 5 from yesterday.
+    let db = rusqlite::Connection::open(server.data_dir.join("clicktermd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let row = |id: &str| -> i64 {
+        db.query_row(
+            "SELECT id FROM deliveries WHERE delivery_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (done_row, held_row) = (row(&ids[0]), row(&ids[1]));
+    let day = 86_400_000i64;
+    let now = common::receiver::unix_now() as i64 * 1000;
+    let insert = |delivery: i64, n: i64, at: i64| {
+        db.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?2) \
+             INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, request_headers, outcome) \
+             SELECT ?1, 1, 'automatic', ?3 + i, 5, 'https://hooks.test/ct', '{}', 'connect_error' FROM k",
+            rusqlite::params![delivery, n, at],
+        )
+        .unwrap();
+    };
+    insert(done_row, 1234, now - 40 * day);
+    insert(held_row, 7, now - 40 * day);
+    insert(done_row, 5, now - day);
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM attempts"), 1234 + 7 + 5 + 1);
+
+    // Pruning runs at start (and hourly).
+    let server = server.stop().await.restart().await;
+    let old = format!(
+        "SELECT count(*) FROM attempts WHERE delivery_id = {done_row} AND started_at < {}",
+        now - 30 * day
+    );
+    let start = Instant::now();
+    while count(&old) > 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} old attempts left",
+            count(&old)
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM attempts WHERE delivery_id = {done_row}"
+        )),
+        6,
+        "yesterday's attempts and the real one stay"
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM attempts WHERE delivery_id = {held_row}"
+        )),
+        7,
+        "a delivery that is not finished keeps its history"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM deliveries"),
+        2,
+        "deliveries stay"
+    );
+    let admin = server.admin_client().await;
+    let d: Value = admin
+        .get(server.url(&format!("/api/v1/deliveries/{}", ids[0])))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["state"], "failed");
+    assert_eq!(d["attemptList"].as_array().unwrap().len(), 6, "{d}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_one_address_reuse_the_connection() {
+    let w = world(5.0, |_| {}).await;
+    let app_id = w.integration("receiver.test", "/ok").await;
+    w.use_receiver_secret(&app_id);
+    for _ in 0..5 {
+        let id = w.test_webhook(&app_id).await;
+        w.until_state(&id, &["succeeded"]).await;
+    }
+    let requests = w.receiver.requests();
+    assert_eq!(requests.len(), 5);
+    let remotes: std::collections::BTreeSet<&str> =
+        requests.iter().map(|r| r.remote.as_str()).collect();
+    assert_eq!(
+        remotes.len(),
+        1,
+        "five deliveries, one after the other, over one kept-alive connection: {remotes:?}"
+    );
+    assert!(requests.iter().all(|r| r.signature_valid));
+    w.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
+    let receiver = common::h2receiver::H2Receiver::start().await;
+    let ca = receiver.ca_file.clone();
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(ca);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let (app_id, _, _) = server.create_integration(&admin, "H2").await;
+    let res = admin
+        .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
+        .json(&json!({"callbackUrl": receiver.url("/h2")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // One delivery opens the connection; ten more while it is pooled all travel on it.
+    for (batch, total) in [(1, 1), (10, 11)] {
+        for _ in 0..batch {
+            let res = admin
+                .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+        }
+        let start = Instant::now();
+        while receiver.seen().len() < total {
+            assert!(start.elapsed() < DEADLINE, "{:?}", receiver.seen());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 11, "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s.version == http::Version::HTTP_2),
+        "{seen:?}"
+    );
+    let connections: std::collections::BTreeSet<usize> =
+        seen.iter().map(|s| s.connection).collect();
+    assert_eq!(connections.len(), 1, "{seen:?}");
+    server.stop().await;
 }

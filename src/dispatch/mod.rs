@@ -417,6 +417,54 @@ impl Dispatcher {
     }
 }
 
+/// Attempts deleted per write transaction when pruning, so pruning never holds the writer for long.
+pub const PRUNE_BATCH: u32 = 500;
+
+/// How often old attempts are pruned (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes the attempts of finished deliveries older than `retention_days` in batches of
+/// [`PRUNE_BATCH`], each its own write, yielding between them. Returns how many were deleted.
+pub async fn prune_attempts(store: &Store, retention_days: u32) -> Result<usize, StoreError> {
+    if retention_days == 0 {
+        return Ok(0);
+    }
+    let before = Timestamp(Timestamp::now().millis() - i64::from(retention_days) * 86_400_000);
+    let mut total = 0;
+    loop {
+        let n = store
+            .write(move |c| deliveries::prune_attempts(c, before, PRUNE_BATCH))
+            .await?;
+        total += n;
+        if n < PRUNE_BATCH as usize {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Prunes at start and then every hour until `shutdown`.
+pub async fn run_pruning(store: Store, retention_days: u32, mut shutdown: watch::Receiver<bool>) {
+    if retention_days == 0 {
+        return;
+    }
+    while !*shutdown.borrow() {
+        match prune_attempts(&store, retention_days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                attempts = n,
+                retention_days,
+                "pruned the history of old finished deliveries"
+            ),
+            Err(e) => tracing::error!(error = %e, "pruning old attempts failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// What one attempt saw.
 struct Observed {
     outcome: &'static str,

@@ -238,6 +238,19 @@ pub fn record_attempt(
     Ok(())
 }
 
+/// Deletes up to `batch` attempts started before `before` whose delivery is finished (succeeded,
+/// failed, cancelled), oldest first; returns how many. Deliveries themselves and their counters stay,
+/// and so do the attempts of deliveries still pending, in flight or held.
+pub fn prune_attempts(conn: &Connection, before: Timestamp, batch: u32) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE a.started_at < ?1 AND d.state IN ('succeeded', 'failed', 'cancelled') \
+             ORDER BY a.started_at LIMIT ?2)",
+        )?
+        .execute(params![before.millis(), batch])?)
+}
+
 /// The unfinished part of the queue, for `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct QueueStats {

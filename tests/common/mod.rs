@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod dns;
+pub mod h2receiver;
 pub mod receiver;
 pub mod serving;
 

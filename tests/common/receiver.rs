@@ -321,7 +321,7 @@ fn tls_connector(ca: CertificateDer<'static>) -> tokio_rustls::TlsConnector {
 
 /// Generates the CA and the receiver's certificate signed by it; writes `ca.pem`, `cert.pem` (leaf, then CA)
 /// and `key.pem` into `dir`. Returns the CA certificate as DER and PEM.
-fn write_certificates(dir: &TempDir) -> (CertificateDer<'static>, String) {
+pub fn write_certificates(dir: &TempDir) -> (CertificateDer<'static>, String) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     ca_params
         .distinguished_name

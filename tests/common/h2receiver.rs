@@ -1,0 +1,121 @@
+//! A webhook receiver in Rust that offers HTTP/2 (ALPN `h2`, then `http/1.1`) over TLS on
+//! `127.0.0.1:<ephemeral>`, with a certificate from the same kind of rcgen CA as the Python receiver.
+//! It answers 200 to everything and records, for each request, which connection it came on and with
+//! which HTTP version — what a test of connection reuse needs. (The Python receiver speaks HTTP/1.1
+//! only; signatures are checked there.)
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tempfile::TempDir;
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Connections are numbered from 1 in the order they were accepted.
+    pub connection: usize,
+    pub version: http::Version,
+    pub path: String,
+}
+
+pub struct H2Receiver {
+    pub addr: SocketAddr,
+    /// The CA to trust (`webhooks.extra_ca_file`).
+    pub ca_file: PathBuf,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: TempDir,
+}
+
+impl H2Receiver {
+    pub async fn start() -> H2Receiver {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        super::receiver::write_certificates(&dir);
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.path().join("cert.pem"))
+                .expect("read cert.pem")
+                .collect::<Result<_, _>>()
+                .expect("parse cert.pem");
+        let key = PrivateKeyDer::from_pem_file(dir.path().join("key.pem")).expect("key.pem");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("receiver certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            let connections = Arc::new(AtomicUsize::new(0));
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let version = req.version();
+                            let path = req.uri().path().to_string();
+                            let _ = req.into_body().collect().await;
+                            log.lock().unwrap().push(Seen {
+                                connection,
+                                version,
+                                path,
+                            });
+                            Ok::<_, hyper::Error>(http::Response::new(Full::new(
+                                Bytes::from_static(b"{\"ok\":true}"),
+                            )))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        H2Receiver {
+            addr,
+            ca_file: dir.path().join("ca.pem"),
+            seen,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for H2Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
