@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clicktermd::config::{Config, DEFAULT_CONFIG_TOML, LogFormat};
-use clicktermd::model::{Domain, Name, Username};
+use clicktermd::model::{CallbackUrl, Domain, Name, Username};
 use clicktermd::{admins, integrations, store};
 
 #[derive(Parser)]
@@ -102,6 +102,10 @@ enum IntegrationCommand {
         /// An allowed domain for the SDK endpoints (repeatable).
         #[arg(long = "domain")]
         domains: Vec<String>,
+        /// The webhook callback URL, judged by the callback-URL policy (DNS included) before anything is
+        /// written.
+        #[arg(long)]
+        callback_url: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -289,6 +293,7 @@ async fn integration(config: &Config, command: IntegrationCommand) -> anyhow::Re
         IntegrationCommand::Create {
             name,
             domains,
+            callback_url,
             json,
         } => {
             let name = Name::parse(&name).map_err(|e| UsageError(format!("--name: {e}")))?;
@@ -296,7 +301,21 @@ async fn integration(config: &Config, command: IntegrationCommand) -> anyhow::Re
                 .iter()
                 .map(|d| Domain::parse(d).map_err(|e| UsageError(format!("--domain: {e}"))))
                 .collect::<Result<Vec<_>, _>>()?;
-            let created = integrations::create(&store, "cli", name, domains, None).await?;
+            let callback = match callback_url {
+                None => None,
+                Some(raw) => {
+                    let guard = clicktermd::dispatch::guard::UrlGuard::from_config(
+                        &config.webhooks,
+                        Some(config.server.listen),
+                    )
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                    let judged = guard.judge(raw.trim()).await.map_err(|r| {
+                        UsageError(format!("--callback-url refused ({}): {r}", r.code()))
+                    })?;
+                    Some(CallbackUrl::approved(&judged.target.url))
+                }
+            };
+            let created = integrations::create(&store, "cli", name, domains, callback).await?;
             if json {
                 let out = serde_json::json!({
                     "appId": created.integration.app_id,

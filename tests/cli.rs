@@ -569,3 +569,83 @@ async fn set_password_replaces_the_initial_password() {
     expect_error(res, StatusCode::UNAUTHORIZED).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_create_judges_the_callback_url_with_dns_first() {
+    let dns = common::dns::DnsServer::start().await;
+    dns.set("ok.test", &["127.0.0.1".parse().unwrap()]);
+    dns.set("inside.test", &["127.0.0.2".parse().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let servers = format!("[\"{}\"]", dns.server_string());
+    let env = [
+        ("CLICKTERMD_WEBHOOKS__DNS_SERVERS", servers.as_str()),
+        (
+            "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+            "[\"127.0.0.1/32\"]",
+        ),
+    ];
+    let create = |url: &'static str| {
+        let data = s(&data).to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        async move {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let args = [
+                "--data-dir",
+                &data,
+                "integration",
+                "create",
+                "--name",
+                "Hooks",
+                "--callback-url",
+                url,
+                "--json",
+            ];
+            clicktermd_async(&args, &env).await
+        }
+    };
+    for (url, reason) in [
+        ("https://inside.test/hook", "127.0.0.2"),
+        ("https://nowhere.test/hook", "dns_error"),
+        ("https://[::ffff:127.0.0.2]/hook", "blocked_address"),
+        ("http://ok.test/hook", "https"),
+    ] {
+        let out = create(url).await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{url}: {}",
+            common::stderr(&out)
+        );
+        let err = common::stderr(&out);
+        assert!(
+            err.contains("--callback-url refused") && err.contains(reason),
+            "{url}: {err}"
+        );
+    }
+    let out = clicktermd_async(
+        &["--data-dir", s(&data), "integration", "list", "--json"],
+        &[],
+    )
+    .await;
+    assert_success(&out, "integration list");
+    assert_eq!(
+        common::stdout(&out).trim(),
+        "[]",
+        "a refused create wrote nothing"
+    );
+
+    let out = create("https://ok.test/hook").await;
+    assert_success(&out, "integration create --callback-url");
+    let out = clicktermd_async(
+        &["--data-dir", s(&data), "integration", "list", "--json"],
+        &[],
+    )
+    .await;
+    let list: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(list[0]["callbackUrl"], "https://ok.test/hook", "{list}");
+}
