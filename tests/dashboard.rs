@@ -89,7 +89,9 @@ impl Page {
     /// Replaces the value of the input matching `css` by typing `value`.
     async fn fill(&self, css: &str, value: &str) {
         let el = self.find(css).await;
-        el.clear().await.unwrap_or_else(|e| panic!("clear {css}: {e}"));
+        el.clear()
+            .await
+            .unwrap_or_else(|e| panic!("clear {css}: {e}"));
         el.send_keys(value)
             .await
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
@@ -161,10 +163,29 @@ impl Page {
 
     /// Saves a screenshot under the target directory (copied into assets/screenshots for the README).
     async fn screenshot(&self, name: &str) {
-        // Nothing animates while the picture is taken: no focus ring blinking, no toast fading.
-        self.js("document.getElementById('toast').classList.remove('show')")
+        // No passing message in the picture.
+        self.js("const t = document.getElementById('toast'); t.classList.remove('show'); t.hidden = true;")
             .await;
         self.browser.screenshot(name).await;
+        self.js("document.getElementById('toast').hidden = false")
+            .await;
+    }
+
+    /// A screenshot of the whole page from its top: the window grows to the page's height meanwhile.
+    async fn screenshot_page(&self, name: &str) {
+        let height = self
+            .js("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
+            .await
+            .as_u64()
+            .unwrap_or(HEIGHT as u64)
+            .clamp(HEIGHT as u64, 2400) as u32;
+        let client = &self.browser.client;
+        client
+            .set_window_size(WIDTH, height + 150)
+            .await
+            .expect("resize");
+        self.screenshot(name).await;
+        client.set_window_size(WIDTH, HEIGHT).await.expect("resize");
     }
 
     /// The page fits its width: nothing needs horizontal scrolling.
@@ -258,7 +279,11 @@ async fn verified_event(
 }
 
 /// Polls the receiver until `n` requests to `route` arrived; returns them.
-async fn received(receiver: &Receiver, route: &str, n: usize) -> Vec<common::receiver::ReceivedRequest> {
+async fn received(
+    receiver: &Receiver,
+    route: &str,
+    n: usize,
+) -> Vec<common::receiver::ReceivedRequest> {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let got = receiver.requests_to(route);
@@ -344,7 +369,10 @@ async fn an_integration_from_creation_to_deletion() {
     let heads = page
         .js("return [...document.querySelectorAll('table.integrations th')].map(th => th.textContent)")
         .await;
-    assert_eq!(heads, json!(["App name", "Created date", "Status", "Actions"]));
+    assert_eq!(
+        heads,
+        json!(["App name", "Created date", "Status", "Actions"])
+    );
     assert_eq!(
         page.text(&format!("{row} td[data-label='Status']")).await,
         "Enabled"
@@ -372,7 +400,8 @@ async fn an_integration_from_creation_to_deletion() {
     assert!(!page.body_text().await.contains(&app_key));
 
     // A name that resolves to a forbidden address is refused, with the reason under the field.
-    page.fill("#config-callback", "https://internal.test/hooks").await;
+    page.fill("#config-callback", "https://internal.test/hooks")
+        .await;
     page.click("#save-callback").await;
     let reason = page.wait_contains("#callback-error", "127.0.0.2").await;
     assert!(
@@ -398,31 +427,63 @@ async fn an_integration_from_creation_to_deletion() {
     page.fill("#config-callback", &receiver.url("receiver.test", "/ok"))
         .await;
     page.click("#save-callback").await;
-    page.wait_contains("#callback-saved", "passed the policy").await;
-    assert!(page.find("#callback-error").await.text().await.unwrap().is_empty());
+    page.wait_contains("#callback-saved", "passed the policy")
+        .await;
+    assert!(
+        page.find("#callback-error")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     page.wait_contains("#held-count", "0 deliveries held").await;
+    page.click("#reveal-secret").await;
+    page.wait_text("#signing-secret", |t| t.starts_with("••••"))
+        .await;
+    page.browser
+        .client
+        .set_window_size(WIDTH, 1500)
+        .await
+        .unwrap();
+    page.js("document.querySelector('.config-dialog').scrollTop = 0")
+        .await;
     page.screenshot("integration-config").await;
+    page.browser
+        .client
+        .set_window_size(WIDTH, HEIGHT)
+        .await
+        .unwrap();
 
     // A test webhook succeeds, and the history says so.
     page.click("#send-test").await;
-    page.wait_contains("#test-result", "Test webhook queued").await;
+    page.wait_contains("#test-result", "Test webhook queued")
+        .await;
     let got = received(&receiver, "/ok", 1).await;
     assert!(got[0].signature_valid, "{:?}", got[0].contract_errors);
-    assert!(got[0].contract_errors.is_empty(), "{:?}", got[0].contract_errors);
+    assert!(
+        got[0].contract_errors.is_empty(),
+        "{:?}",
+        got[0].contract_errors
+    );
     page.click("#open-history").await;
     page.wait_gone("dialog").await;
-    page.wait_contains("h1", "Delivery history · Web Platform").await;
-    page.find("table.deliveries tr[data-state='succeeded']").await;
+    page.wait_contains("h1", "Delivery history · Web Platform")
+        .await;
+    page.find("table.deliveries tr[data-state='succeeded']")
+        .await;
     assert_eq!(
         page.text("table.deliveries td[data-label='Event']").await,
         "Test webhook"
     );
     assert_eq!(
-        page.text("table.deliveries td[data-label='Last outcome']").await,
+        page.text("table.deliveries td[data-label='Last outcome']")
+            .await,
         "Delivered"
     );
     assert_eq!(
-        page.text("table.deliveries td[data-label='Attempts']").await,
+        page.text("table.deliveries td[data-label='Attempts']")
+            .await,
         "1"
     );
 
@@ -439,31 +500,50 @@ async fn an_integration_from_creation_to_deletion() {
         .await;
     let headers = page.text(".attempt table.headers").await;
     assert!(
-        headers.to_ascii_lowercase().contains("x-clickterm-signature"),
+        headers
+            .to_ascii_lowercase()
+            .contains("x-clickterm-signature"),
         "{headers}"
     );
     assert!(
-        page.text(".attempt .response-body").await.contains("received"),
+        page.text(".attempt .response-body")
+            .await
+            .contains("received"),
     );
     assert!(
-        page.text(".payload pre").await.contains("CLICKWRAP_EVENT_VERIFIED"),
+        page.text(".payload pre")
+            .await
+            .contains("CLICKWRAP_EVENT_VERIFIED"),
     );
-    page.screenshot("delivery-attempt").await;
+    page.screenshot_page("delivery-attempt").await;
 
     // Delivery off: a verified event is held (kept, not sent), and the dialog counts it.
     page.hash(&format!("#/integrations/{app_id}")).await;
     page.click("#config-delivery").await;
     page.wait_contains("#config-delivery-text", "Paused").await;
-    let event_id = verified_event(&server, (&app_id, &app_key), &template, "held-user", "ACCEPTED").await;
-    page.hash(&format!("#/integrations/{app_id}/deliveries")).await;
+    let event_id = verified_event(
+        &server,
+        (&app_id, &app_key),
+        &template,
+        "held-user",
+        "ACCEPTED",
+    )
+    .await;
+    page.hash(&format!("#/integrations/{app_id}/deliveries"))
+        .await;
     page.find("table.deliveries tr[data-state='held']").await;
     assert_eq!(
-        page.text("tr[data-state='held'] td[data-label='Next attempt']").await,
+        page.text("tr[data-state='held'] td[data-label='Next attempt']")
+            .await,
         "when delivery is on"
     );
     page.hash(&format!("#/integrations/{app_id}")).await;
     page.wait_contains("#held-count", "1 delivery held").await;
-    assert_eq!(receiver.requests_to("/ok").len(), 1, "nothing was sent while held");
+    assert_eq!(
+        receiver.requests_to("/ok").len(),
+        1,
+        "nothing was sent while held"
+    );
 
     // On again: it is delivered.
     page.click("#config-delivery").await;
@@ -472,7 +552,8 @@ async fn an_integration_from_creation_to_deletion() {
     let got = received(&receiver, "/ok", 2).await;
     assert_eq!(got[1].json()["data"]["clickwrapEventId"], event_id.as_str());
     assert!(got[1].signature_valid);
-    page.hash(&format!("#/integrations/{app_id}/deliveries")).await;
+    page.hash(&format!("#/integrations/{app_id}/deliveries"))
+        .await;
     page.wait_count("table.deliveries tr[data-state='succeeded']", 2)
         .await;
 
@@ -513,12 +594,14 @@ async fn an_integration_from_creation_to_deletion() {
         page.text(".attempt .explain").await.contains("500"),
         "the status is named"
     );
-    page.hash(&format!("#/integrations/{app_id}/deliveries")).await;
+    page.hash(&format!("#/integrations/{app_id}/deliveries"))
+        .await;
     page.set("#filter-state", "failed").await;
     page.wait_count("table.deliveries tbody tr", 1).await;
     assert!(page.count("table.deliveries tr[data-state='failed']").await == 1);
     assert_eq!(
-        page.text("table.deliveries td[data-label='Last outcome']").await,
+        page.text("table.deliveries td[data-label='Last outcome']")
+            .await,
         "HTTP error"
     );
     let res = admin
@@ -548,7 +631,11 @@ async fn an_integration_from_creation_to_deletion() {
         .wait_text("#new-app-key .secret-value", |t| !t.is_empty())
         .await;
     assert_ne!(new_key, app_key);
-    assert!(page.text("#new-app-key .warn").await.contains("close this window"));
+    assert!(
+        page.text("#new-app-key .warn")
+            .await
+            .contains("close this window")
+    );
     assert_eq!(
         public_status(&server, &app_id, &app_key).await,
         StatusCode::UNAUTHORIZED
@@ -561,7 +648,10 @@ async fn an_integration_from_creation_to_deletion() {
     page.wait_gone("dialog").await;
     page.hash(&format!("#/integrations/{app_id}")).await;
     page.find("#config-app-id").await;
-    assert!(!page.body_text().await.contains(&new_key), "shown only once");
+    assert!(
+        !page.body_text().await.contains(&new_key),
+        "shown only once"
+    );
 
     // Delete: the confirmation names the app and says it cannot be undone; Cancel keeps it.
     page.click("#delete-app").await;
@@ -569,7 +659,10 @@ async fn an_integration_from_creation_to_deletion() {
     assert!(confirm.contains("cannot be undone"), "{confirm}");
     page.click(".confirm-dialog button.cancel").await;
     page.wait_count(".confirm-dialog", 0).await;
-    assert_eq!(public_status(&server, &app_id, &new_key).await, StatusCode::OK);
+    assert_eq!(
+        public_status(&server, &app_id, &new_key).await,
+        StatusCode::OK
+    );
     page.click("#delete-app").await;
     page.click(".confirm-dialog button.confirm").await;
     page.wait_gone("dialog").await;
@@ -603,11 +696,13 @@ async fn templates_versions_preview_and_events() {
     )
     .await;
     page.click("#template-form button[type=submit]").await;
-    page.wait_contains("#template-title", "Terms of Service").await;
+    page.wait_contains("#template-title", "Terms of Service")
+        .await;
     page.wait_contains("#template-effective", "No version is effective yet")
         .await;
     page.click("#publish").await;
-    page.wait_contains("#publish-result", "Version 1.0 published").await;
+    page.wait_contains("#publish-result", "Version 1.0 published")
+        .await;
     page.wait_contains("#template-effective", "Effective version 1.0")
         .await;
 
@@ -620,14 +715,16 @@ async fn templates_versions_preview_and_events() {
     page.wait_contains("#toast", "Draft saved").await;
     page.click("#kind-minor").await;
     page.click("#publish").await;
-    page.wait_contains("#publish-result", "Version 1.1 published").await;
+    page.wait_contains("#publish-result", "Version 1.1 published")
+        .await;
     page.wait_contains("#template-effective", "Effective version 1.1")
         .await;
 
     page.click("#kind-major").await;
     page.set("#publish-effective", "2099-01-01T09:00").await;
     page.click("#publish").await;
-    page.wait_contains("#publish-result", "Version 2.0 published").await;
+    page.wait_contains("#publish-result", "Version 2.0 published")
+        .await;
     page.wait_count("table.versions tbody tr", 3).await;
     let versions = page.text("table.versions").await;
     assert!(versions.contains("Scheduled"), "{versions}");
@@ -645,7 +742,7 @@ async fn templates_versions_preview_and_events() {
         "Dear Ada <b>Lovelace</b>, these are the updated terms of -."
     );
     assert_eq!(page.count("#preview-content b").await, 0, "values are text");
-    page.screenshot("template").await;
+    page.screenshot_page("template").await;
 
     // Disable: the list says so.
     page.click("#set-enabled").await;
@@ -663,7 +760,8 @@ async fn templates_versions_preview_and_events() {
         "Disabled"
     );
     assert_eq!(
-        page.text("table.templates td[data-label='Effective version']").await,
+        page.text("table.templates td[data-label='Effective version']")
+            .await,
         "1.1"
     );
     let res = admin
@@ -685,26 +783,43 @@ async fn templates_versions_preview_and_events() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     for n in 0..22 {
-        verified_event(&server, (&web, &web_key), &template_id, &format!("user-{n:02}"), "ACCEPTED").await;
+        verified_event(
+            &server,
+            (&web, &web_key),
+            &template_id,
+            &format!("user-{n:02}"),
+            "ACCEPTED",
+        )
+        .await;
     }
-    let declined = verified_event(&server, (&mobile, &mobile_key), &template_id, "m-1", "DECLINED").await;
+    let declined = verified_event(
+        &server,
+        (&mobile, &mobile_key),
+        &template_id,
+        "m-1",
+        "DECLINED",
+    )
+    .await;
 
     page.hash("#/events").await;
     page.wait_count("table.events tbody tr", 20).await;
     assert_eq!(
-        page.text("table.events tbody tr:first-child td[data-label='End user']").await,
+        page.text("table.events tbody tr:first-child td[data-label='End user']")
+            .await,
         "m-1",
         "newest first"
     );
     assert_eq!(
-        page.text("table.events tbody tr:first-child td[data-label='Integration']").await,
+        page.text("table.events tbody tr:first-child td[data-label='Integration']")
+            .await,
         "Mobile"
     );
     page.screenshot("events").await;
     page.click("#page-older").await;
     page.wait_count("table.events tbody tr", 3).await;
     assert_eq!(
-        page.text("table.events tbody tr:last-child td[data-label='End user']").await,
+        page.text("table.events tbody tr:last-child td[data-label='End user']")
+            .await,
         "user-00"
     );
     page.click("#page-newer").await;
@@ -732,7 +847,8 @@ async fn templates_versions_preview_and_events() {
     page.set("#filter-user", "").await;
     page.set("#filter-from", "2099-01-01T00:00").await;
     page.click("#apply-filters").await;
-    page.wait_contains(".empty", "No event matches these filters").await;
+    page.wait_contains(".empty", "No event matches these filters")
+        .await;
     page.set("#filter-from", "2000-01-01T00:00").await;
     page.click("#apply-filters").await;
     page.wait_count("table.events tbody tr", 20).await;
@@ -744,7 +860,8 @@ async fn templates_versions_preview_and_events() {
     // One event with its delivery (held: delivery is off for the web integration).
     page.click("table.events tbody tr:first-child a").await;
     page.wait_contains("#event-facts", "Accepted").await;
-    page.find("table.deliveries tr td [data-state='held']").await;
+    page.find("table.deliveries tr td [data-state='held']")
+        .await;
     assert!(page.text("#event-facts").await.contains(&web));
     page.hash(&format!("#/events/{declined}")).await;
     page.wait_contains("#event-facts", "m-1").await;
@@ -771,7 +888,15 @@ async fn an_expired_session_returns_to_login_and_keeps_the_place() {
     let dir = server.data_dir.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || {
         common::clicktermd_with_stdin(
-            &["--data-dir", &dir, "admin", "set-password", "--username", "admin", "--password-stdin"],
+            &[
+                "--data-dir",
+                &dir,
+                "admin",
+                "set-password",
+                "--username",
+                "admin",
+                "--password-stdin",
+            ],
             &[],
             "a-new-long-password\n",
         )
@@ -782,16 +907,20 @@ async fn an_expired_session_returns_to_login_and_keeps_the_place() {
 
     // The next request meets the login form, which says why; the place is still in the URL.
     page.set("#filter-state", "failed").await;
-    page.wait_contains("#login-notice", "session has expired").await;
+    page.wait_contains("#login-notice", "session has expired")
+        .await;
     let hash = page.js("return location.hash").await;
     assert!(
-        hash.as_str().unwrap().starts_with(&format!("#/integrations/{app_id}/deliveries")),
+        hash.as_str()
+            .unwrap()
+            .starts_with(&format!("#/integrations/{app_id}/deliveries")),
         "{hash}"
     );
     page.login("a-new-long-password").await;
     page.wait_contains("h1", "Delivery history · Kiosk").await;
     assert_eq!(
-        page.js("return document.getElementById('filter-state').value").await,
+        page.js("return document.getElementById('filter-state').value")
+            .await,
         "failed"
     );
 
@@ -808,7 +937,11 @@ async fn an_expired_session_returns_to_login_and_keeps_the_place() {
     let before = page
         .js("return getComputedStyle(document.querySelector('table.integrations td'), '::before').content")
         .await;
-    assert_eq!(before, json!("\"App name\""), "cells carry their column name");
+    assert_eq!(
+        before,
+        json!("\"App name\""),
+        "cells carry their column name"
+    );
     page.screenshot("phone-integrations").await;
 
     // Log out: back at the login form, and the API refuses the old cookie.
@@ -820,5 +953,232 @@ async fn an_expired_session_returns_to_login_and_keeps_the_place() {
     assert_eq!(status, json!(401));
 
     page.close().await;
+    server.stop().await;
+}
+
+/// The dashboard is served by the binary itself: every file it loads is embedded, nothing comes from
+/// another origin, and the page may not be framed or run inline script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_embedded_and_self_contained() {
+    let server = TestServer::start().await;
+    let http = common::client();
+    let res = http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(header("content-type").starts_with("text/html"));
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(header("x-frame-options"), "DENY");
+    let index = res.text().await.unwrap();
+    assert!(
+        !index.contains("http"),
+        "the page loads nothing from elsewhere"
+    );
+
+    // Every file the page and its modules load, followed from the page itself.
+    let mut queue: Vec<String> = index
+        .split('"')
+        .filter(|s| s.starts_with("/dashboard/"))
+        .map(str::to_string)
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let res = http.get(server.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let text = res.text().await.unwrap();
+        assert!(
+            !text.contains("url(http") && !text.contains("@import"),
+            "{path}"
+        );
+        for line in text.lines().filter(|l| l.starts_with("import ")) {
+            let module = line.split('"').nth(1).expect("a quoted module");
+            let name = module
+                .strip_prefix("./")
+                .unwrap_or_else(|| panic!("{path} imports {module} from elsewhere"));
+            queue.push(format!("/dashboard/{name}"));
+        }
+    }
+    for file in [
+        "/dashboard/app.css",
+        "/dashboard/app.js",
+        "/dashboard/templates.js",
+        "/dashboard/events.js",
+    ] {
+        assert!(seen.contains(file), "{file} not reached: {seen:?}");
+    }
+
+    for path in [
+        "/dashboard/missing.js",
+        "/dashboard/%2e%2e/demo/index.html",
+        "/dashboard/",
+    ] {
+        let res = http.get(server.url(path)).send().await.unwrap();
+        common::expect_error(res, StatusCode::NOT_FOUND).await;
+    }
+    server.stop().await;
+}
+
+/// The admin endpoints added for the dashboard: delivery counts per state, one event with its
+/// deliveries, and the draft preview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_has_what_the_dashboard_shows() {
+    let server = TestServer::start().await;
+    let admin = server.admin_client().await;
+    let (app_id, app_key, _) = server.create_integration(&admin, "Counted").await;
+
+    // Counts: every state present, zero before anything happened.
+    let counts = |app: String| {
+        let (admin, url) = (
+            admin.clone(),
+            server.url(&format!("/api/v1/integrations/{app}/delivery-counts")),
+        );
+        async move {
+            let res = admin.get(url).send().await.unwrap();
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, zero) = counts(app_id.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        zero,
+        json!({"pending": 0, "in_flight": 0, "succeeded": 0, "failed": 0, "held": 0, "cancelled": 0})
+    );
+    let res = admin
+        .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
+        .json(&json!({"callbackUrl": common::HOOKS_URL, "webhookDeliveryEnabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let template = published_template(&server, &admin, "Terms").await;
+    let event_id = verified_event(
+        &server,
+        (&app_id, &app_key),
+        &template,
+        "counted-user",
+        "ACCEPTED",
+    )
+    .await;
+    let res = admin
+        .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let (_, held) = counts(app_id.clone()).await;
+    assert_eq!(held["held"], 2, "{held}");
+    assert_eq!(held["pending"], 0, "{held}");
+    let (status, _) = counts("no-such-app".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // One event, with appId and its delivery (the test webhook is not the event's).
+    let res = admin
+        .get(server.url(&format!("/api/v1/events/{event_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let event: Value = res.json().await.unwrap();
+    assert_eq!(event["clickwrapEventId"], event_id.as_str());
+    assert_eq!(event["appId"], app_id.as_str());
+    assert_eq!(event["endUserId"], "counted-user");
+    assert_eq!(event["clickwrapEventStatus"], "ACCEPTED");
+    let deliveries = event["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 1, "{event}");
+    assert_eq!(deliveries[0]["clickwrapEventId"], event_id.as_str());
+    assert_eq!(deliveries[0]["state"], "held");
+    assert_eq!(deliveries[0]["isTest"], false);
+    // An unknown id, and an event that was acted on but never verified, are not found.
+    let acted: Value = common::client()
+        .post(server.url("/public-client/v1/clickwrap"))
+        .json(&json!({"appId": app_id, "clickwrapTemplateId": template, "endUserId": "unverified", "action": "ACCEPTED"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for id in [
+        acted["clickwrapEventId"].as_str().unwrap(),
+        "00000000-0000-4000-8000-000000000000",
+    ] {
+        let res = admin
+            .get(server.url(&format!("/api/v1/events/{id}")))
+            .send()
+            .await
+            .unwrap();
+        common::expect_error(res, StatusCode::NOT_FOUND).await;
+    }
+
+    // The preview renders the draft as the widget would: escaped values, dashes, language fallback.
+    let res = admin
+        .post(server.url("/api/v1/templates"))
+        .json(&json!({"name": "Previewed", "defaultLanguage": "en", "languages": {
+            "en": {"title": "Terms for {{company}}", "content": "<p>Hi {{fullName}} ({{plan}})</p>", "inlineContent": "I agree, {{fullName}}"},
+            "de": {"title": "AGB für {{company}}", "content": "<p>Hallo {{fullName}}</p>"},
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let tid = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let preview = |body: Value| {
+        let (admin, url) = (
+            admin.clone(),
+            server.url(&format!("/api/v1/templates/{tid}/preview")),
+        );
+        async move { admin.post(url).json(&body).send().await.unwrap() }
+    };
+    let res = preview(json!({"templatePlaceholders": {"fullName": "<Ann>", "plan": "Pro"}})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"language": "en", "title": "Terms for -", "content": "<p>Hi &lt;Ann&gt; (Pro)</p>",
+               "inlineContent": "I agree, &lt;Ann&gt;"})
+    );
+    // ClickTerm's JSON-encoded string works too; de-AT falls back to de.
+    let res =
+        preview(json!({"language": "de-AT", "templatePlaceholders": "{\"company\":\"ACME\"}"}))
+            .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"language": "de", "title": "AGB für ACME", "content": "<p>Hallo -</p>", "inlineContent": null})
+    );
+    let res = preview(json!({"templatePlaceholders": ["not", "an", "object"]})).await;
+    let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("templatePlaceholders"),
+        "{err}"
+    );
+    let res = admin
+        .post(server.url("/api/v1/templates/no-such-template/preview"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(res, StatusCode::NOT_FOUND).await;
     server.stop().await;
 }

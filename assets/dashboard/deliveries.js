@@ -161,7 +161,7 @@ function bulkForm(appId, after) {
     { class: "card bulk" },
     h("h2", {}, "Redeliver failed deliveries"),
     h("p", { class: "hint" }, "Every delivery that failed and was created in this range (your time zone) gets a new, manual attempt chain."),
-    h("div", { class: "filters" }, fromField, toField, h("div", { class: "field" }, submit)),
+    h("div", { class: "filters" }, fromField, toField, h("div", { class: "field buttons" }, submit)),
     result,
     errors,
   );

@@ -38,7 +38,7 @@ export async function eventsPage(view) {
     field("Status", status)[0],
     field("From", from)[0],
     field("To", to)[0],
-    h("div", { class: "field" }, h("button", { type: "submit", class: "primary", id: "apply-filters" }, "Apply"), h("a", { class: "button link", href: "#/events" }, "Clear")),
+    h("div", { class: "field buttons" }, h("button", { type: "submit", class: "primary", id: "apply-filters" }, "Apply"), h("a", { class: "button link", href: "#/events" }, "Clear")),
   );
   form.addEventListener("submit", (e) => {
     e.preventDefault();

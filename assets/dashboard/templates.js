@@ -193,7 +193,7 @@ function draftForm(t, updated) {
     { class: "card", id: "draft" },
     h("h2", {}, "Draft"),
     h("p", { class: "hint" }, "The draft is what the next published version will contain. Published versions never change."),
-    h("div", { class: "row" }, field("Language", lang)[0], newLang, addLang),
+    h("div", { class: "row lang-row" }, field("Language", lang)[0], newLang, addLang),
     titleF,
     contentF,
     inlineF,

@@ -55,7 +55,10 @@ fn with_dashboard_headers(mut res: Response) -> Response {
         HeaderValue::from_static(DASHBOARD_CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 

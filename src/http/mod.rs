@@ -108,10 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/templates/{id}/versions", post(templates::publish))
         .route("/api/v1/events", get(public::admin_events))
         .route("/api/v1/events/{id}", get(public::admin_event))
-        .route(
-            "/api/v1/templates/{id}/preview",
-            post(templates::preview),
-        )
+        .route("/api/v1/templates/{id}/preview", post(templates::preview))
         .route(
             "/api/v1/integrations/{app_id}/delivery-counts",
             get(deliveries::counts),
