@@ -295,6 +295,34 @@ pub async fn present(
         .await
 }
 
+/// A template text as an end user would see it.
+pub struct Rendered {
+    pub language: Language,
+    pub title: String,
+    pub content: String,
+    pub inline_content: Option<String>,
+}
+
+/// Renders a template's draft texts with the same language choice and placeholder rules as
+/// [`present`], recording nothing: the dashboard's preview before a version is published.
+pub fn preview(
+    texts: &BTreeMap<Language, TemplateText>,
+    language: Option<&Language>,
+    default: &Language,
+    placeholders: &Placeholders,
+) -> Option<Rendered> {
+    let (language, text) = pick_text(texts, language, default)?;
+    Some(Rendered {
+        language,
+        title: placeholders.render(&text.title),
+        content: placeholders.render(&text.content),
+        inline_content: text
+            .inline_content
+            .as_deref()
+            .map(|t| placeholders.render(t)),
+    })
+}
+
 fn pick_text<'a>(
     texts: &'a BTreeMap<Language, TemplateText>,
     wanted: Option<&Language>,

@@ -47,6 +47,26 @@ pub async fn get(store: &Store, delivery_id: &str) -> Result<DeliveryView> {
         .await
 }
 
+/// The deliveries of one verified event, oldest first (none when it had no callback URL).
+pub async fn for_event(store: &Store, event_id: &str) -> Result<Vec<DeliveryRow>> {
+    let id = event_id.to_string();
+    store
+        .read(move |c| -> Result<_> { Ok(deliveries::for_event(c, &id)?) })
+        .await
+}
+
+/// How many of an integration's deliveries are in each state (deleted integrations included, so their
+/// history still adds up).
+pub async fn counts(store: &Store, app_id: &str) -> Result<Vec<(String, i64)>> {
+    let app = app_id.to_string();
+    store
+        .read(move |c| -> Result<_> {
+            let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
+            Ok(deliveries::count_by_state(c, id)?)
+        })
+        .await
+}
+
 /// Starts a new, manual attempt chain (held instead, if the integration cannot be delivered to now).
 pub async fn redeliver(store: &Store, actor: &str, delivery_id: &str) -> Result<DeliveryView> {
     let (actor, id) = (actor.to_string(), delivery_id.to_string());

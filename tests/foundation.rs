@@ -175,6 +175,7 @@ fn admin_routes(
     app_id: &str,
     template_id: &str,
     delivery_id: &str,
+    event_id: &str,
 ) -> Vec<(Method, String, Option<Value>)> {
     let i = format!("/api/v1/integrations/{app_id}");
     let t = format!("/api/v1/templates/{template_id}");
@@ -185,6 +186,8 @@ fn admin_routes(
     });
     vec![
         (Method::GET, "/api/v1/events".into(), None),
+        (Method::GET, format!("/api/v1/events/{event_id}"), None),
+        (Method::GET, format!("{i}/delivery-counts"), None),
         (
             Method::POST,
             format!("{i}/redeliver"),
@@ -206,6 +209,11 @@ fn admin_routes(
         (Method::POST, "/api/v1/templates".into(), Some(template)),
         (Method::GET, t.clone(), None),
         (Method::PATCH, t.clone(), Some(json!({"name": "renamed"}))),
+        (
+            Method::POST,
+            format!("{t}/preview"),
+            Some(json!({"templatePlaceholders": {"fullName": "Ann"}})),
+        ),
         (
             Method::POST,
             format!("{t}/versions"),
@@ -261,7 +269,7 @@ fn registered_api_routes() -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_admin_route_table_covers_every_registered_api_route() {
-    let mut table: BTreeSet<(String, String)> = admin_routes("{app_id}", "{id}", "{id}")
+    let mut table: BTreeSet<(String, String)> = admin_routes("{app_id}", "{id}", "{id}", "{id}")
         .into_iter()
         .map(|(m, p, _)| (m.to_string(), p))
         .collect();
@@ -273,7 +281,7 @@ fn the_admin_route_table_covers_every_registered_api_route() {
 async fn every_admin_route_needs_a_session_or_token() {
     let server = TestServer::start().await;
     let admin = server.admin_client().await;
-    let (app_id, _, _) = server.create_integration(&admin, "Guarded").await;
+    let (app_id, app_key, _) = server.create_integration(&admin, "Guarded").await;
     let template: Value = admin
         .post(server.url("/api/v1/templates"))
         .json(&json!({
@@ -303,10 +311,39 @@ async fn every_admin_route_needs_a_session_or_token() {
         .json()
         .await
         .unwrap();
+    // A verified event, for the event detail route.
+    let template_id = template["id"].as_str().unwrap();
+    let res = admin
+        .post(server.url(&format!("/api/v1/templates/{template_id}/versions")))
+        .json(&json!({"type": "MAJOR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let acted: Value = client()
+        .post(server.url("/public-client/v1/clickwrap"))
+        .json(&json!({"appId": app_id, "clickwrapTemplateId": template_id, "endUserId": "guard", "action": "ACCEPTED"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = client()
+        .post(server.url("/public-client/v1/clickwrap/verify"))
+        .header("X-APP-ID", &app_id)
+        .header("X-APP-KEY", &app_key)
+        .json(&json!({"clicktermSignature": acted["clicktermSignature"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let event: Value = res.json().await.unwrap();
     let routes = admin_routes(
         &app_id,
-        template["id"].as_str().unwrap(),
+        template_id,
         delivery["id"].as_str().unwrap(),
+        event["clickwrapEventId"].as_str().unwrap(),
     );
 
     let anonymous = client();

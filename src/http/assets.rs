@@ -1,6 +1,7 @@
 //! Static files from `assets/`, embedded in the binary at build time (no CDN, works offline): the SDK
-//! widget and the demo page. Debug builds read the folder from disk, so edits show without a rebuild.
+//! widget, the demo page and the dashboard. Debug builds read the folder from disk, so edits show without a rebuild.
 
+use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -40,4 +41,37 @@ pub async fn widget() -> Response {
 /// `GET /demo/`: a page that shows the widget against this server.
 pub async fn demo() -> Response {
     serve("demo/index.html")
+}
+
+/// The dashboard may load only its own files and talk only to this server: no inline script, no
+/// third-party origin, never framed.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn with_dashboard_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DASHBOARD_CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// `GET /`: the dashboard's single page; it routes by the URL's fragment (`#/integrations`, …).
+pub async fn dashboard() -> Response {
+    with_dashboard_headers(serve("dashboard/index.html"))
+}
+
+/// `GET /dashboard/{file}`: the dashboard's scripts and styles.
+pub async fn dashboard_file(Path(file): Path<String>) -> Response {
+    // rust-embed keys are plain relative paths; anything else cannot name one of our files.
+    if file.split('/').any(|part| part.is_empty() || part == "..") {
+        return ApiError::not_found("asset").into_response();
+    }
+    with_dashboard_headers(serve(&format!("dashboard/{file}")))
 }

@@ -34,7 +34,7 @@ const OUTCOMES: &[&str] = &[
     "invalid_url",
 ];
 
-fn delivery_json(d: &DeliveryRow) -> Value {
+pub(super) fn delivery_json(d: &DeliveryRow) -> Value {
     json!({
         "id": d.delivery_id,
         "appId": d.app_id,
@@ -118,6 +118,24 @@ pub async fn list(
     Ok(Json(
         json!({"items": rows.iter().map(delivery_json).collect::<Vec<_>>(), "nextBefore": next}),
     ))
+}
+
+/// `GET /api/v1/integrations/{appId}/delivery-counts`: how many deliveries are in each state, every
+/// state present (so the dashboard can show "3 held" next to the delivery toggle).
+pub async fn counts(
+    State(state): State<AppState>,
+    Path(app_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let counted = webhooks::counts(&state.store, &app_id).await?;
+    let mut out = serde_json::Map::new();
+    for s in STATES {
+        let n = counted
+            .iter()
+            .find(|(state, _)| state == s)
+            .map_or(0, |(_, n)| *n);
+        out.insert((*s).to_string(), n.into());
+    }
+    Ok(Json(Value::Object(out)))
 }
 
 /// `GET /api/v1/deliveries/{id}`: with its attempts.

@@ -110,6 +110,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/templates/{id}/versions", post(templates::publish))
         .route("/api/v1/events", get(public::admin_events))
+        .route("/api/v1/events/{id}", get(public::admin_event))
+        .route("/api/v1/templates/{id}/preview", post(templates::preview))
+        .route(
+            "/api/v1/integrations/{app_id}/delivery-counts",
+            get(deliveries::counts),
+        )
         .route(
             "/api/v1/integrations/{app_id}/deliveries",
             get(deliveries::list),
@@ -176,6 +182,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sdk/clickterm-widget.js", get(assets::widget))
         .route("/demo", get(assets::demo))
         .route("/demo/", get(assets::demo))
+        .route("/", get(assets::dashboard))
+        .route("/dashboard/{*file}", get(assets::dashboard_file))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -388,3 +388,20 @@ pub async fn admin_events(
         serde_json::json!({"items": items, "nextPageCursor": page.next}),
     ))
 }
+
+/// `GET /api/v1/events/{id}`: one verified event of any integration, with `appId` and its webhook
+/// deliveries (the same summaries as the delivery history), for the dashboard's event detail.
+pub async fn admin_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let event = clickwrap::event_details(&state.store, None, &id).await?;
+    let deliveries = crate::webhooks::for_event(&state.store, &id).await?;
+    let mut v = serde_json::to_value(EventItemJson::from(&event)).expect("serialisable");
+    v["appId"] = event.app_id.clone().into();
+    v["deliveries"] = deliveries
+        .iter()
+        .map(super::deliveries::delivery_json)
+        .collect();
+    Ok(Json(v))
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Actor, ApiJson};
+use crate::clickwrap::{self, Placeholders};
 use crate::model::{Language, Name, PublishedVersion, Tag, TemplateText, Timestamp, VersionKind};
 use crate::templates::{self, Changes, NewTemplate, TemplateView};
 
@@ -276,4 +277,44 @@ pub async fn publish(
         StatusCode::CREATED,
         Json(serde_json::to_value(VersionJson::from(&v)).expect("serialisable")),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreviewBody {
+    language: Option<String>,
+    /// An object of placeholder values, or ClickTerm's JSON-encoded string of one, or null.
+    #[serde(default)]
+    template_placeholders: serde_json::Value,
+}
+
+/// `POST /api/v1/templates/{id}/preview` `{"language"?, "templatePlaceholders"?}`: the draft rendered as
+/// the widget would show it (placeholders HTML-escaped, missing ones as a dash); records nothing.
+pub async fn preview(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PreviewBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let language = body
+        .language
+        .as_deref()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| parse_language(l, "language"))
+        .transpose()?;
+    let placeholders = Placeholders::from_json(&body.template_placeholders)
+        .map_err(|e| ApiError::invalid("templatePlaceholders", e))?;
+    let t = templates::get(&state.store, &id).await?.template;
+    let r = clickwrap::preview(
+        &t.texts,
+        language.as_ref(),
+        &t.default_language,
+        &placeholders,
+    )
+    .ok_or_else(|| ApiError::not_found("template text"))?;
+    Ok(Json(serde_json::json!({
+        "language": r.language.as_str(),
+        "title": r.title,
+        "content": r.content,
+        "inlineContent": r.inline_content,
+    })))
 }

@@ -375,6 +375,24 @@ pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> 
         .optional()?)
 }
 
+/// The deliveries of one clickwrap event (by its public id), oldest first.
+pub fn for_event(conn: &Connection, event_id: &str) -> Result<Vec<DeliveryRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} WHERE e.event_id = ?1 ORDER BY d.id"
+    ))?;
+    let rows = stmt.query_map([event_id], delivery_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// How many of an integration's deliveries are in each state (states with none are absent).
+pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, count(*) FROM deliveries WHERE integration_id = ?1 GROUP BY state",
+    )?;
+    let rows = stmt.query_map([integration_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
         "SELECT number, trigger = 'manual', started_at, duration_ms, url, remote_addr, request_headers, \

@@ -84,6 +84,28 @@ impl ReceivedRequest {
     }
 }
 
+/// The receiver's CA and certificate, written to a temporary directory, before any receiver runs.
+pub struct ReceiverCa {
+    /// The CA certificate (PEM) to trust, e.g. as `webhooks.extra_ca_file`.
+    pub ca_file: PathBuf,
+    ca_der: CertificateDer<'static>,
+    ca_pem: String,
+    dir: TempDir,
+}
+
+impl ReceiverCa {
+    pub fn generate() -> ReceiverCa {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (ca_der, ca_pem) = write_certificates(&dir);
+        ReceiverCa {
+            ca_file: dir.path().join("ca.pem"),
+            ca_der,
+            ca_pem,
+            dir,
+        }
+    }
+}
+
 /// The running receiver; the child process is killed when this is dropped.
 pub struct Receiver {
     /// The loopback address it listens on.
@@ -111,13 +133,23 @@ impl Receiver {
     /// Starts a receiver on the loopback address `ip` (127.0.0.x, or ::1 where IPv6 is available) that
     /// verifies signatures with `secret`.
     pub async fn start_on(ip: IpAddr, secret: &str) -> Receiver {
+        Receiver::start_prepared(ReceiverCa::generate(), ip, secret).await
+    }
+
+    /// Starts a receiver with certificates made beforehand: a server can trust `ca.ca_file` before the
+    /// secret the receiver is to check is known (an operator configures their endpoint with the signing
+    /// secret the dashboard shows after the integration was created).
+    pub async fn start_prepared(ca: ReceiverCa, ip: IpAddr, secret: &str) -> Receiver {
         assert!(
             ip.is_loopback(),
             "the receiver binds loopback only, not {ip}"
         );
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let (ca_der, ca_pem) = write_certificates(&dir);
-        let ca_file = dir.path().join("ca.pem");
+        let ReceiverCa {
+            dir,
+            ca_der,
+            ca_pem,
+            ca_file,
+        } = ca;
         let log = dir.path().join("requests.jsonl");
         let stderr = dir.path().join("stderr.txt");
         File::create(&log).expect("create the request log");
