@@ -864,10 +864,13 @@ fn installs_runs_as_its_user_survives_reinstall_and_purges_clean() {
         let body: Value = res.json().await.unwrap();
         body["appId"].as_str().unwrap().to_string()
     });
+    // As the README's install section says to run the command line.
     let cli = |args: &[&str]| {
-        let mut argv = vec!["/usr/bin/clicktermd", "--config", CONFIG];
-        argv.extend_from_slice(args);
-        run_ok(&mut exec.command(Some(&argv), &[]))
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", "clicktermd", "--", "clicktermd", "--config", CONFIG])
+                .args(args),
+        )
     };
     let listed: Value = serde_json::from_str(&cli(&["integration", "list", "--json"])).unwrap();
     assert_eq!(listed[0]["appId"], app_id.as_str(), "{listed}");
