@@ -617,8 +617,8 @@ impl UnitExec {
         }
     }
 
-    /// A command that runs `argv` (or the unit's own command line) as the unit would.
-    fn command(&self, argv: Option<&[&str]>, env: &[(&str, &str)]) -> Command {
+    /// A command that runs the unit's command line as the unit would, with `env` added.
+    fn command(&self, env: &[(&str, &str)]) -> Command {
         let home = passwd_entry().expect("the clicktermd user")[5].clone();
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -634,11 +634,8 @@ impl UnitExec {
                 "--inh-caps=-all",
                 "--",
             ]);
-        match argv {
-            Some(argv) => cmd.args(argv),
-            None => cmd.args(&self.argv),
-        };
-        cmd.current_dir(&self.working_dir)
+        cmd.args(&self.argv)
+            .current_dir(&self.working_dir)
             .env_clear()
             .env(
                 "PATH",
@@ -665,7 +662,7 @@ fn start_service(inst: &mut Installation, exec: &UnitExec, logs: &Path, name: &s
     let listen = format!("127.0.0.1:{port}");
     let stderr_path = logs.join(format!("{name}.stderr"));
     let child = exec
-        .command(None, &[("CLICKTERMD_SERVER__LISTEN", &listen)])
+        .command(&[("CLICKTERMD_SERVER__LISTEN", &listen)])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&stderr_path).unwrap())
