@@ -3,7 +3,7 @@
 //! error.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -176,7 +176,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Logs go to standard error. Commands other than `serve` log only warnings, so their standard output
-/// stays clean for scripts.
+/// stays clean for scripts. Colours only on a terminal: under systemd standard error is the journal,
+/// where escape codes would be stored as text.
 fn init_logging(config: &Config, serving: bool) {
     let level = if serving {
         config.log.level.as_str()
@@ -186,8 +187,7 @@ fn init_logging(config: &Config, serving: bool) {
     let filter = tracing_subscriber::EnvFilter::new(level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colours only on a terminal: the journal and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
