@@ -356,8 +356,9 @@ async fn isolation(
     }
     let hung_rx = Receiver::start(pki, sink, Mode::Hang, Alpn::H2AndHttp1).await?;
     let hung_app = api.integration("hung", &hung_rx.url("/hook"), false).await?;
-    // Large enough that the drain lasts about `isolation_drain_secs` at the one-receiver rate.
-    let backlog = ((one_rate * o.isolation_drain_secs) as usize)
+    // Large enough that the drain lasts about `isolation_drain_secs` if each healthy integration goes
+    // at the one-receiver rate.
+    let backlog = ((one_rate * n as f64 * o.isolation_drain_secs) as usize)
         .clamp(n * 50, o.isolation_max_events)
         .div_ceil(n)
         * n;
@@ -472,7 +473,11 @@ impl Server {
                 stderr: stderr.clone(),
             };
             match server.wait_healthy().await {
-                Ok(()) => return Ok(server),
+                Ok(()) => {
+                    // For attaching a profiler: `perf record -g -p PID`.
+                    eprintln!("pipeline: clicktermd pid {} on {addr}", server.pid);
+                    return Ok(server);
+                }
                 Err(e) => last = e,
             }
         }
