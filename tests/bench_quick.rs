@@ -17,7 +17,8 @@ fn quick_mode_completes_and_reports_every_figure() {
     )
     .expect("options");
     assert_eq!(options.mode, "quick");
-    let report = harness::run(&options).unwrap_or_else(|e| panic!("the quick benchmark failed: {e}"));
+    let report =
+        harness::run(&options).unwrap_or_else(|e| panic!("the quick benchmark failed: {e}"));
     for pointer in harness::FIGURES {
         let value = report
             .pointer(pointer)
@@ -31,7 +32,9 @@ fn quick_mode_completes_and_reports_every_figure() {
     fn no_nulls(v: &serde_json::Value, at: &str) {
         match v {
             serde_json::Value::Null => panic!("{at} is null"),
-            serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| no_nulls(v, &format!("{at}/{k}"))),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| no_nulls(v, &format!("{at}/{k}"))),
             serde_json::Value::Array(a) => a.iter().for_each(|v| no_nulls(v, at)),
             _ => {}
         }

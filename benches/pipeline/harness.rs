@@ -221,15 +221,26 @@ async fn measure(
 
     // --- verify at 64 clients, then the held backlog to one h2 receiver -------------------------------
     let main_rx = Receiver::start(&pki, &sink, Mode::Ok, Alpn::H2AndHttp1).await?;
-    let main_app = api.integration("main", &main_rx.url("/hook"), false).await?;
+    let main_app = api
+        .integration("main", &main_rx.url("/hook"), false)
+        .await?;
     let db_before = db_bytes(&server.db_path())?;
     let cpu_act_start = cpu_seconds_of(server.pid)?;
     let (act, main_sigs) = api
-        .act_many(&template, &[main_app.clone()], o.verify_events, o.concurrency)
+        .act_many(
+            &template,
+            &[main_app.clone()],
+            o.verify_events,
+            o.concurrency,
+        )
         .await?;
     let cpu_verify_start = cpu_seconds_of(server.pid)?;
     let verify = api
-        .verify_closed(&main_sigs, o.concurrency, Duration::from_secs_f64(o.verify_max_secs))
+        .verify_closed(
+            &main_sigs,
+            o.concurrency,
+            Duration::from_secs_f64(o.verify_max_secs),
+        )
         .await?;
     let verified_main = verify.ok;
     let one_h2 = drain(&api, &sink, &[&main_app], &[main_rx.id], verified_main).await?;
@@ -280,12 +291,16 @@ async fn measure(
 
     // --- verify → arrival latency, open loop at a fixed rate, delivery on ------------------------------
     let lat_rx = Receiver::start(&pki, &sink, Mode::Ok, Alpn::H2AndHttp1).await?;
-    let lat_app = api.integration("latency", &lat_rx.url("/hook"), true).await?;
+    let lat_app = api
+        .integration("latency", &lat_rx.url("/hook"), true)
+        .await?;
     let lat_n = ((o.latency_rate as f64) * o.latency_secs).round().max(1.0) as usize;
     let (_, lat_sigs) = api
         .act_many(&template, &[lat_app.clone()], lat_n, o.concurrency)
         .await?;
-    let latency = api.latency_open_loop(&sink, &lat_sigs, o.latency_rate).await?;
+    let latency = api
+        .latency_open_loop(&sink, &lat_sigs, o.latency_rate)
+        .await?;
 
     let peak_rss_kb = proc_status_kb(server.pid, "VmHWM")?;
     let rss_after_kb = proc_status_kb(server.pid, "VmRSS")?;
@@ -355,7 +370,9 @@ async fn isolation(
         rx.push(r);
     }
     let hung_rx = Receiver::start(pki, sink, Mode::Hang, Alpn::H2AndHttp1).await?;
-    let hung_app = api.integration("hung", &hung_rx.url("/hook"), false).await?;
+    let hung_app = api
+        .integration("hung", &hung_rx.url("/hook"), false)
+        .await?;
     // Large enough that the drain lasts about `isolation_drain_secs` if each healthy integration goes
     // at the one-receiver rate.
     let backlog = ((one_rate * n as f64 * o.isolation_drain_secs) as usize)
@@ -363,8 +380,12 @@ async fn isolation(
         .div_ceil(n)
         * n;
     let hung_backlog = 200usize;
-    let (_, base_sigs) = api.act_many(template, &apps, backlog, o.concurrency).await?;
-    let (_, with_sigs) = api.act_many(template, &apps, backlog, o.concurrency).await?;
+    let (_, base_sigs) = api
+        .act_many(template, &apps, backlog, o.concurrency)
+        .await?;
+    let (_, with_sigs) = api
+        .act_many(template, &apps, backlog, o.concurrency)
+        .await?;
     let (_, hung_sigs) = api
         .act_many(template, &[hung_app.clone()], hung_backlog, o.concurrency)
         .await?;
@@ -449,12 +470,18 @@ impl Server {
             cmd.arg("serve")
                 .env("CLICKTERMD_SERVER__LISTEN", addr.to_string())
                 .env("CLICKTERMD_STORAGE__DATA_DIR", &data_dir)
-                .env("CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS", "[\"127.0.0.1/32\"]")
+                .env(
+                    "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+                    "[\"127.0.0.1/32\"]",
+                )
                 .env("CLICKTERMD_WEBHOOKS__EXTRA_CA_FILE", ca_file)
                 // Callback URLs are IP literals, so nothing is ever looked up; if something were, it
                 // would go to a closed loopback port, never to the machine's resolvers.
                 .env("CLICKTERMD_WEBHOOKS__DNS_SERVERS", "[\"127.0.0.1:9\"]")
-                .env("CLICKTERMD_WEBHOOKS__TIMEOUT_SECS", o.timeout_secs.to_string())
+                .env(
+                    "CLICKTERMD_WEBHOOKS__TIMEOUT_SECS",
+                    o.timeout_secs.to_string(),
+                )
                 // A failed attempt is retried within the run rather than a minute later.
                 .env("CLICKTERMD_WEBHOOKS__RETRY_BASE_SECS", "0.5")
                 .env("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "2")
@@ -771,7 +798,8 @@ impl Api {
                 .body(Full::new(bodies[i].clone()))
                 .unwrap()
         };
-        let (load, answers) = closed_loop(&self.client, concurrency, n, STEP_DEADLINE, make, true).await;
+        let (load, answers) =
+            closed_loop(&self.client, concurrency, n, STEP_DEADLINE, make, true).await;
         if load.errors > 0 {
             return Err(format!(
                 "SDK act: {} errors, first: {:?}",
@@ -818,7 +846,11 @@ impl Api {
         let requests: Vec<Request<Full<Bytes>>> =
             sigs.iter().map(|s| self.verify_request(s)).collect();
         let requests = Mutex::new(requests.into_iter().map(Some).collect::<Vec<_>>());
-        let make = move |i: usize| requests.lock().unwrap()[i].take().expect("each request once");
+        let make = move |i: usize| {
+            requests.lock().unwrap()[i]
+                .take()
+                .expect("each request once")
+        };
         let (load, _) = closed_loop(&self.client, concurrency, sigs.len(), max, make, false).await;
         if load.errors > 0 {
             return Err(format!(
@@ -899,13 +931,18 @@ impl Api {
         };
         let mut lat: Vec<u64> = arrivals
             .iter()
-            .filter_map(|&(i, at)| sent[i].map(|s| at.saturating_duration_since(s).as_micros() as u64))
+            .filter_map(|&(i, at)| {
+                sent[i].map(|s| at.saturating_duration_since(s).as_micros() as u64)
+            })
             .collect();
         lat.sort_unstable();
         let mut v = verify_lat.lock().unwrap().clone();
         v.sort_unstable();
         if lat.len() < n {
-            return Err(format!("latency phase: {} of {n} webhooks arrived", lat.len()));
+            return Err(format!(
+                "latency phase: {} of {n} webhooks arrived",
+                lat.len()
+            ));
         }
         Ok(json!({
             "rate_per_s": rate,
@@ -957,7 +994,10 @@ where
                         let status = res.status();
                         match res.into_body().collect().await {
                             Ok(b) if status.is_success() => Ok(b.to_bytes()),
-                            Ok(b) => Err(format!("{status}: {}", String::from_utf8_lossy(&b.to_bytes()))),
+                            Ok(b) => Err(format!(
+                                "{status}: {}",
+                                String::from_utf8_lossy(&b.to_bytes())
+                            )),
                             Err(e) => Err(e.to_string()),
                         }
                     }
@@ -1119,11 +1159,15 @@ impl Sink {
     }
 
     fn count(&self, receiver: usize) -> u64 {
-        self.counts.lock().unwrap()[receiver].0.load(Ordering::Acquire)
+        self.counts.lock().unwrap()[receiver]
+            .0
+            .load(Ordering::Acquire)
     }
 
     fn last_us(&self, receiver: usize) -> u64 {
-        self.counts.lock().unwrap()[receiver].1.load(Ordering::Acquire)
+        self.counts.lock().unwrap()[receiver]
+            .1
+            .load(Ordering::Acquire)
     }
 
     fn total(&self) -> u64 {
@@ -1163,7 +1207,12 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start(pki: &Pki, sink: &Arc<Sink>, mode: Mode, alpn: Alpn) -> Result<Receiver, String> {
+    async fn start(
+        pki: &Pki,
+        sink: &Arc<Sink>,
+        mode: Mode,
+        alpn: Alpn,
+    ) -> Result<Receiver, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("bind receiver: {e}"))?;
@@ -1188,7 +1237,10 @@ impl Receiver {
                         async move {
                             let body = req.into_body().collect().await.map(|b| b.to_bytes());
                             let at = Instant::now();
-                            slot.1.store(at.duration_since(sink.start).as_micros() as u64, Ordering::Release);
+                            slot.1.store(
+                                at.duration_since(sink.start).as_micros() as u64,
+                                Ordering::Release,
+                            );
                             slot.0.fetch_add(1, Ordering::AcqRel);
                             if let Ok(body) = body
                                 && let Some(id) = event_id(&body)
@@ -1256,12 +1308,16 @@ impl Pki {
             .push(DnType::CommonName, "clicktermd benchmark CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(e)?).map_err(e)?;
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(e)?).map_err(e)?;
         let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).map_err(e)?;
         leaf.distinguished_name
             .push(DnType::CommonName, "benchmark receiver");
         leaf.is_ca = IsCa::ExplicitNoCa;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         leaf.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(e)?;
@@ -1372,9 +1428,11 @@ fn db_bytes(path: &Path) -> Result<u64, String> {
 
 fn machine_info() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()));
+    let model = cpuinfo.lines().find_map(|l| {
+        l.strip_prefix("model name")?
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_string())
+    });
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     json!({
         "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -1430,41 +1488,91 @@ pub const FIGURES: &[&str] = &[
 
 /// The report as a table for people: figure, value, and the target of issue #7 where it sets one.
 pub fn table(r: &Value) -> String {
-    let f = |p: &str| r.pointer(p).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let f = |p: &str| {
+        r.pointer(p)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     let rows: Vec<(String, String, &str)> = vec![
         (
-            format!("SDK act (create event), {} clients", f("/sdk_act/concurrency")),
-            format!("{} req/s, p50 {} ms, p99 {} ms", f("/sdk_act/requests_per_s"), f("/sdk_act/p50_ms"), f("/sdk_act/p99_ms")),
+            format!(
+                "SDK act (create event), {} clients",
+                f("/sdk_act/concurrency")
+            ),
+            format!(
+                "{} req/s, p50 {} ms, p99 {} ms",
+                f("/sdk_act/requests_per_s"),
+                f("/sdk_act/p50_ms"),
+                f("/sdk_act/p99_ms")
+            ),
             "",
         ),
         (
-            format!("verify, {} clients ({} requests)", f("/verify/concurrency"), f("/verify/requests")),
-            format!("{} req/s, p50 {} ms, p99 {} ms", f("/verify/requests_per_s"), f("/verify/p50_ms"), f("/verify/p99_ms")),
+            format!(
+                "verify, {} clients ({} requests)",
+                f("/verify/concurrency"),
+                f("/verify/requests")
+            ),
+            format!(
+                "{} req/s, p50 {} ms, p99 {} ms",
+                f("/verify/requests_per_s"),
+                f("/verify/p50_ms"),
+                f("/verify/p99_ms")
+            ),
             ">= 10000 req/s",
         ),
         (
-            format!("deliveries, 1 receiver, h2 ({})", f("/deliveries_one_receiver_h2/deliveries")),
+            format!(
+                "deliveries, 1 receiver, h2 ({})",
+                f("/deliveries_one_receiver_h2/deliveries")
+            ),
             format!("{} /s", f("/deliveries_one_receiver_h2/deliveries_per_s")),
             ">= 6000 /s",
         ),
         (
-            format!("deliveries, 1 receiver, HTTP/1.1 ({})", f("/deliveries_one_receiver_http1/deliveries")),
-            format!("{} /s", f("/deliveries_one_receiver_http1/deliveries_per_s")),
+            format!(
+                "deliveries, 1 receiver, HTTP/1.1 ({})",
+                f("/deliveries_one_receiver_http1/deliveries")
+            ),
+            format!(
+                "{} /s",
+                f("/deliveries_one_receiver_http1/deliveries_per_s")
+            ),
             ">= 6000 /s",
         ),
         (
-            format!("deliveries, {} receivers ({})", f("/deliveries_fanout/receivers"), f("/deliveries_fanout/deliveries")),
+            format!(
+                "deliveries, {} receivers ({})",
+                f("/deliveries_fanout/receivers"),
+                f("/deliveries_fanout/deliveries")
+            ),
             format!("{} /s", f("/deliveries_fanout/deliveries_per_s")),
             "",
         ),
         (
-            format!("verify -> arrival at {}/s open loop", f("/verify_to_arrival/rate_per_s")),
-            format!("p50 {} ms, p99 {} ms", f("/verify_to_arrival/p50_ms"), f("/verify_to_arrival/p99_ms")),
+            format!(
+                "verify -> arrival at {}/s open loop",
+                f("/verify_to_arrival/rate_per_s")
+            ),
+            format!(
+                "p50 {} ms, p99 {} ms",
+                f("/verify_to_arrival/p50_ms"),
+                f("/verify_to_arrival/p99_ms")
+            ),
             "p50 <= 4 ms, p99 <= 8 ms",
         ),
         (
-            format!("isolation: {} healthy + 1 hung ({} s timeout)", f("/isolation/healthy_integrations"), f("/isolation/hung_timeout_s")),
-            format!("{} /s vs {} /s alone: ratio {}", f("/isolation/with_hung_deliveries_per_s"), f("/isolation/baseline_deliveries_per_s"), f("/isolation/ratio")),
+            format!(
+                "isolation: {} healthy + 1 hung ({} s timeout)",
+                f("/isolation/healthy_integrations"),
+                f("/isolation/hung_timeout_s")
+            ),
+            format!(
+                "{} /s vs {} /s alone: ratio {}",
+                f("/isolation/with_hung_deliveries_per_s"),
+                f("/isolation/baseline_deliveries_per_s"),
+                f("/isolation/ratio")
+            ),
             "ratio ~ 1",
         ),
         (
@@ -1474,7 +1582,11 @@ pub fn table(r: &Value) -> String {
         ),
         (
             "server RSS idle / peak".into(),
-            format!("{} MB / {} MB", f("/server/idle_rss_mb"), f("/server/peak_rss_mb")),
+            format!(
+                "{} MB / {} MB",
+                f("/server/idle_rss_mb"),
+                f("/server/peak_rss_mb")
+            ),
             "< 20 MB / < 60 MB",
         ),
         (
@@ -1491,7 +1603,10 @@ pub fn table(r: &Value) -> String {
         f("/machine/nproc"),
         f("/machine/cpu_model").trim_matches('"'),
     );
-    out.push_str(&format!("{:w0$}  {:w1$}  {}\n", "figure", "measured", "target (issue #7)"));
+    out.push_str(&format!(
+        "{:w0$}  {:w1$}  {}\n",
+        "figure", "measured", "target (issue #7)"
+    ));
     for (a, b, c) in rows {
         out.push_str(&format!("{a:w0$}  {b:w1$}  {c}\n"));
     }
