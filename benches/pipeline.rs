@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("\n{}", harness::table(&report));
+    let missing = harness::missing_figures(&report);
     let text = serde_json::to_string_pretty(&report).expect("JSON");
     println!("{text}");
     if let Some(i) = args.iter().position(|a| a == "--json")
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
         && let Err(e) = std::fs::write(path, format!("{text}\n"))
     {
         eprintln!("pipeline: cannot write {path}: {e}");
+        return ExitCode::FAILURE;
+    }
+    if !missing.is_empty() {
+        eprintln!("pipeline: figures missing or not positive: {missing:?}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

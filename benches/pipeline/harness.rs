@@ -1045,6 +1045,7 @@ where
 /// A delivery drain: how long a released backlog took to arrive.
 struct Drain {
     n: usize,
+    connections: u64,
     secs: f64,
     per_s: f64,
 }
@@ -1055,6 +1056,7 @@ impl Drain {
             "receivers": receivers,
             "protocol": protocol,
             "deliveries": self.n,
+            "tls_connections": self.connections,
             "duration_s": round3(self.secs),
             "deliveries_per_s": round1(self.per_s),
         })
@@ -1071,6 +1073,7 @@ async fn drain(
     n: usize,
 ) -> Result<Drain, String> {
     let before: u64 = receivers.iter().map(|&r| sink.count(r)).sum();
+    let connections_before = sink.connections.load(Ordering::Relaxed);
     let start = Instant::now();
     let start_us = sink.now_us();
     // Release concurrently, as a fan-out of PATCHes, so no receiver starts much later than another.
@@ -1097,6 +1100,7 @@ async fn drain(
     let secs = (last_us.saturating_sub(start_us)) as f64 / 1e6;
     Ok(Drain {
         n,
+        connections: sink.connections.load(Ordering::Relaxed) - connections_before,
         secs,
         per_s: n as f64 / secs.max(1e-6),
     })
@@ -1134,6 +1138,8 @@ async fn futures_join_all<T, F: std::future::Future<Output = T>>(futs: Vec<F>) -
 /// webhook's event id with its arrival time.
 struct Sink {
     start: Instant,
+    /// TLS connections accepted by every receiver: with keep-alive, far fewer than webhooks.
+    connections: AtomicU64,
     counts: Mutex<Vec<Arc<(AtomicU64, AtomicU64)>>>,
     events: Mutex<Vec<(String, Instant)>>,
 }
@@ -1142,6 +1148,7 @@ impl Sink {
     fn new() -> Sink {
         Sink {
             start: Instant::now(),
+            connections: AtomicU64::new(0),
             counts: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
         }
@@ -1232,6 +1239,7 @@ impl Receiver {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    sink.connections.fetch_add(1, Ordering::Relaxed);
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (sink, slot) = (sink.clone(), slot.clone());
                         async move {
@@ -1485,6 +1493,20 @@ pub const FIGURES: &[&str] = &[
     "/server/cpu_ms_per_event_verify_and_deliver",
     "/server/db_bytes_per_10k_events",
 ];
+
+/// The figures of [`FIGURES`] that are missing from `report` or not positive; empty when all are there.
+pub fn missing_figures(report: &Value) -> Vec<String> {
+    FIGURES
+        .iter()
+        .filter(|p| {
+            !report
+                .pointer(p)
+                .and_then(Value::as_f64)
+                .is_some_and(|v| v > 0.0)
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
 
 /// The report as a table for people: figure, value, and the target of issue #7 where it sets one.
 pub fn table(r: &Value) -> String {
