@@ -207,7 +207,6 @@ async fn measure(
     sink: &Arc<Sink>,
     server: &Server,
 ) -> Result<Value, String> {
-    let (pki, sink) = (pki, sink);
     let api = Api::new(server.addr);
     let harness_cpu_start = cpu_seconds("self")?;
 
@@ -220,7 +219,7 @@ async fn measure(
     let template = api.template().await?;
 
     // --- verify at 64 clients, then the held backlog to one h2 receiver -------------------------------
-    let main_rx = Receiver::start(&pki, &sink, Mode::Ok, Alpn::H2AndHttp1).await?;
+    let main_rx = Receiver::start(pki, sink, Mode::Ok, Alpn::H2AndHttp1).await?;
     let main_app = api
         .integration("main", &main_rx.url("/hook"), false)
         .await?;
@@ -229,7 +228,7 @@ async fn measure(
     let (act, main_sigs) = api
         .act_many(
             &template,
-            &[main_app.clone()],
+            std::slice::from_ref(&main_app),
             o.verify_events,
             o.concurrency,
         )
@@ -243,27 +242,32 @@ async fn measure(
         )
         .await?;
     let verified_main = verify.ok;
-    let one_h2 = drain(&api, &sink, &[&main_app], &[main_rx.id], verified_main).await?;
+    let one_h2 = drain(&api, sink, &[&main_app], &[main_rx.id], verified_main).await?;
     let cpu_deliver_end = cpu_seconds_of(server.pid)?;
     let db_after = db_bytes(&server.db_path())?;
 
     // --- the same backlog shape to an HTTP/1.1-only receiver ------------------------------------------
-    let h1_rx = Receiver::start(&pki, &sink, Mode::Ok, Alpn::Http1Only).await?;
+    let h1_rx = Receiver::start(pki, sink, Mode::Ok, Alpn::Http1Only).await?;
     let h1_app = api.integration("http1", &h1_rx.url("/hook"), false).await?;
     let (_, h1_sigs) = api
-        .act_many(&template, &[h1_app.clone()], o.http1_events, o.concurrency)
+        .act_many(
+            &template,
+            std::slice::from_ref(&h1_app),
+            o.http1_events,
+            o.concurrency,
+        )
         .await?;
     let h1_verified = api
         .verify_closed(&h1_sigs, o.concurrency, STEP_DEADLINE)
         .await?
         .ok;
-    let one_h1 = drain(&api, &sink, &[&h1_app], &[h1_rx.id], h1_verified).await?;
+    let one_h1 = drain(&api, sink, &[&h1_app], &[h1_rx.id], h1_verified).await?;
 
     // --- fan-out: one integration per receiver, each on its own port ----------------------------------
     let mut fan_rx = Vec::with_capacity(o.receivers);
     let mut fan_apps = Vec::with_capacity(o.receivers);
     for i in 0..o.receivers {
-        let rx = Receiver::start(&pki, &sink, Mode::Ok, Alpn::H2AndHttp1).await?;
+        let rx = Receiver::start(pki, sink, Mode::Ok, Alpn::H2AndHttp1).await?;
         fan_apps.push(
             api.integration(&format!("fan-{i}"), &rx.url("/hook"), false)
                 .await?,
@@ -284,22 +288,27 @@ async fn measure(
         .ok;
     let fan_refs: Vec<&App> = fan_apps.iter().collect();
     let fan_ids: Vec<usize> = fan_rx.iter().map(|r| r.id).collect();
-    let fan = drain(&api, &sink, &fan_refs, &fan_ids, fan_verified).await?;
+    let fan = drain(&api, sink, &fan_refs, &fan_ids, fan_verified).await?;
 
     // --- isolation: healthy integrations with and without a hung one ----------------------------------
-    let isolation = isolation(o, &api, &pki, &sink, &template, one_h2.per_s).await?;
+    let isolation = isolation(o, &api, pki, sink, &template, one_h2.per_s).await?;
 
     // --- verify → arrival latency, open loop at a fixed rate, delivery on ------------------------------
-    let lat_rx = Receiver::start(&pki, &sink, Mode::Ok, Alpn::H2AndHttp1).await?;
+    let lat_rx = Receiver::start(pki, sink, Mode::Ok, Alpn::H2AndHttp1).await?;
     let lat_app = api
         .integration("latency", &lat_rx.url("/hook"), true)
         .await?;
     let lat_n = ((o.latency_rate as f64) * o.latency_secs).round().max(1.0) as usize;
     let (_, lat_sigs) = api
-        .act_many(&template, &[lat_app.clone()], lat_n, o.concurrency)
+        .act_many(
+            &template,
+            std::slice::from_ref(&lat_app),
+            lat_n,
+            o.concurrency,
+        )
         .await?;
     let latency = api
-        .latency_open_loop(&sink, &lat_sigs, o.latency_rate)
+        .latency_open_loop(sink, &lat_sigs, o.latency_rate)
         .await?;
 
     let peak_rss_kb = proc_status_kb(server.pid, "VmHWM")?;
@@ -387,7 +396,12 @@ async fn isolation(
         .act_many(template, &apps, backlog, o.concurrency)
         .await?;
     let (_, hung_sigs) = api
-        .act_many(template, &[hung_app.clone()], hung_backlog, o.concurrency)
+        .act_many(
+            template,
+            std::slice::from_ref(&hung_app),
+            hung_backlog,
+            o.concurrency,
+        )
         .await?;
     let refs: Vec<&App> = apps.iter().collect();
     let ids: Vec<usize> = rx.iter().map(|r| r.id).collect();
