@@ -138,9 +138,12 @@ impl Dispatcher {
         let per_limit = self.settings.max_in_flight_per_integration;
         let counts = self.per_integration.clone();
         let lease = self.settings.lease();
+        // The claim does not wait for its commit's fsync: a claim lost to a crash leaves the delivery
+        // due, so it is sent again (at least once), and waiting doubled the time each slot spends per
+        // delivery (claim commit + attempt commit), capping one integration near 3 000 webhooks/s.
         let claimed = self
             .store
-            .write(move |c| -> Result<Vec<Claimed>, StoreError> {
+            .write_uncommitted(move |c| -> Result<Vec<Claimed>, StoreError> {
                 let now = Timestamp::now();
                 let lease_until = Timestamp(now.millis() + lease.as_millis() as i64);
                 let mut counts = counts.lock().expect("counts lock");

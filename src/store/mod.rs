@@ -146,11 +146,39 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// Like [`Store::write`], but answers as soon as `f` has run inside the writer's open transaction,
+    /// without waiting for the batch's commit (and its fsync). Later writes see its changes at once;
+    /// readers see them after the commit. A crash or a failed commit can lose them after the caller
+    /// was answered, so this is only for changes that are redone when lost: the dispatcher's claims (a
+    /// lost claim leaves the delivery due, so it is claimed and sent again — at least once, as SPEC
+    /// §5.3 allows). Never for anything acknowledged to a client.
+    pub async fn write_uncommitted<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, E, F>(&self, f: F, early: bool) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<T, E>>();
         let job: Job = Box::new(move |conn| {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
                 .unwrap_or_else(|_| Err(StoreError::Task("a write job panicked".into()).into()));
             let ok = result.is_ok();
+            if early {
+                let _ = tx.send(result);
+                return (ok, Box::new(|_| {}) as Reply);
+            }
             let reply: Reply = Box::new(move |commit| {
                 let _ = tx.send(match commit {
                     Ok(()) => result,
@@ -160,13 +188,20 @@ impl Store {
             });
             (ok, reply)
         });
-        // The channel is bounded: under overload, senders wait here (on a blocking thread) instead of
-        // queueing without limit.
-        let sender = self.inner.writer.clone();
-        tokio::task::spawn_blocking(move || sender.send(job))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(|_| StoreError::WriterGone)?;
+        // The channel is bounded. Usually there is room and the job is queued from this async task
+        // directly; a hop to a blocking thread for every write cost two thread wake-ups per request.
+        // Under overload, senders wait for room on a blocking thread instead of queueing without limit.
+        match self.inner.writer.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::WriterGone.into()),
+            Err(mpsc::TrySendError::Full(job)) => {
+                let sender = self.inner.writer.clone();
+                tokio::task::spawn_blocking(move || sender.send(job))
+                    .await
+                    .map_err(|e| StoreError::Task(e.to_string()))?
+                    .map_err(|_| StoreError::WriterGone)?;
+            }
+        }
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 

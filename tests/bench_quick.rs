@@ -1,0 +1,43 @@
+//! The benchmark's quick mode as a smoke test (issue #7): the harness of `cargo bench --bench pipeline`
+//! runs end to end against the debug binary at a small scale and must report every figure. Timing is not
+//! asserted: a debug build on a shared machine says nothing about speed.
+
+#[path = "../benches/pipeline/harness.rs"]
+mod harness;
+
+use std::path::PathBuf;
+
+#[test]
+fn quick_mode_completes_and_reports_every_figure() {
+    // Exactly what `cargo bench --bench pipeline -- --quick` runs, against the debug binary.
+    let options = harness::Options::from_args(
+        &["--quick".to_string()],
+        PathBuf::from(env!("CARGO_BIN_EXE_clicktermd")),
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    )
+    .expect("options");
+    assert_eq!(options.mode, "quick");
+    let report =
+        harness::run(&options).unwrap_or_else(|e| panic!("the quick benchmark failed: {e}"));
+    let missing = harness::missing_figures(&report);
+    assert!(
+        missing.is_empty(),
+        "missing or not positive: {missing:?} in {report:#}"
+    );
+    // Nothing in the report is null: every figure was measured.
+    fn no_nulls(v: &serde_json::Value, at: &str) {
+        match v {
+            serde_json::Value::Null => panic!("{at} is null"),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| no_nulls(v, &format!("{at}/{k}"))),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| no_nulls(v, at)),
+            _ => {}
+        }
+    }
+    no_nulls(&report, "");
+    assert_eq!(report["verify"]["errors"], 0, "{report:#}");
+    let table = harness::table(&report);
+    eprintln!("{table}\n{report:#}");
+    assert!(table.contains("verify"), "{table}");
+}
