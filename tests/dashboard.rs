@@ -559,15 +559,13 @@ async fn an_integration_from_creation_to_deletion() {
 
     // Redeliver the event's delivery: a new, manual attempt chain reaches the receiver again.
     let event_row = "table.deliveries tbody tr:first-child";
-    assert!(
-        page.find(&format!("{event_row} td[data-label='Event'] a"))
-            .await
-            .attr("href")
-            .await
-            .unwrap()
-            .unwrap()
-            .ends_with(&event_id)
-    );
+    // The history refreshes itself while deliveries are pending: the browser helpers look an element
+    // up again when it was replaced.
+    let href = page
+        .browser
+        .attr(&format!("{event_row} td[data-label='Event'] a"), "href")
+        .await;
+    assert!(href.unwrap().ends_with(&event_id));
     page.click(&format!("{event_row} button.redeliver")).await;
     let got = received(&receiver, "/ok", 3).await;
     assert_eq!(got[2].json()["data"]["clickwrapEventId"], event_id.as_str());

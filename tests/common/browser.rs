@@ -3,8 +3,10 @@
 //! on a free loopback port and its own empty profile, and ends both when dropped.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tempfile::TempDir;
@@ -84,27 +86,47 @@ impl Browser {
 
     /// Waits for the element matching `css` and returns its visible text.
     pub async fn text(&self, css: &str) -> String {
-        let el = self
-            .client
-            .wait()
-            .at_most(DEADLINE)
-            .for_element(Locator::Css(css))
+        self.with_element(css, |el| async move { el.text().await })
             .await
-            .expect(css);
-        el.text().await.expect("element text")
     }
 
+    /// Waits for the element matching `css` and returns its attribute `name`.
+    pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.with_element(css, |el| async move { el.attr(name).await })
+            .await
+    }
+
+    /// Waits for the element matching `css` and clicks it.
     pub async fn click(&self, css: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(DEADLINE)
-            .for_element(Locator::Css(css))
+        self.with_element(css, |el| async move { el.click().await })
             .await
-            .expect(css);
-        el.click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Finds the element matching `css` (waiting for it) and runs `op` on it. A page that re-renders
+    /// itself (a list refreshing while deliveries are pending) can replace the element between the
+    /// lookup and `op`; WebDriver then answers "stale element", and the element is looked up again.
+    async fn with_element<T, F, Fut>(&self, css: &str, op: F) -> T
+    where
+        F: Fn(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CmdError>>,
+    {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let el = self
+                .client
+                .wait()
+                .at_most(DEADLINE)
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
+            match op(el).await {
+                Ok(value) => return value,
+                Err(e) if is_stale(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
     }
 
     /// Waits until the text of `css` satisfies `pred`, and returns it.
@@ -144,4 +166,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
     }
+}
+
+/// Whether WebDriver says the element is gone from the page (it was re-rendered).
+fn is_stale(e: &CmdError) -> bool {
+    e.to_string().contains("stale element")
 }
