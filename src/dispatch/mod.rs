@@ -181,20 +181,29 @@ impl Dispatcher {
             let this = self.clone();
             tokio::spawn(async move {
                 let integration = claim.integration_id;
-                this.attempt(claim).await;
+                let slot = this.clone();
+                // The integration's slot is free once the HTTP exchange is over; the global permit is
+                // held until the attempt is stored, so shutdown still waits for every record.
+                this.attempt(claim, move || slot.release_slot(integration))
+                    .await;
                 drop(permit);
-                let mut counts = this.per_integration.lock().expect("counts lock");
-                if let Some(n) = counts.get_mut(&integration) {
-                    *n -= 1;
-                    if *n == 0 {
-                        counts.remove(&integration);
-                    }
-                }
-                drop(counts);
                 this.wake.notify_one();
             });
         }
         Ok(started)
+    }
+
+    /// One of `integration`'s attempts finished its HTTP exchange: another may start.
+    fn release_slot(&self, integration: i64) {
+        let mut counts = self.per_integration.lock().expect("counts lock");
+        if let Some(n) = counts.get_mut(&integration) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&integration);
+            }
+        }
+        drop(counts);
+        self.wake.notify_one();
     }
 
     /// Runs until `shutdown` turns true, then waits for attempts in flight (at most their timeout).
@@ -258,7 +267,8 @@ impl Dispatcher {
     }
 
     /// Sends one attempt and stores its outcome with the delivery's next state.
-    async fn attempt(&self, claim: Claimed) {
+    /// `exchanged` runs once the HTTP exchange is over, before the attempt is stored.
+    async fn attempt(&self, claim: Claimed, exchanged: impl FnOnce()) {
         let number = claim.attempts + 1;
         let started_at = Timestamp::now();
         let start = Instant::now();
@@ -302,6 +312,7 @@ impl Dispatcher {
         } else {
             Next::Failed
         };
+        exchanged();
         let finished = match next {
             Next::Succeeded => Some("succeeded"),
             Next::Failed => Some("failed"),
