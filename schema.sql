@@ -215,6 +215,10 @@ CREATE TABLE deliveries (
 ) STRICT;
 
 CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+-- The dispatcher's claims: each integration's pending deliveries in due order, and the leases of those
+-- in flight. Partial, so they hold only the rows the dispatcher looks for.
+CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_leases ON deliveries(lease_until) WHERE state = 'in_flight';
 CREATE INDEX deliveries_by_integration ON deliveries(integration_id, id);
 CREATE INDEX deliveries_by_event ON deliveries(event_id);
 

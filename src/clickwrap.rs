@@ -486,7 +486,7 @@ pub async fn verify(
                 deliveries::insert(
                     c,
                     &NewDelivery {
-                        delivery_id: &uuid::Uuid::new_v4().to_string(),
+                        delivery_id: &deliveries::new_delivery_id(),
                         integration_id,
                         event_row: Some(facts.row),
                         is_test: false,

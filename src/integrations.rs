@@ -240,8 +240,7 @@ pub async fn authenticate(
     app_key: &str,
 ) -> Result<std::result::Result<i64, Denied>> {
     let presented = SecretDigest::of(app_key);
-    let id = app_id.to_string();
-    let creds = store.read(move |c| rows::credentials(c, &id)).await?;
+    let creds = store.credentials(app_id).await?;
     Ok(match creds {
         None => Err(Denied::BadCredentials),
         Some(c) if c.deleted => Err(Denied::BadCredentials),

@@ -119,7 +119,7 @@ pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<Deliv
                 verified_at: Some(now),
             };
             let payload = crate::clickwrap::webhook_payload(&sample);
-            let delivery_id = uuid::Uuid::new_v4().to_string();
+            let delivery_id = deliveries::new_delivery_id();
             deliveries::insert(
                 c,
                 &NewDelivery {

@@ -1794,3 +1794,59 @@ async fn sdk_bad_input_is_refused_by_name_and_records_nothing() {
     );
     ctx.stop().await;
 }
+
+/// The server keeps integrations' credentials in memory; every change to them must still take effect on
+/// the very next request. Each step below first makes sure the credentials are cached (a successful or
+/// refused call), then changes them through the admin API and calls again at once.
+#[tokio::test]
+async fn credential_changes_take_effect_on_the_next_request() {
+    let ctx = Ctx::start().await;
+    let app = ctx.app("Cached").await;
+    let path = "/public-client/v1/clickwraps/ann/status";
+    let call = |app: &App| {
+        let (ctx, app) = (&ctx, app.clone());
+        async move { ctx.get(&app, path).await.status() }
+    };
+    assert_eq!(call(&app).await, StatusCode::OK);
+    assert_eq!(call(&app).await, StatusCode::OK);
+
+    // A regenerated key: the old one is refused at once, the new one works.
+    let res = ctx
+        .admin
+        .post(ctx.url(&format!("/api/v1/integrations/{}/app-key", app.id)))
+        .send()
+        .await
+        .unwrap();
+    let fresh = App {
+        id: app.id.clone(),
+        key: body(res, StatusCode::OK).await["appKey"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    };
+    assert_eq!(call(&app).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&fresh).await, StatusCode::OK);
+
+    // Disabled: 403 at once; enabled again: 200 at once.
+    ctx.patch_app(&fresh, json!({"status": "DISABLED"})).await;
+    assert_eq!(call(&fresh).await, StatusCode::FORBIDDEN);
+    ctx.patch_app(&fresh, json!({"status": "ENABLED"})).await;
+    assert_eq!(call(&fresh).await, StatusCode::OK);
+
+    // Changes that do not touch the credentials leave them working.
+    ctx.patch_app(&fresh, json!({"name": "Cached, renamed"}))
+        .await;
+    assert_eq!(call(&fresh).await, StatusCode::OK);
+
+    // Deleted: 401 at once.
+    let res = ctx
+        .admin
+        .delete(ctx.url(&format!("/api/v1/integrations/{}", fresh.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(call(&fresh).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app).await, StatusCode::UNAUTHORIZED);
+    ctx.stop().await;
+}

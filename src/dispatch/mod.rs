@@ -147,28 +147,30 @@ impl Dispatcher {
                 let now = Timestamp::now();
                 let lease_until = Timestamp(now.millis() + lease.as_millis() as i64);
                 let mut counts = counts.lock().expect("counts lock");
-                let mut out = Vec::new();
-                for (row, integration) in deliveries::due(c, now, (budget * 4) as u32)? {
-                    if out.len() >= budget {
-                        break;
-                    }
-                    if counts.get(&integration).copied().unwrap_or(0) >= per_limit {
+                let mut claims = Claims {
+                    out: Vec::new(),
+                    budget,
+                    per_limit,
+                    now,
+                    lease_until,
+                };
+                // Expired leases are the oldest work; then each integration's queue, the one waiting
+                // longest first, as far as its free slots and the global budget allow.
+                for (row, integration) in deliveries::expired_leases(c, now, budget)? {
+                    claims.take(c, &mut counts, integration, &[row])?;
+                }
+                let mut queues = deliveries::pending_integrations(c)?;
+                queues.retain(|&(_, first)| first <= now);
+                queues.sort_by_key(|&(integration, first)| (first, integration));
+                for (integration, _) in queues {
+                    let room = claims.room(&counts, integration);
+                    if room == 0 {
                         continue;
                     }
-                    match deliveries::gate(c, integration)? {
-                        Gate::Cancel => deliveries::set_aside(c, row, "cancelled", now)?,
-                        Gate::Hold => deliveries::set_aside(c, row, "held", now)?,
-                        Gate::Send { url, secret } => {
-                            if let Some(claim) =
-                                deliveries::claim(c, row, now, lease_until, url, secret)?
-                            {
-                                *counts.entry(integration).or_insert(0) += 1;
-                                out.push(claim);
-                            }
-                        }
-                    }
+                    let rows = deliveries::due_of(c, integration, now, room)?;
+                    claims.take(c, &mut counts, integration, &rows)?;
                 }
-                Ok(out)
+                Ok(claims.out)
             })
             .await?;
         let started = claimed.len();
@@ -555,6 +557,68 @@ pub async fn check_url(
     guard::UrlGuard::from_config(config, Some(self_addr))?
         .explain(raw)
         .await
+}
+
+/// One tick's claims, within the global budget and each integration's free slots.
+struct Claims {
+    out: Vec<Claimed>,
+    budget: usize,
+    per_limit: usize,
+    now: Timestamp,
+    lease_until: Timestamp,
+}
+
+impl Claims {
+    /// How many more of `integration`'s deliveries may start now.
+    fn room(&self, counts: &HashMap<i64, usize>, integration: i64) -> usize {
+        let busy = counts.get(&integration).copied().unwrap_or(0);
+        self.per_limit
+            .saturating_sub(busy)
+            .min(self.budget.saturating_sub(self.out.len()))
+    }
+
+    /// Claims `rows` of `integration` as far as there is room, after asking its settings: deliveries of
+    /// an integration that may not be sent to now are set aside instead (`held`, or `cancelled` when
+    /// it was deleted).
+    fn take(
+        &mut self,
+        c: &rusqlite::Connection,
+        counts: &mut HashMap<i64, usize>,
+        integration: i64,
+        rows: &[i64],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() || self.room(counts, integration) == 0 {
+            return Ok(());
+        }
+        match deliveries::gate(c, integration)? {
+            Gate::Cancel => rows
+                .iter()
+                .try_for_each(|&row| deliveries::set_aside(c, row, "cancelled", self.now)),
+            Gate::Hold => rows
+                .iter()
+                .try_for_each(|&row| deliveries::set_aside(c, row, "held", self.now)),
+            Gate::Send { url, secret } => {
+                for &row in rows {
+                    if self.room(counts, integration) == 0 {
+                        break;
+                    }
+                    let claim = deliveries::claim(
+                        c,
+                        row,
+                        self.now,
+                        self.lease_until,
+                        url.clone(),
+                        secret.clone(),
+                    )?;
+                    if let Some(claim) = claim {
+                        *counts.entry(integration).or_insert(0) += 1;
+                        self.out.push(claim);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub struct Changes {
 }
 
 /// What the public API needs to authenticate a caller.
+#[derive(Clone)]
 pub struct Credentials {
     pub id: i64,
     pub app_key_digest: Option<SecretDigest>,

@@ -5,12 +5,23 @@
 //!   worker and run in parallel with each other and with the writer (WAL);
 //! - **writes** are sent to one writer thread that owns the only writing connection. It takes every job
 //!   waiting in its queue, runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE … COMMIT`, and
-//!   answers each caller only after that commit: one fsync covers many requests (group commit), with
-//!   `synchronous=FULL` durability for each. A job that fails rolls back its own savepoint and nothing
-//!   else. With a single writer there is never a `SQLITE_BUSY` between our own writers.
+//!   hands the batch's replies to a sync thread, which makes the write-ahead log durable (`fdatasync`)
+//!   and only then answers: one sync covers many requests (group commit), each acknowledged write is on
+//!   disk, and the writer goes on with the next batch while the previous one is being synced. A job
+//!   that fails rolls back its own savepoint and nothing else. With a single writer there is never a
+//!   `SQLITE_BUSY` between our own writers.
+//!
+//! One cache sits in front of the database: integrations' credentials ([`Store::credentials`]), read by
+//! every public-API request. The writer connection's update hook invalidates it whenever a write touches
+//! the `integrations` table, so a regenerated key, a disabled or deleted integration takes effect on the
+//! next request, exactly as without it.
+//!
+//! A third thread checkpoints the log into the database file (`PRAGMA wal_checkpoint(PASSIVE)`) after
+//! commits, so the writer never copies pages or syncs the database file itself.
 
 pub mod admin;
 pub mod audit;
+mod cache;
 pub mod deliveries;
 pub mod events;
 pub mod integrations;
@@ -34,6 +45,17 @@ pub use migrate::{SCHEMA_SQL, SCHEMA_VERSION};
 /// The most write jobs committed together. Large enough to amortise an fsync over a burst, small enough
 /// that one commit stays short.
 const MAX_BATCH: usize = 512;
+
+/// The checkpointer copies the log into the database at most this often. Between two checkpoints the
+/// log grows by what was committed meanwhile (a few MB at full load).
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// After a checkpoint has copied every frame and the log starts over, its file is cut back to this size.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Prepared statements kept per connection: more than the distinct statements of any hot path, so a
+/// busy writer never parses SQL again.
+const STATEMENT_CACHE: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,13 +92,36 @@ struct Inner {
     path: PathBuf,
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: mpsc::SyncSender<Job>,
+    credentials: cache::Credentials,
 }
 
 /// A write job runs against the writer's connection inside a savepoint. It reports whether it
 /// succeeded (so its savepoint is kept or rolled back) and hands back the reply to send once the
-/// batch's commit has an outcome.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
-type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// batch's fate is known.
+struct Job {
+    /// Answered without waiting for its own batch to be durable (see [`Store::write_uncommitted`]).
+    early: bool,
+    run: Run,
+}
+type Run = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Settled) + Send>;
+
+/// What became of the batch a job ran in, as far as its reply is concerned.
+enum Settled {
+    /// Committed and synced to disk.
+    Durable,
+    /// An early job: every earlier batch is durable; its own may still be lost.
+    Early,
+    /// Not kept: the batch could not begin or commit.
+    Lost(String),
+}
+
+/// A committed (or failed) batch on its way to the sync thread.
+struct Committed {
+    early: Vec<Reply>,
+    durable: Vec<Reply>,
+    outcome: std::result::Result<(), String>,
+}
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, applies the schema or migrations, and
@@ -95,30 +140,91 @@ impl Store {
                 StoreError::Io(format!("cannot create database {}: {e}", path.display()))
             })?;
 
-        let mut conn = open_connection(&path, synchronous)?;
+        let mut conn = open_connection(&path, "FULL")?;
         migrate::migrate(&mut conn, &path)?;
+        // The writer commits without syncing; the sync thread syncs the log before anyone is told
+        // (under `synchronous = full`), and the checkpointer alone copies the log into the database.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        let checkpointer = open_connection(&path, "NORMAL")?;
 
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(move |c| configure(c, synchronous));
+            .with_init(move |c| configure(c, "NORMAL"));
         let pool = r2d2::Pool::builder()
             .max_size(8)
             .min_idle(Some(1))
             .build(manager)?;
 
+        let credentials = cache::Credentials::default();
+        let changes = credentials.generation();
+        conn.update_hook(Some(move |_, _: &str, table: &str, _| {
+            if table == "integrations" {
+                changes.bump();
+            }
+        }))?;
+        let changes = credentials.generation();
+
         let (writer, jobs) = mpsc::sync_channel::<Job>(4 * MAX_BATCH);
-        std::thread::Builder::new()
-            .name("clicktermd-db-writer".into())
-            .spawn(move || writer_loop(conn, jobs))
-            .map_err(|e| StoreError::Io(format!("cannot start the database writer: {e}")))?;
+        let (to_sync, committed) = mpsc::channel::<Committed>();
+        let (to_checkpoint, commits) = mpsc::sync_channel::<()>(1);
+        let wal = Wal {
+            path: wal_path(&path),
+            file: None,
+            sync: synchronous == Synchronous::Full,
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map(drop)
+                .map_err(|e| StoreError::Io(format!("cannot start the thread {name}: {e}")))
+        };
+        spawn(
+            "clicktermd-db-sync",
+            Box::new(move || sync_loop(wal, committed)),
+        )?;
+        spawn(
+            "clicktermd-db-checkpoint",
+            Box::new(move || checkpoint_loop(checkpointer, commits)),
+        )?;
+        spawn(
+            "clicktermd-db-writer",
+            Box::new(move || writer_loop(conn, jobs, to_sync, to_checkpoint, changes)),
+        )?;
 
         Ok(Store {
-            inner: Arc::new(Inner { path, pool, writer }),
+            inner: Arc::new(Inner {
+                path,
+                pool,
+                writer,
+                credentials,
+            }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The authentication facts of `app_id` (see [`integrations::credentials`]), from the cache when it
+    /// holds them and nothing has changed in `integrations` since they were read.
+    pub async fn credentials(&self, app_id: &str) -> Result<Option<integrations::Credentials>> {
+        let cache = &self.inner.credentials;
+        if let Some(found) = cache.get(app_id) {
+            return Ok(Some(found));
+        }
+        // Taken before the read starts: if the table changes while we read, the entry is stale at once.
+        let seen = cache.generation().current();
+        let id = app_id.to_string();
+        let found = self
+            .read(move |c| integrations::credentials(c, &id))
+            .await?;
+        if let Some(found) = &found {
+            cache.put(app_id, seen, found.clone());
+        }
+        Ok(found)
     }
 
     /// Runs `f` on a pooled read connection, off the async workers.
@@ -171,23 +277,22 @@ impl Store {
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<T, E>>();
-        let job: Job = Box::new(move |conn| {
+        let run = Box::new(move |conn: &Connection| {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
                 .unwrap_or_else(|_| Err(StoreError::Task("a write job panicked".into()).into()));
             let ok = result.is_ok();
-            if early {
-                let _ = tx.send(result);
-                return (ok, Box::new(|_| {}) as Reply);
-            }
-            let reply: Reply = Box::new(move |commit| {
-                let _ = tx.send(match commit {
-                    Ok(()) => result,
-                    Err(e) if ok => Err(StoreError::Task(format!("commit failed: {e}")).into()),
-                    Err(_) => result,
+            let reply: Reply = Box::new(move |settled| {
+                let _ = tx.send(match settled {
+                    Settled::Durable | Settled::Early => result,
+                    Settled::Lost(e) if ok => {
+                        Err(StoreError::Task(format!("commit failed: {e}")).into())
+                    }
+                    Settled::Lost(_) => result,
                 });
             });
             (ok, reply)
         });
+        let job = Job { early, run };
         // The channel is bounded. Usually there is room and the job is queued from this async task
         // directly; a hop to a blocking thread for every write cost two thread wake-ups per request.
         // Under overload, senders wait for room on a blocking thread instead of queueing without limit.
@@ -295,7 +400,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection> {
+fn open_connection(path: &Path, synchronous: &str) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -304,22 +409,34 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection> 
     Ok(conn)
 }
 
-fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+/// `synchronous` is SQLite's own level for this connection. Under our `synchronous = full` the log is
+/// still synced before any write is acknowledged — by the sync thread, not inside `COMMIT`.
+fn configure(conn: &Connection, synchronous: &str) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    let level = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", level)?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 /// The writer thread: one batch per loop, as described in the module documentation. Ends when every
 /// `Store` handle is gone.
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn writer_loop(
+    conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    to_sync: mpsc::Sender<Committed>,
+    to_checkpoint: mpsc::SyncSender<()>,
+    changes: cache::Generation,
+) {
     while let Ok(first) = jobs.recv() {
+        let before = changes.current();
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -328,53 +445,155 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch);
+        // Early jobs run first, so they see only what earlier batches wrote — which is durable by the
+        // time they are answered. (Concurrent requests have no order among themselves to keep.)
+        batch.sort_by_key(|job| !job.early);
+        let committed = run_batch(&conn, batch);
+        // The update hook bumped the generation when a job changed `integrations`, but a reader may
+        // have taken that generation and then read the rows as they were before this commit. Bumping
+        // again now, before anyone is answered, makes whatever it cached stale too.
+        if changes.current() != before {
+            changes.bump();
+        }
+        if committed.outcome.is_ok() {
+            let _ = to_checkpoint.try_send(());
+        }
+        if to_sync.send(committed).is_err() {
+            break;
+        }
     }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+fn run_batch(conn: &Connection, batch: Vec<Job>) -> Committed {
+    let mut committed = Committed {
+        early: Vec::new(),
+        durable: Vec::with_capacity(batch.len()),
+        outcome: Ok(()),
+    };
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let why = e.to_string();
         for job in batch {
             fail_job(job, conn, &why);
         }
-        return;
+        committed.outcome = Err(why);
+        return committed;
     }
-    let mut replies = Vec::with_capacity(batch.len());
     for job in batch {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
-        let (ok, reply) = job(conn);
+        let savepoint = run_cached(conn, "SAVEPOINT job");
+        let (ok, reply) = (job.run)(conn);
         if savepoint.is_ok() {
             let end = if ok {
-                "RELEASE job"
+                run_cached(conn, "RELEASE job")
             } else {
-                "ROLLBACK TO job; RELEASE job"
+                run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job"))
             };
-            if let Err(e) = conn.execute_batch(end) {
+            if let Err(e) = end {
                 tracing::error!(error = %e, "savepoint cleanup failed");
             }
         }
-        replies.push(reply);
+        if job.early {
+            committed.early.push(reply);
+        } else {
+            committed.durable.push(reply);
+        }
     }
-    let outcome = conn.execute_batch("COMMIT").map_err(|e| {
+    committed.outcome = run_cached(conn, "COMMIT").map_err(|e| {
         tracing::error!(error = %e, "commit failed; the batch is rolled back");
         let _ = conn.execute_batch("ROLLBACK");
         e.to_string()
     });
-    for reply in replies {
-        reply(outcome.clone());
-    }
+    committed
+}
+
+/// Runs a statement without parameters from the connection's statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Answers a job whose batch could not even begin: it runs inside a transaction that is rolled back, so
 /// its caller gets the error and nothing is kept.
 fn fail_job(job: Job, conn: &Connection, why: &str) {
     let in_tx = conn.execute_batch("BEGIN").is_ok();
-    let (_, reply) = job(conn);
+    let (_, reply) = (job.run)(conn);
     if in_tx {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    reply(Err(why.to_string()));
+    reply(Settled::Lost(why.to_string()));
+}
+
+/// The write-ahead log as the sync thread sees it: a file it syncs (opened at its first sync), or
+/// nothing to do under `synchronous = normal`.
+struct Wal {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    sync: bool,
+}
+
+impl Wal {
+    fn sync(&mut self) -> std::io::Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(std::fs::File::open(&self.path)?),
+        };
+        file.sync_data()
+    }
+}
+
+/// The sync thread: takes committed batches in order, syncs the log once for all that are waiting, and
+/// answers their jobs. An early job is answered as soon as every batch before its own is durable.
+///
+/// A failed sync is fatal: the kernel may have dropped the pages it could not write and report the
+/// next sync clean, so nothing committed after it could be acknowledged honestly. The process aborts;
+/// at the next start SQLite recovers the log as far as it reached the disk, and nothing lost had been
+/// acknowledged.
+fn sync_loop(mut wal: Wal, batches: mpsc::Receiver<Committed>) {
+    while let Ok(first) = batches.recv() {
+        for reply in first.early {
+            reply(Settled::Early);
+        }
+        let mut waiting = vec![(first.durable, first.outcome)];
+        let mut early = Vec::new();
+        while let Ok(next) = batches.try_recv() {
+            early.extend(next.early);
+            waiting.push((next.durable, next.outcome));
+        }
+        let must_sync = waiting
+            .iter()
+            .any(|(replies, outcome)| outcome.is_ok() && !replies.is_empty());
+        if must_sync && let Err(e) = wal.sync() {
+            tracing::error!(
+                error = %e,
+                wal = %wal.path.display(),
+                "cannot sync the database log to disk; stopping before acknowledging anything more"
+            );
+            std::process::abort();
+        }
+        for (replies, outcome) in waiting {
+            for reply in replies {
+                reply(match &outcome {
+                    Ok(()) => Settled::Durable,
+                    Err(e) => Settled::Lost(e.clone()),
+                });
+            }
+        }
+        for reply in early {
+            reply(Settled::Early);
+        }
+    }
+}
+
+/// The checkpointer: after commits (at most every [`CHECKPOINT_INTERVAL`]), copies the log into the
+/// database file without blocking the writer or readers (`PASSIVE`).
+fn checkpoint_loop(conn: Connection, commits: mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpoint failed; the next one will retry");
+        }
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+    }
 }
 
 #[cfg(test)]
