@@ -99,12 +99,22 @@ pub fn verify_facts(conn: &Connection, event_id: &str) -> Result<Option<VerifyFa
         .optional()?)
 }
 
-/// Marks the event verified; `false` if it already was (another verify won the race).
-pub fn mark_verified(conn: &Connection, row: i64, at: Timestamp) -> Result<bool> {
-    let n = conn
-        .prepare_cached("UPDATE events SET verified_at = ?2 WHERE id = ?1 AND verified_at IS NULL")?
-        .execute(params![row, at.millis()])?;
-    Ok(n == 1)
+/// Marks `integration_id`'s event `event_id` verified if it is not yet, in one statement; its row, or
+/// `None` when there is nothing to mark (no such event, another integration's, or already verified —
+/// [`verify_facts`] tells which).
+pub fn mark_verified(
+    conn: &Connection,
+    event_id: &str,
+    integration_id: i64,
+    at: Timestamp,
+) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE events SET verified_at = ?3 \
+             WHERE event_id = ?1 AND integration_id = ?2 AND verified_at IS NULL RETURNING id",
+        )?
+        .query_row(params![event_id, integration_id, at.millis()], |r| r.get(0))
+        .optional()?)
 }
 
 const EVENT_COLUMNS: &str = "e.event_id, t.template_id, e.major, e.minor, e.effective_at, e.end_user_id, e.action, \

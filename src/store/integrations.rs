@@ -254,17 +254,26 @@ pub fn facts(conn: &Connection, app_id: &str) -> Result<Option<Facts>> {
     }))
 }
 
-/// The same facts by row id (verify knows the caller's row).
-pub fn facts_by_row(conn: &Connection, id: i64) -> Result<Option<Facts>> {
-    let app_id: Option<String> = conn
-        .query_row("SELECT app_id FROM integrations WHERE id = ?1", [id], |r| {
-            r.get(0)
+/// Where a live integration's webhooks go, as verify needs it: whether it has a callback URL, and
+/// whether a delivery may be sent now (enabled, delivery on) or must be held. `None` if it was deleted.
+pub struct WebhookTarget {
+    pub has_callback: bool,
+    pub sending: bool,
+}
+
+pub fn webhook_target(conn: &Connection, id: i64) -> Result<Option<WebhookTarget>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT callback_url IS NOT NULL, status = 'ENABLED' AND webhook_delivery_enabled = 1 \
+             FROM integrations WHERE id = ?1 AND deleted_at IS NULL",
+        )?
+        .query_row([id], |r| {
+            Ok(WebhookTarget {
+                has_callback: r.get(0)?,
+                sending: r.get(1)?,
+            })
         })
-        .optional()?;
-    match app_id {
-        Some(a) => facts(conn, &a),
-        None => Ok(None),
-    }
+        .optional()?)
 }
 
 /// The allowed domains of every live, enabled integration (answers CORS preflights that do not name
