@@ -322,19 +322,25 @@ impl Dispatcher {
         };
         self.metrics
             .attempt(observed.outcome, elapsed.as_secs_f64(), finished);
-        let host = url::Url::parse(&claim.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_default();
-        tracing::info!(
-            delivery = %claim.delivery_id,
-            %host,
-            attempt = number,
-            outcome = observed.outcome,
-            status = observed.status,
-            duration_ms,
-            "webhook attempt"
-        );
+        // Every attempt is in the delivery history; the log names the failed ones at `info` and the
+        // successful ones only at `debug` (at thousands a second they would drown everything else).
+        let failed = observed.outcome != "ok";
+        if failed || tracing::enabled!(tracing::Level::DEBUG) {
+            // The host only: a callback URL's path or query may carry a customer's token.
+            let host = url::Url::parse(&claim.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            let (delivery, outcome, status) =
+                (&claim.delivery_id, observed.outcome, observed.status);
+            if failed {
+                tracing::info!(%delivery, %host, attempt = number, outcome, status, duration_ms,
+                    "webhook attempt failed");
+            } else {
+                tracing::debug!(%delivery, %host, attempt = number, outcome, status, duration_ms,
+                    "webhook attempt");
+            }
+        }
         let record = Attempt {
             number,
             manual: claim.manual,
