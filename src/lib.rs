@@ -70,7 +70,9 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!(e))?;
     let guard = Arc::new(guard);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let metrics = Arc::new(metrics::Metrics::new());
+    let mut metrics = metrics::Metrics::new();
+    metrics.register_store(store.writer_stats());
+    let metrics = Arc::new(metrics);
     let dispatcher = dispatch::Dispatcher::new(
         store.clone(),
         &config.webhooks,

@@ -7,7 +7,11 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::model::Timestamp;
+use crate::store::WriterStats;
 use crate::store::deliveries::QueueStats;
 
 /// The content type of [`Metrics::render`].
@@ -139,6 +144,12 @@ impl Metrics {
         }
     }
 
+    /// Reports the database writer's totals ([`WriterStats`]) at every scrape.
+    pub fn register_store(&mut self, stats: Arc<WriterStats>) {
+        self.registry
+            .register_collector(Box::new(StoreCollector(stats)));
+    }
+
     /// A verify request was answered with `status`.
     pub fn verify_request(&self, status: u16) {
         self.verify_requests
@@ -187,13 +198,64 @@ impl Metrics {
     }
 }
 
+/// The database writer's running totals, read at scrape time.
+#[derive(Debug)]
+struct StoreCollector(Arc<WriterStats>);
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let f = self.0.figures();
+        for (name, help, value) in [
+            (
+                "db_write_batches",
+                "Write batches committed by the database writer (one transaction each)",
+                f.batches,
+            ),
+            (
+                "db_write_jobs",
+                "Write jobs run by the database writer; divided by batches, the mean batch size",
+                f.jobs,
+            ),
+            (
+                "db_log_syncs",
+                "fdatasync calls on the write-ahead log; each makes every batch before it durable",
+                f.syncs,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let seconds = prometheus_client::registry::Unit::Seconds;
+        for (name, help, value) in [
+            (
+                "db_writer_busy",
+                "Time the database writer spent running and committing batches",
+                f.busy_seconds,
+            ),
+            (
+                "db_log_sync",
+                "Time spent in fdatasync of the write-ahead log",
+                f.sync_seconds,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric =
+                encoder.encode_descriptor(name, help, Some(&seconds), counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_every_family_with_its_labels() {
-        let m = Metrics::new();
+        let mut m = Metrics::new();
+        m.register_store(Arc::new(WriterStats::default()));
         m.heartbeat();
         m.attempt("ok", 0.02, Some("succeeded"));
         m.attempt("timeout", 10.0, None);
@@ -218,6 +280,11 @@ mod tests {
             "clicktermd_verify_requests_total{status=\"409\"} 1",
             "clicktermd_webhook_queue_depth{state=\"held\"} 2",
             "clicktermd_webhook_oldest_due_age_seconds 1.5",
+            "clicktermd_db_write_batches_total 0",
+            "clicktermd_db_write_jobs_total 0",
+            "clicktermd_db_log_syncs_total 0",
+            "clicktermd_db_writer_busy_seconds_total 0.0",
+            "clicktermd_db_log_sync_seconds_total 0.0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -803,6 +803,24 @@ async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
         (0.0..61.0).contains(&beat),
         "the dispatcher is alive: {beat}"
     );
+    // The database writer's totals: every write so far went through it, in batches, each made durable
+    // by a sync of the log before it was answered.
+    let figure = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
+    let (batches, jobs) = (
+        figure("clicktermd_db_write_batches_total"),
+        figure("clicktermd_db_write_jobs_total"),
+    );
+    assert!(
+        batches >= 5.0 && jobs >= batches,
+        "{batches} batches, {jobs} jobs"
+    );
+    let syncs = figure("clicktermd_db_log_syncs_total");
+    assert!(
+        (1.0..=batches).contains(&syncs),
+        "{syncs} syncs for {batches} batches"
+    );
+    assert!(figure("clicktermd_db_writer_busy_seconds_total") > 0.0);
+    assert!(figure("clicktermd_db_log_sync_seconds_total") > 0.0);
     // When the hanging attempt times out, its outcome is counted.
     w.until_state(&first, &["failed"]).await;
     let text = common::client()

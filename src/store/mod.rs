@@ -33,7 +33,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
@@ -93,6 +95,46 @@ struct Inner {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: mpsc::SyncSender<Job>,
     credentials: cache::Credentials,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer and sync threads have done since the store was opened, for `/metrics`: how many
+/// batches and jobs were committed, how long the writer was busy running and committing them, and how
+/// many log syncs the sync thread made and how long they took.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    busy_micros: AtomicU64,
+    syncs: AtomicU64,
+    sync_micros: AtomicU64,
+}
+
+/// A reading of [`WriterStats`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriterFigures {
+    pub batches: u64,
+    pub jobs: u64,
+    pub busy_seconds: f64,
+    pub syncs: u64,
+    pub sync_seconds: f64,
+}
+
+impl WriterStats {
+    pub fn figures(&self) -> WriterFigures {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterFigures {
+            batches: get(&self.batches),
+            jobs: get(&self.jobs),
+            busy_seconds: get(&self.busy_micros) as f64 / 1e6,
+            syncs: get(&self.syncs),
+            sync_seconds: get(&self.sync_micros) as f64 / 1e6,
+        }
+    }
+
+    fn add_micros(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// A write job runs against the writer's connection inside a savepoint. It reports whether it
@@ -165,6 +207,8 @@ impl Store {
             }
         }))?;
         let changes = credentials.generation();
+        let stats = Arc::new(WriterStats::default());
+        let (writer_stats, sync_stats) = (stats.clone(), stats.clone());
 
         let (writer, jobs) = mpsc::sync_channel::<Job>(4 * MAX_BATCH);
         let (to_sync, committed) = mpsc::channel::<Committed>();
@@ -183,7 +227,7 @@ impl Store {
         };
         spawn(
             "clicktermd-db-sync",
-            Box::new(move || sync_loop(wal, committed)),
+            Box::new(move || sync_loop(wal, committed, &sync_stats)),
         )?;
         spawn(
             "clicktermd-db-checkpoint",
@@ -191,7 +235,9 @@ impl Store {
         )?;
         spawn(
             "clicktermd-db-writer",
-            Box::new(move || writer_loop(conn, jobs, to_sync, to_checkpoint, changes)),
+            Box::new(move || {
+                writer_loop(conn, jobs, to_sync, to_checkpoint, changes, &writer_stats)
+            }),
         )?;
 
         Ok(Store {
@@ -200,12 +246,18 @@ impl Store {
                 pool,
                 writer,
                 credentials,
+                stats,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The writer's and sync thread's running totals.
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        self.inner.stats.clone()
     }
 
     /// The authentication facts of `app_id` (see [`integrations::credentials`]), from the cache when it
@@ -434,8 +486,10 @@ fn writer_loop(
     to_sync: mpsc::Sender<Committed>,
     to_checkpoint: mpsc::SyncSender<()>,
     changes: cache::Generation,
+    stats: &WriterStats,
 ) {
     while let Ok(first) = jobs.recv() {
+        let started = Instant::now();
         let before = changes.current();
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -448,7 +502,11 @@ fn writer_loop(
         // Early jobs run first, so they see only what earlier batches wrote — which is durable by the
         // time they are answered. (Concurrent requests have no order among themselves to keep.)
         batch.sort_by_key(|job| !job.early);
+        let count = batch.len() as u64;
         let committed = run_batch(&conn, batch);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.jobs.fetch_add(count, Ordering::Relaxed);
+        WriterStats::add_micros(&stats.busy_micros, started);
         // The update hook bumped the generation when a job changed `integrations`, but a reader may
         // have taken that generation and then read the rows as they were before this commit. Bumping
         // again now, before anyone is answered, makes whatever it cached stale too.
@@ -530,15 +588,16 @@ struct Wal {
 }
 
 impl Wal {
-    fn sync(&mut self) -> std::io::Result<()> {
+    /// Syncs the log; `false` when there is nothing to do (`synchronous = normal`).
+    fn sync(&mut self) -> std::io::Result<bool> {
         if !self.sync {
-            return Ok(());
+            return Ok(false);
         }
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(std::fs::File::open(&self.path)?),
         };
-        file.sync_data()
+        file.sync_data().map(|()| true)
     }
 }
 
@@ -549,7 +608,7 @@ impl Wal {
 /// next sync clean, so nothing committed after it could be acknowledged honestly. The process aborts;
 /// at the next start SQLite recovers the log as far as it reached the disk, and nothing lost had been
 /// acknowledged.
-fn sync_loop(mut wal: Wal, batches: mpsc::Receiver<Committed>) {
+fn sync_loop(mut wal: Wal, batches: mpsc::Receiver<Committed>, stats: &WriterStats) {
     while let Ok(first) = batches.recv() {
         for reply in first.early {
             reply(Settled::Early);
@@ -563,7 +622,13 @@ fn sync_loop(mut wal: Wal, batches: mpsc::Receiver<Committed>) {
         let must_sync = waiting
             .iter()
             .any(|(replies, outcome)| outcome.is_ok() && !replies.is_empty());
-        if must_sync && let Err(e) = wal.sync() {
+        let started = Instant::now();
+        let synced = if must_sync { wal.sync() } else { Ok(false) };
+        if let Ok(true) = synced {
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            WriterStats::add_micros(&stats.sync_micros, started);
+        }
+        if let Err(e) = synced {
             tracing::error!(
                 error = %e,
                 wal = %wal.path.display(),
