@@ -200,10 +200,10 @@ impl Store {
             .build(manager)?;
 
         let credentials = cache::Credentials::default();
-        let changes = credentials.generation();
+        let hook = credentials.generation();
         conn.update_hook(Some(move |_, _: &str, table: &str, _| {
             if table == "integrations" {
-                changes.bump();
+                hook.bump();
             }
         }))?;
         let changes = credentials.generation();
