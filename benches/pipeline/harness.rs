@@ -395,6 +395,9 @@ async fn isolation(
     let (_, with_sigs) = api
         .act_many(template, &apps, backlog, o.concurrency)
         .await?;
+    let (_, after_sigs) = api
+        .act_many(template, &apps, backlog, o.concurrency)
+        .await?;
     let (_, hung_sigs) = api
         .act_many(
             template,
@@ -433,15 +436,32 @@ async fn isolation(
     let hung_before = sink.count(hung_rx.id);
     let with_hung = drain(api, sink, &refs, &ids, with_n).await?;
     let hung_during = sink.count(hung_rx.id);
+
+    // The baseline again, after the hung endpoint has been switched off: the ratio is taken against
+    // the mean of the runs before and after, so a drift of the machine (or of the growing database)
+    // over the phase is not counted as the hung endpoint's doing.
+    api.delivery(&hung_app, false).await?;
+    for app in &apps {
+        api.delivery(app, false).await?;
+    }
+    let after_n = api
+        .verify_closed(&after_sigs, o.concurrency, STEP_DEADLINE)
+        .await?
+        .ok;
+    let baseline_after = drain(api, sink, &refs, &ids, after_n).await?;
+    let alone = (baseline.per_s + baseline_after.per_s) / 2.0;
     Ok(json!({
         "healthy_integrations": n,
         "backlog_per_run": backlog,
         "hung_timeout_s": o.timeout_secs,
         "baseline_deliveries_per_s": round1(baseline.per_s),
         "baseline_duration_s": round3(baseline.secs),
+        "baseline_after_deliveries_per_s": round1(baseline_after.per_s),
+        "baseline_after_duration_s": round3(baseline_after.secs),
+        "alone_deliveries_per_s": round1(alone),
         "with_hung_deliveries_per_s": round1(with_hung.per_s),
         "with_hung_duration_s": round3(with_hung.secs),
-        "ratio": round3(with_hung.per_s / baseline.per_s),
+        "ratio": round3(with_hung.per_s / alone),
         "hung_attempts_started_before": hung_before,
         "hung_attempts_seen_during": hung_during,
     }))
@@ -1499,6 +1519,7 @@ pub const FIGURES: &[&str] = &[
     "/verify_to_arrival/p50_ms",
     "/verify_to_arrival/p99_ms",
     "/isolation/baseline_deliveries_per_s",
+    "/isolation/baseline_after_deliveries_per_s",
     "/isolation/with_hung_deliveries_per_s",
     "/isolation/ratio",
     "/isolation/hung_attempts_seen_during",
@@ -1604,9 +1625,11 @@ pub fn table(r: &Value) -> String {
                 f("/isolation/hung_timeout_s")
             ),
             format!(
-                "{} /s vs {} /s alone: ratio {}",
+                "{} /s vs {} /s alone (mean of {} before, {} after): ratio {}",
                 f("/isolation/with_hung_deliveries_per_s"),
+                f("/isolation/alone_deliveries_per_s"),
                 f("/isolation/baseline_deliveries_per_s"),
+                f("/isolation/baseline_after_deliveries_per_s"),
                 f("/isolation/ratio")
             ),
             "ratio ~ 1",
