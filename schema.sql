@@ -214,11 +214,12 @@ CREATE TABLE deliveries (
     updated_at      INTEGER NOT NULL
 ) STRICT;
 
-CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
--- The dispatcher's claims: each integration's pending deliveries in due order, and the leases of those
--- in flight. Partial, so they hold only the rows the dispatcher looks for.
+-- The dispatcher's queues: each integration's pending deliveries in due order, the leases of those in
+-- flight, and those held. Partial, so a row is in one of them only while it waits in that state, and a
+-- delivered row in none: no index over every delivery's state (each attempt would rewrite an entry).
 CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_leases ON deliveries(lease_until) WHERE state = 'in_flight';
+CREATE INDEX deliveries_held ON deliveries(integration_id) WHERE state = 'held';
 CREATE INDEX deliveries_by_integration ON deliveries(integration_id, id);
 CREATE INDEX deliveries_by_event ON deliveries(event_id);
 
@@ -244,4 +245,4 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);
 CREATE INDEX attempts_by_time ON attempts(started_at);
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

@@ -99,7 +99,7 @@ fn a_database_from_a_newer_version_is_refused_and_left_alone() {
     let out = clicktermd(&["--data-dir", s(&data), "integration", "list"], &[]);
     assert_success(&out, "first run");
     let db = data.join("clicktermd.db");
-    assert_eq!(user_version(&db), 1);
+    assert_eq!(user_version(&db), clicktermd::store::SCHEMA_VERSION);
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();

@@ -1042,3 +1042,103 @@ async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
     assert_eq!(connections.len(), 1, "{seen:?}");
     server.stop().await;
 }
+
+/// A data directory left by the first release (schema version 1, `tests/fixtures/schema-v1.sql`) is
+/// upgraded in place when the server starts: its integration is still there, and the deliveries it had
+/// queued — one pending, one left in flight by a crash, one held — are sent (the held one once delivery
+/// is switched on again), signed with the integration's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_release_database_is_upgraded_and_its_queue_still_delivers() {
+    let receiver = Receiver::start(RECEIVER_SECRET).await;
+    let dns = DnsServer::start().await;
+    dns.set("receiver.test", &["127.0.0.1".parse().unwrap()]);
+    let (ca, dns_server) = (receiver.ca_file.clone(), dns.server_string());
+    let callback = receiver.url("receiver.test", "/ok");
+    let server = TestServer::start_with(|c| {
+        c.webhooks.dns_servers = vec![dns_server];
+        c.webhooks.extra_ca_file = Some(ca);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        std::fs::create_dir_all(&c.storage.data_dir).unwrap();
+        let db = rusqlite::Connection::open(c.storage.data_dir.join("clicktermd.db")).unwrap();
+        db.execute_batch(include_str!("fixtures/schema-v1.sql"))
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        db.execute(
+            "INSERT INTO integrations (id, app_id, name, app_key_digest, signing_secret, status, callback_url, \
+             webhook_delivery_enabled, created_at) VALUES (1, 'legacy-app', 'Legacy', x'00', ?1, 'ENABLED', ?2, 1, ?3)",
+            rusqlite::params![RECEIVER_SECRET, callback, now - 60_000],
+        )
+        .unwrap();
+        for (id, state, lease) in [
+            ("legacy-pending", "pending", None),
+            ("legacy-in-flight", "in_flight", Some(now - 1_000)),
+            ("legacy-held", "held", None),
+        ] {
+            db.execute(
+                "INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, next_attempt_at, \
+                 lease_until, created_at, updated_at) VALUES (?1, 1, 1, ?2, ?3, ?4, ?5, ?4, ?4)",
+                rusqlite::params![
+                    id,
+                    format!("{{\"type\":\"TEST\",\"id\":\"{id}\"}}").into_bytes(),
+                    state,
+                    now - 10_000,
+                    lease
+                ],
+            )
+            .unwrap();
+        }
+    })
+    .await;
+    let db = rusqlite::Connection::open(server.data_dir.join("clicktermd.db")).unwrap();
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, clicktermd::store::SCHEMA_VERSION);
+    assert!(version > 1);
+
+    let arrived = receiver.wait_for(2, DEADLINE).await;
+    let mut ids: Vec<String> = arrived
+        .iter()
+        .map(|r| {
+            assert!(r.contract_errors.is_empty(), "{r:?}");
+            r.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["legacy-in-flight", "legacy-pending"]);
+
+    let admin = server.admin_client().await;
+    let res = admin
+        .get(server.url("/api/v1/integrations/legacy-app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["name"], "Legacy");
+    let held: Value = admin
+        .get(server.url("/api/v1/deliveries/legacy-held"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(held["state"], "held", "{held}");
+    // Switching delivery off and on again releases what was held under the old schema.
+    for on in [false, true] {
+        let res = admin
+            .patch(server.url("/api/v1/integrations/legacy-app"))
+            .json(&json!({"webhookDeliveryEnabled": on}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let arrived = receiver.wait_for(3, DEADLINE).await;
+    assert_eq!(arrived[2].json()["id"], "legacy-held");
+    assert!(arrived[2].contract_errors.is_empty(), "{:?}", arrived[2]);
+    server.stop().await;
+}

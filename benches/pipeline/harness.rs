@@ -233,7 +233,10 @@ async fn measure(
             o.concurrency,
         )
         .await?;
-    let cpu_verify_start = cpu_seconds_of(server.pid)?;
+    let (cpu_verify_start, disk_verify_start) = (
+        cpu_seconds_of(server.pid)?,
+        disk_write_bytes_of(server.pid)?,
+    );
     let verify = api
         .verify_closed(
             &main_sigs,
@@ -242,8 +245,15 @@ async fn measure(
         )
         .await?;
     let verified_main = verify.ok;
+    let (cpu_verify_end, disk_verify_end) = (
+        cpu_seconds_of(server.pid)?,
+        disk_write_bytes_of(server.pid)?,
+    );
     let one_h2 = drain(&api, sink, &[&main_app], &[main_rx.id], verified_main).await?;
-    let cpu_deliver_end = cpu_seconds_of(server.pid)?;
+    let (cpu_deliver_end, disk_deliver_end) = (
+        cpu_seconds_of(server.pid)?,
+        disk_write_bytes_of(server.pid)?,
+    );
     let db_after = db_bytes(&server.db_path())?;
 
     // --- the same backlog shape to an HTTP/1.1-only receiver ------------------------------------------
@@ -348,6 +358,18 @@ async fn measure(
             "cpu_ms_per_event_verify_and_deliver": per_event_ms(verify_deliver_cpu, verified_main),
             "cpu_ms_per_event_act_verify_deliver":
                 per_event_ms(cpu_deliver_end - cpu_act_start, verified_main),
+            // The two halves of the figure above: the verify phase, then the drain to one receiver.
+            "cpu_ms_per_verify": per_event_ms(cpu_verify_end - cpu_verify_start, verified_main),
+            "cpu_ms_per_delivery": per_event_ms(cpu_deliver_end - cpu_verify_end, verified_main),
+            // Bytes the server wrote towards the disk (/proc/PID/io write_bytes: the log, and the
+            // checkpoints into the database file), per event of each phase; they do not depend on the
+            // disk's speed, so they compare across machines where the throughput figures do not.
+            "disk_write_bytes_per_verify":
+                (disk_verify_end.saturating_sub(disk_verify_start) as f64
+                    / verified_main.max(1) as f64).round(),
+            "disk_write_bytes_per_delivery":
+                (disk_deliver_end.saturating_sub(disk_verify_end) as f64
+                    / verified_main.max(1) as f64).round(),
             "cpu_seconds_total": round3(cpu_total),
             "db_bytes_per_10k_events": ((db_after.saturating_sub(db_before)) as f64
                 / verified_main.max(1) as f64 * 10_000.0).round(),
@@ -1414,6 +1436,16 @@ fn cpu_seconds_of(pid: u32) -> Result<f64, String> {
     cpu_seconds(&pid.to_string())
 }
 
+/// `write_bytes` of `/proc/PID/io`: bytes the process caused to be written to storage.
+fn disk_write_bytes_of(pid: u32) -> Result<u64, String> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .map_err(|e| format!("/proc/{pid}/io: {e}"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no write_bytes in /proc/{pid}/io"))
+}
+
 /// `sysconf(_SC_CLK_TCK)`, asked of `getconf` once (100 on every Linux seen so far).
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -1526,6 +1558,10 @@ pub const FIGURES: &[&str] = &[
     "/server/idle_rss_mb",
     "/server/peak_rss_mb",
     "/server/cpu_ms_per_event_verify_and_deliver",
+    "/server/cpu_ms_per_verify",
+    "/server/cpu_ms_per_delivery",
+    "/server/disk_write_bytes_per_verify",
+    "/server/disk_write_bytes_per_delivery",
     "/server/db_bytes_per_10k_events",
 ];
 
@@ -1636,8 +1672,22 @@ pub fn table(r: &Value) -> String {
         ),
         (
             "server CPU per verified + delivered event".into(),
-            format!("{} ms", f("/server/cpu_ms_per_event_verify_and_deliver")),
+            format!(
+                "{} ms (verify {} + delivery {})",
+                f("/server/cpu_ms_per_event_verify_and_deliver"),
+                f("/server/cpu_ms_per_verify"),
+                f("/server/cpu_ms_per_delivery")
+            ),
             "<= 0.26 ms",
+        ),
+        (
+            "disk writes per verify / per delivery".into(),
+            format!(
+                "{} B / {} B",
+                f("/server/disk_write_bytes_per_verify"),
+                f("/server/disk_write_bytes_per_delivery")
+            ),
+            "",
         ),
         (
             "server RSS idle / peak".into(),

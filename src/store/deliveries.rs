@@ -78,25 +78,30 @@ pub fn expired_leases(conn: &Connection, now: Timestamp, limit: usize) -> Result
 /// O(backlog) per claim while one integration's queue was long and its slots full.)
 pub fn pending_integrations(conn: &Connection) -> Result<Vec<(i64, Timestamp)>> {
     let rows = conn
-        .prepare_cached(
-            "WITH RECURSIVE walk(integration_id) AS ( \
-                 SELECT (SELECT integration_id FROM deliveries INDEXED BY deliveries_pending \
-                         WHERE state = 'pending' \
-                         ORDER BY integration_id LIMIT 1) \
-                 UNION ALL \
-                 SELECT (SELECT d.integration_id FROM deliveries d INDEXED BY deliveries_pending \
-                         WHERE d.state = 'pending' AND d.integration_id > walk.integration_id \
-                         ORDER BY d.integration_id LIMIT 1) \
-                 FROM walk WHERE walk.integration_id IS NOT NULL) \
-             SELECT integration_id, (SELECT min(next_attempt_at) \
-                                     FROM deliveries INDEXED BY deliveries_pending \
-                                     WHERE state = 'pending' AND integration_id = walk.integration_id) \
-             FROM walk WHERE integration_id IS NOT NULL",
-        )?
+        .prepare_cached(&format!(
+            "{PENDING_QUEUES} SELECT integration_id, first FROM queues"
+        ))?
         .query_map([], |r| Ok((r.get(0)?, Timestamp(r.get(1)?))))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// `queues(integration_id, first)`: each integration with pending deliveries and its earliest
+/// `next_attempt_at`, by the loose scan of `deliveries_pending` that [`pending_integrations`] describes.
+const PENDING_QUEUES: &str = "WITH RECURSIVE walk(integration_id) AS ( \
+         SELECT (SELECT integration_id FROM deliveries INDEXED BY deliveries_pending \
+                 WHERE state = 'pending' \
+                 ORDER BY integration_id LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT d.integration_id FROM deliveries d INDEXED BY deliveries_pending \
+                 WHERE d.state = 'pending' AND d.integration_id > walk.integration_id \
+                 ORDER BY d.integration_id LIMIT 1) \
+         FROM walk WHERE walk.integration_id IS NOT NULL), \
+     queues(integration_id, first) AS ( \
+         SELECT integration_id, (SELECT min(next_attempt_at) \
+                                 FROM deliveries INDEXED BY deliveries_pending \
+                                 WHERE state = 'pending' AND integration_id = walk.integration_id) \
+         FROM walk WHERE integration_id IS NOT NULL)";
 
 /// Up to `limit` of one integration's pending deliveries that are due at `now`, oldest first.
 pub fn due_of(
@@ -201,7 +206,8 @@ pub fn set_aside(conn: &Connection, row: i64, state: &str, now: Timestamp) -> Re
 
 /// Brings an integration's deliveries in line with its settings: held ones are released (due now) when
 /// it can be delivered to, pending ones are held when it cannot, and everything unfinished is
-/// cancelled when it was deleted. Returns how many were released.
+/// cancelled when it was deleted. Returns how many were released. Each statement walks the partial
+/// index of the state it changes, never the integration's history.
 pub fn sync_with_integration(
     conn: &Connection,
     integration_id: i64,
@@ -210,23 +216,29 @@ pub fn sync_with_integration(
     match gate(conn, integration_id)? {
         Gate::Send { .. } => Ok(conn
             .prepare_cached(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, updated_at = ?2 \
+                "UPDATE deliveries INDEXED BY deliveries_held \
+                 SET state = 'pending', next_attempt_at = ?2, updated_at = ?2 \
                  WHERE integration_id = ?1 AND state = 'held'",
             )?
             .execute(params![integration_id, now.millis()])?),
         Gate::Hold => {
             conn.prepare_cached(
-                "UPDATE deliveries SET state = 'held', updated_at = ?2 WHERE integration_id = ?1 AND state = 'pending'",
+                "UPDATE deliveries INDEXED BY deliveries_pending SET state = 'held', updated_at = ?2 \
+                 WHERE integration_id = ?1 AND state = 'pending'",
             )?
             .execute(params![integration_id, now.millis()])?;
             Ok(0)
         }
         Gate::Cancel => {
-            conn.prepare_cached(
-                "UPDATE deliveries SET state = 'cancelled', lease_until = NULL, updated_at = ?2 \
-                 WHERE integration_id = ?1 AND state IN ('pending', 'held')",
-            )?
-            .execute(params![integration_id, now.millis()])?;
+            for sql in [
+                "UPDATE deliveries INDEXED BY deliveries_pending SET state = 'cancelled', updated_at = ?2 \
+                 WHERE integration_id = ?1 AND state = 'pending'",
+                "UPDATE deliveries INDEXED BY deliveries_held SET state = 'cancelled', updated_at = ?2 \
+                 WHERE integration_id = ?1 AND state = 'held'",
+            ] {
+                conn.prepare_cached(sql)?
+                    .execute(params![integration_id, now.millis()])?;
+            }
             Ok(0)
         }
     }
@@ -320,38 +332,35 @@ pub struct QueueStats {
     pub oldest_due_at: Option<Timestamp>,
 }
 
+/// Each count walks only the partial index of its state (the rows waiting in it), never the history.
 pub fn queue_stats(conn: &Connection, now: Timestamp) -> Result<QueueStats> {
-    let mut stats = QueueStats::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, count(*) FROM deliveries WHERE state IN ('pending', 'in_flight', 'held') GROUP BY state",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (state, n) = row?;
-        match state.as_str() {
-            "pending" => stats.pending = n,
-            "in_flight" => stats.in_flight = n,
-            _ => stats.held = n,
-        }
-    }
-    stats.oldest_due_at = conn
-        .prepare_cached(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?1",
-        )?
-        .query_row([now.millis()], |r| r.get::<_, Option<i64>>(0))?
-        .map(Timestamp);
-    Ok(stats)
+    Ok(conn
+        .prepare_cached(&format!(
+            "{PENDING_QUEUES} SELECT \
+             (SELECT count(*) FROM deliveries INDEXED BY deliveries_pending WHERE state = 'pending'), \
+             (SELECT count(*) FROM deliveries INDEXED BY deliveries_leases WHERE state = 'in_flight'), \
+             (SELECT count(*) FROM deliveries INDEXED BY deliveries_held WHERE state = 'held'), \
+             (SELECT min(first) FROM queues WHERE first <= ?1)"
+        ))?
+        .query_row([now.millis()], |r| {
+            Ok(QueueStats {
+                pending: r.get(0)?,
+                in_flight: r.get(1)?,
+                held: r.get(2)?,
+                oldest_due_at: r.get::<_, Option<i64>>(3)?.map(Timestamp),
+            })
+        })?)
 }
 
-/// When the dispatcher must look again: the earliest pending time or running lease. Each minimum is one
-/// index lookup (`deliveries_due`, `deliveries_leases`), not a scan of the backlog.
+/// When the dispatcher must look again: the earliest pending time or running lease. Two probes per
+/// integration with pending work and one for the leases, not a scan of the backlog.
 pub fn next_wake(conn: &Connection) -> Result<Option<Timestamp>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT min(v) FROM (SELECT min(next_attempt_at) AS v FROM deliveries WHERE state = 'pending' \
+        .prepare_cached(&format!(
+            "{PENDING_QUEUES} SELECT min(v) FROM (SELECT min(first) AS v FROM queues \
              UNION ALL SELECT min(lease_until) FROM deliveries INDEXED BY deliveries_leases \
-             WHERE state = 'in_flight')",
-        )?
+             WHERE state = 'in_flight')"
+        ))?
         .query_row([], |r| r.get::<_, Option<i64>>(0))?
         .map(Timestamp))
 }
