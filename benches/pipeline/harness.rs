@@ -88,7 +88,7 @@ impl Options {
             events_per_receiver: 200,
             healthy_integrations: 4,
             isolation_drain_secs: 4.0,
-            isolation_max_events: 30_000,
+            isolation_max_events: 60_000,
             timeout_secs: 2.0,
             latency_rate: 1000,
             latency_secs: 10.0,
