@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
@@ -286,12 +288,8 @@ async fn backup_while_serving_is_consistent_and_complete() {
     let api = bearer_client(&token);
     let list: Value = api
         .get(format!("{base}/api/v1/integrations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     let listed: BTreeSet<String> = list
         .as_array()
         .unwrap()
@@ -423,24 +421,12 @@ async fn admin_token_create_prints_one_working_token() {
     assert!(!token.contains(char::is_whitespace), "{token:?}");
 
     let api = bearer_client(token);
-    let res = api
-        .get(server.url("/api/v1/integrations"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+    let res = api.get(server.url("/api/v1/integrations")).json_ok().await;
+    assert_eq!(res, json!([]));
 
     // Actions with it are audited under the token's name.
     let (app_id, _, _) = server.create_integration(&api, "By token").await;
-    let audit: Value = api
-        .get(server.url("/api/v1/audit"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = api.get(server.url("/api/v1/audit")).json_ok().await;
     let entry = audit["items"]
         .as_array()
         .unwrap()
@@ -552,12 +538,7 @@ async fn set_password_replaces_the_initial_password() {
 
     let (status, fresh) = login(&server, new).await;
     assert_eq!(status, StatusCode::OK);
-    let res = fresh
-        .get(server.url("/api/v1/session"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    fresh.get(server.url("/api/v1/session")).json_ok().await;
     assert_eq!(login(&server, &old).await.0, StatusCode::UNAUTHORIZED);
     assert!(!data.join("initial-admin-password").exists());
     // Sessions from before the change are over.

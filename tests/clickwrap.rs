@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -1839,13 +1841,10 @@ async fn credential_changes_take_effect_on_the_next_request() {
     assert_eq!(call(&fresh).await, StatusCode::OK);
 
     // Deleted: 401 at once.
-    let res = ctx
-        .admin
+    ctx.admin
         .delete(ctx.url(&format!("/api/v1/integrations/{}", fresh.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        .json_with(StatusCode::NO_CONTENT)
+        .await;
     assert_eq!(call(&fresh).await, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app).await, StatusCode::UNAUTHORIZED);
     ctx.stop().await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,13 +38,11 @@ fn count(data: &Path, state: &str) -> i64 {
 
 async fn login(base: &str, data: &Path) -> reqwest::Client {
     let admin = common::cookie_client();
-    let res = admin
+    admin
         .post(format!("{base}/api/v1/login"))
         .json(&json!({"username": common::ADMIN, "password": read_admin_password(data)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     admin
 }
 
@@ -68,13 +68,11 @@ async fn kill_9_during_a_burst_loses_no_delivery() {
     let admin = login(&base, &data).await;
     let (app_id, _, _) = common::create_integration(&admin, &base, "Crash").await;
     // Each answer takes 400 ms, so a burst of 40 with 8 in flight takes about two seconds.
-    let res = admin
+    admin
         .patch(format!("{base}/api/v1/integrations/{app_id}"))
         .json(&json!({"callbackUrl": receiver.url("127.0.0.1", "/slow/400")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     db(&data)
         .execute(
             "UPDATE integrations SET signing_secret = ?1 WHERE app_id = ?2",
@@ -152,12 +150,8 @@ async fn kill_9_during_a_burst_loses_no_delivery() {
             .get(format!(
                 "{base}/api/v1/integrations/{app_id}/deliveries?limit=100"
             ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_ok()
+            .await;
         let items = list["items"].as_array().expect("items");
         let done = items.iter().filter(|d| d["state"] == "succeeded").count();
         if done == BURST {

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -223,21 +225,14 @@ async fn published_template(server: &TestServer, admin: &reqwest::Client, name: 
         .post(server.url("/api/v1/templates"))
         .json(&json!({"name": name, "defaultLanguage": "en",
                       "languages": {"en": {"title": name, "content": "<p>Hello {{fullName}}.</p>"}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let res = admin
+    .json_with(StatusCode::CREATED)
+.await;
+    let id = res["id"].as_str().unwrap().to_string();
+    admin
         .post(server.url(&format!("/api/v1/templates/{id}/versions")))
         .json(&json!({"type": "MAJOR"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+        .json_with(StatusCode::CREATED)
+        .await;
     id
 }
 
@@ -254,12 +249,7 @@ async fn verified_event(
         .post(server.url("/public-client/v1/clickwrap"))
         .json(&json!({"appId": app_id, "clickwrapTemplateId": template, "endUserId": user, "action": action,
                       "templatePlaceholders": "{\"fullName\":\"Ann\"}"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_with(StatusCode::CREATED).await;
     let signature = acted["clicktermSignature"]
         .as_str()
         .unwrap_or_else(|| panic!("no signature: {acted}"));
@@ -268,14 +258,9 @@ async fn verified_event(
         .header("X-APP-ID", app_id)
         .header("X-APP-KEY", app_key)
         .json(&json!({"clicktermSignature": signature}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json::<Value>().await.unwrap()["clickwrapEventId"]
-        .as_str()
-        .unwrap()
-        .to_string()
+        .json_ok()
+        .await;
+    res["clickwrapEventId"].as_str().unwrap().to_string()
 }
 
 /// Polls the receiver until `n` requests to `route` arrived; returns them.
@@ -410,12 +395,8 @@ async fn an_integration_from_creation_to_deletion() {
     );
     let stored: Value = admin
         .get(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(stored["callbackUrl"], Value::Null, "nothing was saved");
 
     // The operator configures their endpoint with the signing secret, then points the callback at it.
@@ -576,13 +557,11 @@ async fn an_integration_from_creation_to_deletion() {
     // A failing endpoint: the attempt explains the status; the failed delivery is found by filter and
     // redelivered in bulk once the endpoint is fixed.
     let failing = receiver.url("receiver.test", "/status/500");
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
         .json(&json!({"callbackUrl": failing}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     page.hash(&format!("#/integrations/{app_id}")).await;
     page.wait_text("#config-callback", |_| true).await;
     page.click("#send-test").await;
@@ -602,13 +581,11 @@ async fn an_integration_from_creation_to_deletion() {
             .await,
         "HTTP error"
     );
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
         .json(&json!({"callbackUrl": receiver.url("receiver.test", "/ok")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     page.click("#bulk-redeliver").await;
     page.wait_contains("#bulk-result", "1 failed delivery queued again")
         .await;
@@ -762,24 +739,20 @@ async fn templates_versions_preview_and_events() {
             .await,
         "1.1"
     );
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/templates/{template_id}")))
         .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
 
     // Events from two integrations: 22 acceptances on the web, one decline on mobile.
     let (web, web_key, _) = server.create_integration(&admin, "Web").await;
     let (mobile, mobile_key, _) = server.create_integration(&admin, "Mobile").await;
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/integrations/{web}")))
         .json(&json!({"callbackUrl": common::HOOKS_URL, "webhookDeliveryEnabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     for n in 0..22 {
         verified_event(
             &server,
@@ -1058,13 +1031,11 @@ async fn the_admin_api_has_what_the_dashboard_shows() {
         zero,
         json!({"pending": 0, "in_flight": 0, "succeeded": 0, "failed": 0, "held": 0, "cancelled": 0})
     );
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
         .json(&json!({"callbackUrl": common::HOOKS_URL, "webhookDeliveryEnabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     let template = published_template(&server, &admin, "Terms").await;
     let event_id = verified_event(
         &server,
@@ -1074,12 +1045,10 @@ async fn the_admin_api_has_what_the_dashboard_shows() {
         "ACCEPTED",
     )
     .await;
-    let res = admin
+    admin
         .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+        .json_with(StatusCode::ACCEPTED)
+        .await;
     let (_, held) = counts(app_id.clone()).await;
     assert_eq!(held["held"], 2, "{held}");
     assert_eq!(held["pending"], 0, "{held}");
@@ -1089,11 +1058,9 @@ async fn the_admin_api_has_what_the_dashboard_shows() {
     // One event, with appId and its delivery (the test webhook is not the event's).
     let res = admin
         .get(server.url(&format!("/api/v1/events/{event_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let event: Value = res.json().await.unwrap();
+        .json_ok()
+        .await;
+    let event: Value = res;
     assert_eq!(event["clickwrapEventId"], event_id.as_str());
     assert_eq!(event["appId"], app_id.as_str());
     assert_eq!(event["endUserId"], "counted-user");
@@ -1107,12 +1074,7 @@ async fn the_admin_api_has_what_the_dashboard_shows() {
     let acted: Value = common::client()
         .post(server.url("/public-client/v1/clickwrap"))
         .json(&json!({"appId": app_id, "clickwrapTemplateId": template, "endUserId": "unverified", "action": "ACCEPTED"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_with(StatusCode::CREATED).await;
     for id in [
         acted["clickwrapEventId"].as_str().unwrap(),
         "00000000-0000-4000-8000-000000000000",
@@ -1132,14 +1094,9 @@ async fn the_admin_api_has_what_the_dashboard_shows() {
             "en": {"title": "Terms for {{company}}", "content": "<p>Hi {{fullName}} ({{plan}})</p>", "inlineContent": "I agree, {{fullName}}"},
             "de": {"title": "AGB für {{company}}", "content": "<p>Hallo {{fullName}}</p>"},
         }}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let tid = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .json_with(StatusCode::CREATED)
+.await;
+    let tid = res["id"].as_str().unwrap().to_string();
     let preview = |body: Value| {
         let (admin, url) = (
             admin.clone(),

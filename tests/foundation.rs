@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
@@ -53,11 +55,9 @@ async fn login_sets_a_strict_httponly_cookie_and_wrong_password_is_401() {
     let res = http
         .get(server.url("/api/v1/session"))
         .header(header::COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.json::<Value>().await.unwrap()["username"], ADMIN);
+        .json_ok()
+        .await;
+    assert_eq!(res["username"], ADMIN);
 
     for (user, password) in [
         (ADMIN, "wrong password, long enough"),
@@ -289,56 +289,37 @@ async fn every_admin_route_needs_a_session_or_token() {
             "defaultLanguage": "en",
             "languages": {"en": {"title": "T", "content": "C"}},
         }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_with(StatusCode::CREATED)
+        .await;
     // A callback URL and one (held) delivery, so that the delivery routes have something to act on.
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
         .json(&json!({"callbackUrl": common::HOOKS_URL, "webhookDeliveryEnabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     let delivery: Value = admin
         .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_with(StatusCode::ACCEPTED)
+        .await;
     // A verified event, for the event detail route.
     let template_id = template["id"].as_str().unwrap();
-    let res = admin
+    admin
         .post(server.url(&format!("/api/v1/templates/{template_id}/versions")))
         .json(&json!({"type": "MAJOR"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+        .json_with(StatusCode::CREATED)
+        .await;
     let acted: Value = client()
         .post(server.url("/public-client/v1/clickwrap"))
         .json(&json!({"appId": app_id, "clickwrapTemplateId": template_id, "endUserId": "guard", "action": "ACCEPTED"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_with(StatusCode::CREATED).await;
     let res = client()
         .post(server.url("/public-client/v1/clickwrap/verify"))
         .header("X-APP-ID", &app_id)
         .header("X-APP-KEY", &app_key)
         .json(&json!({"clicktermSignature": acted["clicktermSignature"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let event: Value = res.json().await.unwrap();
+        .json_ok()
+        .await;
+    let event: Value = res;
     let routes = admin_routes(
         &app_id,
         template_id,
@@ -372,19 +353,13 @@ async fn every_admin_route_needs_a_session_or_token() {
     // Nothing the refused requests asked for happened.
     let res = admin
         .get(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.json::<Value>().await.unwrap()["name"], "Guarded");
+        .json_ok()
+        .await;
+    assert_eq!(res["name"], "Guarded");
     let list: Value = admin
         .get(server.url("/api/v1/integrations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 
     // With a bearer token minted by the binary against the same data directory, none is 401.
@@ -423,11 +398,9 @@ fn integration_keys() -> Vec<&'static str> {
 async fn get_integration(server: &TestServer, admin: &reqwest::Client, app_id: &str) -> Value {
     let res = admin
         .get(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let v: Value = res.json().await.unwrap();
+        .json_ok()
+        .await;
+    let v: Value = res;
     assert_eq!(keys(&v), integration_keys(), "{v}");
     v
 }
@@ -471,11 +444,9 @@ async fn integration_lifecycle_through_the_admin_api() {
     let res = admin
         .post(server.url("/api/v1/integrations"))
         .json(&json!({"name": "Web shop"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
+        .json_with(StatusCode::CREATED)
+        .await;
+    let created: Value = res;
     let mut want = integration_keys();
     want.extend(["appKey", "signingSecret"]);
     want.sort_unstable();
@@ -496,12 +467,8 @@ async fn integration_lifecycle_through_the_admin_api() {
     // List and get show it, without credentials.
     let list: Value = admin
         .get(server.url("/api/v1/integrations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(keys(&list[0]), integration_keys());
@@ -594,11 +561,9 @@ async fn integration_lifecycle_through_the_admin_api() {
     // Credentials.
     let res = admin
         .post(server.url(&format!("/api/v1/integrations/{app_id}/app-key")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let new_key: Value = res.json().await.unwrap();
+        .json_ok()
+        .await;
+    let new_key: Value = res;
     assert_eq!(keys(&new_key), ["appKey"]);
     let new_key = new_key["appKey"].as_str().unwrap();
     assert!(!new_key.is_empty());
@@ -617,11 +582,9 @@ async fn integration_lifecycle_through_the_admin_api() {
     );
     let res = admin
         .post(server.url(&format!("/api/v1/integrations/{app_id}/signing-secret")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let rotated: Value = res.json().await.unwrap();
+        .json_ok()
+        .await;
+    let rotated: Value = res;
     assert_eq!(keys(&rotated), ["signingSecret"]);
     let rotated = rotated["signingSecret"].as_str().unwrap().to_string();
     assert_ne!(rotated, secret);
@@ -633,8 +596,7 @@ async fn integration_lifecycle_through_the_admin_api() {
 
     // Delete.
     let url = server.url(&format!("/api/v1/integrations/{app_id}"));
-    let res = admin.delete(&url).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    admin.delete(&url).json_with(StatusCode::NO_CONTENT).await;
     expect_error(admin.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND).await;
     expect_error(
         admin.delete(&url).send().await.unwrap(),
@@ -644,18 +606,13 @@ async fn integration_lifecycle_through_the_admin_api() {
     expect_error(reveal(&admin).await.unwrap(), StatusCode::NOT_FOUND).await;
     let list: Value = admin
         .get(server.url("/api/v1/integrations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(list, json!([]));
 
     // The audit log has each action, by the admin, about this integration.
-    let res = admin.get(server.url("/api/v1/audit")).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let audit: Value = res.json().await.unwrap();
+    let res = admin.get(server.url("/api/v1/audit")).json_ok().await;
+    let audit: Value = res;
     let items = audit["items"].as_array().expect("items");
     for action in [
         "integration.create",
@@ -721,14 +678,9 @@ async fn app_keys_are_never_stored_in_plaintext() {
     let (id, key) = current[0].clone();
     let res = admin
         .post(server.url(&format!("/api/v1/integrations/{id}/app-key")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let new_key = res.json::<Value>().await.unwrap()["appKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .json_ok()
+        .await;
+    let new_key = res["appKey"].as_str().unwrap().to_string();
     old.push(key);
     current[0].1 = new_key;
 
@@ -974,27 +926,22 @@ async fn graceful_shutdown_and_restart_keep_the_data() {
     let admin = server.admin_client().await;
     let (app_id, _, _) = server.create_integration(&admin, "Survivor").await;
     // An idle keep-alive connection must not hold the shutdown up (stop() has a deadline).
-    let res = admin.get(server.url("/healthz")).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    admin.get(server.url("/healthz")).json_ok().await;
     let password = server.admin_password();
     let stopped = server.stop().await;
 
     let server = stopped.restart().await;
     assert_eq!(server.admin_password(), password);
     let admin = cookie_client();
-    let res = admin
+    admin
         .post(server.url("/api/v1/login"))
         .json(&login_body(&password))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     let res = admin
         .get(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.json::<Value>().await.unwrap()["name"], "Survivor");
+        .json_ok()
+        .await;
+    assert_eq!(res["name"], "Survivor");
     server.stop().await;
 }

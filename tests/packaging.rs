@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -854,11 +856,9 @@ fn installs_runs_as_its_user_survives_reinstall_and_purges_clean() {
         let res = admin
             .post(format!("{}/api/v1/integrations", served.base))
             .json(&json!({"name": "Packaged shop"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let body: Value = res.json().await.unwrap();
+            .json_with(StatusCode::CREATED)
+            .await;
+        let body: Value = res;
         body["appId"].as_str().unwrap().to_string()
     });
     // As the README's install section says to run the command line.
@@ -895,11 +895,9 @@ fn installs_runs_as_its_user_survives_reinstall_and_purges_clean() {
         let admin = login(&served.base, &password).await;
         let res = admin
             .get(format!("{}/api/v1/integrations", served.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let list: Value = res.json().await.unwrap();
+            .json_ok()
+            .await;
+        let list: Value = res;
         let names: Vec<&str> = list
             .as_array()
             .unwrap()

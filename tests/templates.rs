@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::time::Duration;
 
 use common::{TestServer, expect_error, keys};
@@ -171,12 +173,10 @@ async fn public_api_credentials_follow_the_integration_lifecycle() {
     );
 
     // Deleted: 401, even though disabled would have been 403.
-    let res = admin
+    admin
         .delete(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        .json_with(StatusCode::NO_CONTENT)
+        .await;
     expect_error(
         public_templates(&server, &app_id, &new_key, "").await,
         StatusCode::UNAUTHORIZED,
@@ -287,12 +287,8 @@ async fn the_effective_version_follows_effective_at_not_publication_order() {
     // The admin view lists all four versions and names the effective one.
     let t: Value = admin
         .get(server.url(&format!("/api/v1/templates/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(t["versions"].as_array().unwrap().len(), 4);
     assert_eq!(t["effectiveVersion"]["version"], 2);
 
@@ -378,13 +374,11 @@ async fn visibility_follows_links_tags_and_the_enabled_flag() {
     .await;
 
     // Disabled templates are not listed.
-    let res = admin
+    admin
         .patch(server.url(&format!("/api/v1/templates/{open}")))
         .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+        .json_ok()
+        .await;
     assert!(listed(&server, &b_id, &b_key, "").await.is_empty());
     server.stop().await;
 }
@@ -451,12 +445,8 @@ async fn bad_template_input_is_refused_by_name_and_changes_nothing() {
     expect_error(res, StatusCode::BAD_REQUEST).await;
     let now: Value = admin
         .get(server.url(&format!("/api/v1/templates/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(now["name"], "Terms");
     assert_eq!(now["languages"]["en"]["title"], "Terms");
 
@@ -482,12 +472,8 @@ async fn bad_template_input_is_refused_by_name_and_changes_nothing() {
     expect_error(res, StatusCode::NOT_FOUND).await;
     let now: Value = admin
         .get(server.url(&format!("/api/v1/templates/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(now["versions"], json!([]));
 
     // Published versions are immutable in the database itself.

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Call;
+
 use common::TestServer;
 use common::browser::Browser;
 use reqwest::StatusCode;
@@ -24,20 +26,14 @@ async fn accept_in_the_widget_then_verify_the_signature() {
                 "content": "<p>Dear {{fullName}}, these are the terms of {{company}}.</p>",
             }},
         }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_with(StatusCode::CREATED)
+        .await;
     let template_id = template["id"].as_str().unwrap().to_string();
-    let res = admin
+    admin
         .post(server.url(&format!("/api/v1/templates/{template_id}/versions")))
         .json(&json!({"type": "MAJOR"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+        .json_with(StatusCode::CREATED)
+        .await;
 
     let browser = Browser::start(1280, 900).await;
     let page = server.url(&format!(
@@ -107,12 +103,8 @@ async fn accept_in_the_widget_then_verify_the_signature() {
         .header("X-APP-ID", &app_id)
         .header("X-APP-KEY", &app_key)
         .json(&json!({"clicktermSignature": signature}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(verified["clickwrapEventStatus"], "ACCEPTED", "{verified}");
     assert_eq!(verified["endUserId"], "browser-user");
     let metadata: Value =
@@ -192,12 +184,8 @@ async fn accept_in_the_widget_then_verify_the_signature() {
         .get(server.url("/public-client/v1/clickwraps/canceller/status"))
         .header("X-APP-ID", &app_id)
         .header("X-APP-KEY", &app_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_ok()
+        .await;
     assert_eq!(status[0]["status"], "PENDING", "{status}");
 
     browser.close().await;

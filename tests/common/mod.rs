@@ -289,6 +289,42 @@ pub async fn create_integration(
     (field("appId"), field("appKey"), field("signingSecret"))
 }
 
+/// Sending a request the way these tests mostly do: send it, check the status, read the JSON body.
+#[allow(async_fn_in_trait)] // used only here, never as `dyn`
+pub trait Call {
+    /// Sends the request and returns its JSON body (`null` when empty) if its status is `status`; a
+    /// different status fails the test, naming the request and showing the body.
+    async fn json_with(self, status: StatusCode) -> Value;
+
+    /// [`Call::json_with`] `200 OK`.
+    async fn json_ok(self) -> Value
+    where
+        Self: Sized,
+    {
+        self.json_with(StatusCode::OK).await
+    }
+}
+
+impl Call for reqwest::RequestBuilder {
+    async fn json_with(self, status: StatusCode) -> Value {
+        let (client, request) = self.build_split();
+        let request = request.expect("a well-formed request");
+        let what = format!("{} {}", request.method(), request.url());
+        let res = client
+            .execute(request)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let got = res.status();
+        let text = res.text().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(got, status, "{what}: {text}");
+        if text.is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: the body is not JSON ({e}): {text:?}"))
+    }
+}
+
 /// Asserts that `res` is an error with `status` in the API's shape — a JSON object with exactly the
 /// string fields `message` (non-empty) and `code` — and returns the body.
 pub async fn expect_error(res: reqwest::Response, status: StatusCode) -> Value {
