@@ -995,6 +995,55 @@ async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
     server.stop().await;
 }
 
+/// A burst of deliveries to a receiver nothing is connected to yet — sixteen released at once, as
+/// many as the integration may send at a time — opens one TLS connection when the receiver speaks
+/// HTTP/2, not one per delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_a_new_http2_receiver_opens_one_connection() {
+    let receiver = common::h2receiver::H2Receiver::start().await;
+    let ca = receiver.ca_file.clone();
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(ca);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let (app_id, _, _) = server.create_integration(&admin, "Burst").await;
+    let integration = server.url(&format!("/api/v1/integrations/{app_id}"));
+    admin
+        .patch(&integration)
+        .json(&json!({"callbackUrl": receiver.url("/burst"), "webhookDeliveryEnabled": false}))
+        .json_ok()
+        .await;
+    let burst = server.config.webhooks.max_in_flight_per_integration;
+    assert!(burst >= 8, "the default allows a real burst: {burst}");
+    for _ in 0..burst {
+        admin
+            .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
+            .json_with(StatusCode::ACCEPTED)
+            .await;
+    }
+    assert_eq!(receiver.accepted(), 0);
+    admin
+        .patch(&integration)
+        .json(&json!({"webhookDeliveryEnabled": true}))
+        .json_ok()
+        .await;
+    let start = Instant::now();
+    while receiver.seen().len() < burst {
+        assert!(start.elapsed() < DEADLINE, "{:?}", receiver.seen());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = receiver.seen();
+    assert!(
+        seen.iter()
+            .all(|s| s.version == http::Version::HTTP_2 && s.connection == 1),
+        "{seen:?}"
+    );
+    assert_eq!(receiver.accepted(), 1, "connections accepted");
+    server.stop().await;
+}
+
 /// A data directory left by the first release (schema version 1, `tests/fixtures/schema-v1.sql`) is
 /// upgraded in place when the server starts: its integration is still there, and the deliveries it had
 /// queued — one pending, one left in flight by a crash, one held — are sent (the held one once delivery

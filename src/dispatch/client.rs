@@ -5,7 +5,13 @@
 //! and certificate verification, whatever address was dialled. Connections are pooled per host and
 //! reused (keep-alive; HTTP/2 when the receiver offers it by ALPN); redirects are never followed,
 //! because hyper's client does not follow them.
+//!
+//! A burst of attempts to an origin with no pooled connection would make hyper dial once per attempt
+//! (it learns that a peer speaks HTTP/2 only from a finished handshake), then drop all but one of the
+//! HTTP/2 connections. [`Dials`] makes the burst's other dials wait for the first: when it ends in
+//! HTTP/2 they are not needed (hyper hands their requests the new connection), otherwise they dial.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::policy::{Policy, Refusal};
 use super::resolve::DnsResolver;
@@ -44,6 +51,73 @@ pub enum ConnectError {
     },
     #[error("{0}")]
     InvalidUrl(String),
+    /// Another dial to the same origin made an HTTP/2 connection that this request shares; this dial
+    /// only ends (in hyper's background) once it is certainly not needed.
+    #[error("not dialled: an HTTP/2 connection to {0} was made for another request")]
+    Shared(String),
+}
+
+/// How long a dial that found its origin served by a new HTTP/2 connection stays pending before it
+/// gives up. hyper hands the request that started it the shared connection as soon as that is pooled
+/// (a moment after the handshake) and keeps the dial running in the background, where this error is
+/// dropped; it is longer than any attempt's timeout, so it never decides an attempt.
+const SHARED_DIAL_GRACE: Duration = Duration::from_secs(120);
+
+/// The TLS dials in progress, by origin (`scheme://authority`, hyper's pool key). The first dial to
+/// an origin leads; dials to it while it runs wait for its end and learn whether it made an HTTP/2
+/// connection (`Some(true)`), or not (`Some(false)`: HTTP/1.1, a failure, or the dial was dropped).
+#[derive(Default)]
+pub struct Dials(std::sync::Mutex<HashMap<String, watch::Receiver<Option<bool>>>>);
+
+/// What a dial is to do: lead (dial, then tell the waiting ones), or follow one that leads.
+enum Turn {
+    Lead(DialLead),
+    Follow(watch::Receiver<Option<bool>>),
+}
+
+impl Dials {
+    fn turn(self: &Arc<Self>, origin: &str) -> Turn {
+        let mut map = self.0.lock().expect("dials lock");
+        if let Some(rx) = map.get(origin) {
+            return Turn::Follow(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(origin.to_string(), rx);
+        Turn::Lead(DialLead {
+            dials: self.clone(),
+            origin: origin.to_string(),
+            tx,
+        })
+    }
+}
+
+/// The leading dial's duty: say how it ended, and clear the origin's entry — also when the dial is
+/// dropped half-way (its attempt timed out), so the followers dial for themselves.
+struct DialLead {
+    dials: Arc<Dials>,
+    origin: String,
+    tx: watch::Sender<Option<bool>>,
+}
+
+impl DialLead {
+    fn ended(&self, h2: bool) {
+        self.tx.send_replace(Some(h2));
+    }
+}
+
+impl Drop for DialLead {
+    fn drop(&mut self) {
+        if self.tx.borrow().is_none() {
+            self.tx.send_replace(Some(false));
+        }
+        let mut map = self.dials.0.lock().expect("dials lock");
+        if map
+            .get(&self.origin)
+            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+        {
+            map.remove(&self.origin);
+        }
+    }
 }
 
 /// The address a response came from, attached to every response of a connection.
@@ -58,10 +132,37 @@ pub struct PinnedConnector {
     pub tls: tokio_rustls::TlsConnector,
     /// The part of the attempt's time that DNS may use.
     pub dns_budget: Duration,
+    pub dials: Arc<Dials>,
 }
 
 impl PinnedConnector {
+    /// A dial to an `https` origin that is already being dialled waits for that dial; see [`Dials`].
     async fn connect(self, uri: Uri) -> Result<PinnedStream, ConnectError> {
+        if uri.scheme_str() != Some("https") {
+            return self.dial(uri).await;
+        }
+        let origin = format!("https://{}", uri.authority().map_or("", |a| a.as_str()));
+        match self.dials.turn(&origin) {
+            Turn::Lead(lead) => {
+                let stream = self.dial(uri).await;
+                lead.ended(stream.as_ref().is_ok_and(|s| s.h2));
+                stream
+            }
+            Turn::Follow(mut rx) => {
+                let h2 = match rx.wait_for(Option::is_some).await {
+                    Ok(v) => *v == Some(true),
+                    Err(_) => false,
+                };
+                if h2 {
+                    tokio::time::sleep(SHARED_DIAL_GRACE).await;
+                    return Err(ConnectError::Shared(origin));
+                }
+                self.dial(uri).await
+            }
+        }
+    }
+
+    async fn dial(self, uri: Uri) -> Result<PinnedStream, ConnectError> {
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") if self.policy.allow_http => false,

@@ -114,6 +114,7 @@ impl Dispatcher {
             resolver: guard.resolver.clone(),
             tls,
             dns_budget: guard.dns_budget,
+            dials: Arc::default(),
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(Dispatcher {
@@ -531,6 +532,7 @@ impl Observed {
                     }
                     ConnectError::Tls { .. } => Observed::failed("tls_error", ce.to_string()),
                     ConnectError::InvalidUrl(m) => Observed::failed("invalid_url", m.clone()),
+                    ConnectError::Shared(_) => Observed::failed("connect_error", ce.to_string()),
                 };
             }
             source = s.source();

@@ -31,6 +31,7 @@ pub struct H2Receiver {
     /// The CA to trust (`webhooks.extra_ca_file`).
     pub ca_file: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
     _dir: TempDir,
 }
@@ -61,8 +62,9 @@ impl H2Receiver {
         let addr = listener.local_addr().expect("local address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let connections = accepted.clone();
         let task = tokio::spawn(async move {
-            let connections = Arc::new(AtomicUsize::new(0));
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
@@ -99,9 +101,15 @@ impl H2Receiver {
             addr,
             ca_file: dir.path().join("ca.pem"),
             seen,
+            accepted,
             task,
             _dir: dir,
         }
+    }
+
+    /// How many TCP connections it has accepted, whether or not a request came on them.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// `https://127.0.0.1:PORT{path}`
