@@ -1,6 +1,7 @@
 //! A crash in the middle of a burst of deliveries loses none: the real binary is killed with SIGKILL
 //! while attempts are in flight, started again on the same data directory, and every delivery reaches
-//! the (loopback, TLS) receiver at least once. Also: one serving process per data directory.
+//! the (loopback, TLS) receiver at least once. Also: one serving process per data directory, and a clean
+//! stop leaves the database file complete on its own.
 
 mod common;
 
@@ -171,6 +172,18 @@ async fn kill_9_during_a_burst_loses_no_delivery() {
     assert!(stderr(&out).contains("already serving"), "{}", stderr(&out));
     let status = second.terminate();
     assert!(status.success(), "{status}");
+    // A clean stop leaves no log beside the database: the database file alone holds everything, so
+    // copying just that file is a complete copy.
+    for side in ["clicktermd.db-wal", "clicktermd.db-shm"] {
+        assert!(
+            !data.join(side).exists(),
+            "{side} is left after a clean stop"
+        );
+    }
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(data.join("clicktermd.db"), copy.join("clicktermd.db")).unwrap();
+    assert_eq!(count(&copy, "succeeded"), BURST as i64);
     // Read-only commands still work beside a server; after it stopped, so does everything else.
     let out = clicktermd(&["--data-dir", data_arg, "integration", "list"], &[]);
     assert_success(&out, "integration list");

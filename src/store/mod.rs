@@ -96,6 +96,34 @@ struct Inner {
     writer: mpsc::SyncSender<Job>,
     credentials: cache::Credentials,
     stats: Arc<WriterStats>,
+    /// Declared last, so it is dropped after `writer` and `pool`.
+    _closer: Closer,
+}
+
+/// Closes the store when its last handle goes. Dropping the writer's channel ends the writer thread,
+/// whose end ends the sync and checkpoint threads; this waits for the three, so every job sent has
+/// been committed and synced and every connection is closed before the process goes on (or exits).
+/// The last connection to close checkpoints the log into the database file and deletes it: after a
+/// clean stop the database file alone holds everything.
+struct Closer {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let me = std::thread::current().id();
+        for thread in self.threads.drain(..) {
+            // Were the last handle dropped on one of these threads (a job holding a clone), waiting for
+            // it would wait forever: that thread ends on its own once it returns.
+            if thread.thread().id() == me {
+                continue;
+            }
+            let name = thread.thread().name().unwrap_or("?").to_string();
+            if thread.join().is_err() {
+                tracing::error!(thread = %name, "a database thread panicked");
+            }
+        }
+    }
 }
 
 /// What the writer and sync threads have done since the store was opened, for `/metrics`: how many
@@ -222,23 +250,24 @@ impl Store {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
-                .map(drop)
                 .map_err(|e| StoreError::Io(format!("cannot start the thread {name}: {e}")))
         };
-        spawn(
-            "clicktermd-db-sync",
-            Box::new(move || sync_loop(wal, committed, &sync_stats)),
-        )?;
-        spawn(
-            "clicktermd-db-checkpoint",
-            Box::new(move || checkpoint_loop(checkpointer, commits)),
-        )?;
-        spawn(
-            "clicktermd-db-writer",
-            Box::new(move || {
-                writer_loop(conn, jobs, to_sync, to_checkpoint, changes, &writer_stats)
-            }),
-        )?;
+        let threads = vec![
+            spawn(
+                "clicktermd-db-writer",
+                Box::new(move || {
+                    writer_loop(conn, jobs, to_sync, to_checkpoint, changes, &writer_stats)
+                }),
+            )?,
+            spawn(
+                "clicktermd-db-sync",
+                Box::new(move || sync_loop(wal, committed, &sync_stats)),
+            )?,
+            spawn(
+                "clicktermd-db-checkpoint",
+                Box::new(move || checkpoint_loop(checkpointer, commits)),
+            )?,
+        ];
 
         Ok(Store {
             inner: Arc::new(Inner {
@@ -247,6 +276,7 @@ impl Store {
                 writer,
                 credentials,
                 stats,
+                _closer: Closer { threads },
             }),
         })
     }
