@@ -60,7 +60,8 @@ pub enum ConnectError {
 /// How long a dial that found its origin served by a new HTTP/2 connection stays pending before it
 /// gives up. hyper hands the request that started it the shared connection as soon as that is pooled
 /// (a moment after the handshake) and keeps the dial running in the background, where this error is
-/// dropped; it is longer than any attempt's timeout, so it never decides an attempt.
+/// dropped. It is longer than any attempt's timeout: should the new connection fail before hyper
+/// pools it (its HTTP/2 handshake refused), the waiting attempts end at their timeout and are retried.
 const SHARED_DIAL_GRACE: Duration = Duration::from_secs(120);
 
 /// The TLS dials in progress, by origin (`scheme://authority`, hyper's pool key). The first dial to
