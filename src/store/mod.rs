@@ -33,7 +33,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -48,12 +48,23 @@ pub use migrate::{SCHEMA_SQL, SCHEMA_VERSION};
 /// that one commit stays short.
 const MAX_BATCH: usize = 512;
 
-/// The checkpointer copies the log into the database at most this often. Between two checkpoints the
-/// log grows by what was committed meanwhile (a few MB at full load).
+/// The checkpointer copies the log into the database at most this often.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// After a checkpoint has copied every frame and the log starts over, its file is cut back to this size.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// The log starts over only when a checkpoint has copied all of it and a write then begins; under a
+/// steady stream of commits a passive checkpoint never catches up (new frames land while it copies),
+/// and the log grew without bound (half a gigabyte in a minute of full load), to be copied in one go
+/// once the load fell. Past this many frames (64 MB of 4 KiB pages) the checkpointer asks the writer
+/// to restart it between two batches.
+const WAL_RESTART_FRAMES: i64 = WAL_SIZE_LIMIT / 4096;
+
+/// How long a restarting checkpoint may wait for readers before it gives up until it is asked again.
+/// New writes wait while it copies what the passive checkpoints left (about one interval's worth), so
+/// it must not also wait long on a slow reader (a backup).
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Prepared statements kept per connection: more than the distinct statements of any hot path, so a
 /// busy writer never parses SQL again.
@@ -197,6 +208,10 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir`, applies the schema or migrations, and
     /// starts the writer thread. The directory is created 0700 and the database file 0600.
     pub fn open(data_dir: &Path, synchronous: Synchronous) -> Result<Store> {
+        Store::open_with(data_dir, synchronous, WAL_RESTART_FRAMES)
+    }
+
+    fn open_with(data_dir: &Path, synchronous: Synchronous, restart_frames: i64) -> Result<Store> {
         create_private_dir(data_dir)?;
         let path = data_dir.join("clicktermd.db");
         // Create the file ourselves so it is 0600 from its first byte; SQLite gives its -wal and -shm
@@ -218,6 +233,8 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpointer = open_connection(&path, "NORMAL")?;
+        let restart_due = Arc::new(AtomicBool::new(false));
+        let restart_asked = restart_due.clone();
 
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -256,7 +273,15 @@ impl Store {
             spawn(
                 "clicktermd-db-writer",
                 Box::new(move || {
-                    writer_loop(conn, jobs, to_sync, to_checkpoint, changes, &writer_stats)
+                    writer_loop(
+                        conn,
+                        jobs,
+                        to_sync,
+                        to_checkpoint,
+                        changes,
+                        &writer_stats,
+                        &restart_due,
+                    )
                 }),
             )?,
             spawn(
@@ -265,7 +290,9 @@ impl Store {
             )?,
             spawn(
                 "clicktermd-db-checkpoint",
-                Box::new(move || checkpoint_loop(checkpointer, commits)),
+                Box::new(move || {
+                    checkpoint_loop(checkpointer, commits, restart_frames, &restart_asked)
+                }),
             )?,
         ];
 
@@ -517,6 +544,7 @@ fn writer_loop(
     to_checkpoint: mpsc::SyncSender<()>,
     changes: cache::Generation,
     stats: &WriterStats,
+    restart_due: &AtomicBool,
 ) {
     while let Ok(first) = jobs.recv() {
         let started = Instant::now();
@@ -548,6 +576,10 @@ fn writer_loop(
         }
         if to_sync.send(committed).is_err() {
             break;
+        }
+        // Between batches the writer holds no transaction, so the restart never competes with it.
+        if restart_due.swap(false, Ordering::Relaxed) {
+            restart_log(&conn);
         }
     }
 }
@@ -682,13 +714,36 @@ fn sync_loop(mut wal: Wal, batches: mpsc::Receiver<Committed>, stats: &WriterSta
 
 /// The checkpointer: after commits (at most every [`CHECKPOINT_INTERVAL`]), copies the log into the
 /// database file without blocking the writer or readers (`PASSIVE`).
-fn checkpoint_loop(conn: Connection, commits: mpsc::Receiver<()>) {
+fn checkpoint_loop(
+    conn: Connection,
+    commits: mpsc::Receiver<()>,
+    restart_frames: i64,
+    restart_due: &AtomicBool,
+) {
     while commits.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "checkpoint failed; the next one will retry");
+        // (busy, frames in the log, frames copied)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) if frames >= restart_frames => restart_due.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; the next one will retry"),
         }
         std::thread::sleep(CHECKPOINT_INTERVAL);
     }
+}
+
+/// Run by the writer between batches when the checkpointer asks: copies the rest of the log into the
+/// database, so the next write starts the log over (see [`WAL_RESTART_FRAMES`]). It gives up after
+/// [`RESTART_WAIT`] if a reader is in the way; the checkpointer asks again after its next round.
+fn restart_log(conn: &Connection) {
+    let _ = conn.busy_timeout(RESTART_WAIT);
+    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    }) {
+        Ok((0, frames)) => tracing::debug!(frames, "write-ahead log restarted"),
+        Ok((_, frames)) => tracing::debug!(frames, "write-ahead log restart put off: a reader"),
+        Err(e) => tracing::debug!(error = %e, "write-ahead log restart put off"),
+    }
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
 }
 
 #[cfg(test)]
@@ -699,6 +754,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("data"), Synchronous::Full).unwrap();
         (dir, store)
+    }
+
+    /// Under a steady stream of commits the log is restarted once it passes its limit (here 256
+    /// frames, 1 MiB), instead of growing with everything written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_stays_bounded_under_a_steady_stream_of_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(&dir.path().join("data"), Synchronous::Full, 256).unwrap();
+        store
+            .write(|c| -> Result<()> {
+                c.execute_batch("CREATE TABLE t (v BLOB)")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let wal = wal_path(store.path());
+        let mut largest = 0;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..1_000 {
+                    store
+                        .write(|c| -> Result<()> {
+                            c.execute("INSERT INTO t (v) VALUES (randomblob(8000))", [])?;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        while tasks.iter().any(|t| !t.is_finished()) {
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // 8 000 rows of 8 000 bytes: 64 MB went through the log, which held all of it before.
+        let written: i64 = store
+            .read(|c| -> Result<i64> {
+                Ok(c.query_row("SELECT sum(length(v)) FROM t", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, 8_000 * 8_000);
+        assert!(
+            largest < written as u64 / 3,
+            "the log reached {largest} bytes for {written} written"
+        );
     }
 
     #[tokio::test]
