@@ -64,11 +64,24 @@ pub enum ConnectError {
 /// pools it (its HTTP/2 handshake refused), the waiting attempts end at their timeout and are retried.
 const SHARED_DIAL_GRACE: Duration = Duration::from_secs(120);
 
+/// How long an origin's entry stays after its dial made an HTTP/2 connection: hyper pools the
+/// connection a moment after the handshake, and a dial that starts in that moment would otherwise make
+/// a second one. Dials after it lead again (the pooled connection may have closed since); one in that
+/// second whose connection closed at once waits out its attempt's timeout and is retried.
+const H2_SETTLE: Duration = Duration::from_secs(1);
+
 /// The TLS dials in progress, by origin (`scheme://authority`, hyper's pool key). The first dial to
 /// an origin leads; dials to it while it runs wait for its end and learn whether it made an HTTP/2
 /// connection (`Some(true)`), or not (`Some(false)`: HTTP/1.1, a failure, or the dial was dropped).
+/// An entry whose dial made an HTTP/2 connection stays for [`H2_SETTLE`]; any other goes with its dial.
 #[derive(Default)]
-pub struct Dials(std::sync::Mutex<HashMap<String, watch::Receiver<Option<bool>>>>);
+pub struct Dials(std::sync::Mutex<HashMap<String, Dial>>);
+
+struct Dial {
+    outcome: watch::Receiver<Option<bool>>,
+    /// When its dial ended in HTTP/2.
+    settled: Option<std::time::Instant>,
+}
 
 /// What a dial is to do: lead (dial, then tell the waiting ones), or follow one that leads.
 enum Turn {
@@ -79,11 +92,19 @@ enum Turn {
 impl Dials {
     fn turn(self: &Arc<Self>, origin: &str) -> Turn {
         let mut map = self.0.lock().expect("dials lock");
-        if let Some(rx) = map.get(origin) {
-            return Turn::Follow(rx.clone());
+        if let Some(dial) = map.get(origin)
+            && dial.settled.is_none_or(|at| at.elapsed() < H2_SETTLE)
+        {
+            return Turn::Follow(dial.outcome.clone());
         }
         let (tx, rx) = watch::channel(None);
-        map.insert(origin.to_string(), rx);
+        map.insert(
+            origin.to_string(),
+            Dial {
+                outcome: rx,
+                settled: None,
+            },
+        );
         Turn::Lead(DialLead {
             dials: self.clone(),
             origin: origin.to_string(),
@@ -92,8 +113,9 @@ impl Dials {
     }
 }
 
-/// The leading dial's duty: say how it ended, and clear the origin's entry — also when the dial is
-/// dropped half-way (its attempt timed out), so the followers dial for themselves.
+/// The leading dial's duty: say how it ended, and clear the origin's entry unless it made an HTTP/2
+/// connection — also when the dial is dropped half-way (its attempt timed out), so the followers dial
+/// for themselves.
 struct DialLead {
     dials: Arc<Dials>,
     origin: String,
@@ -111,11 +133,19 @@ impl Drop for DialLead {
         if self.tx.borrow().is_none() {
             self.tx.send_replace(Some(false));
         }
+        let h2 = *self.tx.borrow() == Some(true);
         let mut map = self.dials.0.lock().expect("dials lock");
-        if map
+        let ours = map
             .get(&self.origin)
-            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
-        {
+            .is_some_and(|dial| dial.outcome.same_channel(&self.tx.subscribe()));
+        if !ours {
+            return;
+        }
+        if h2 {
+            if let Some(dial) = map.get_mut(&self.origin) {
+                dial.settled = Some(std::time::Instant::now());
+            }
+        } else {
             map.remove(&self.origin);
         }
     }
