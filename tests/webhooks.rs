@@ -953,8 +953,18 @@ async fn deliveries_to_one_address_reuse_the_connection() {
     w.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
+/// An HTTP/2 receiver, a server that trusts it and may deliver to 127.0.0.1, and an integration whose
+/// callback is the receiver's `path` (with `settings` patched in as well): receiver, server, admin
+/// client, App ID.
+async fn h2_world(
+    path: &str,
+    settings: Value,
+) -> (
+    common::h2receiver::H2Receiver,
+    TestServer,
+    reqwest::Client,
+    String,
+) {
     let receiver = common::h2receiver::H2Receiver::start().await;
     let ca = receiver.ca_file.clone();
     let server = TestServer::start_with(|c| {
@@ -964,11 +974,21 @@ async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
     .await;
     let admin = server.admin_client().await;
     let (app_id, _, _) = server.create_integration(&admin, "H2").await;
+    let mut body = json!({"callbackUrl": receiver.url(path)});
+    body.as_object_mut()
+        .unwrap()
+        .extend(settings.as_object().unwrap().clone());
     admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
-        .json(&json!({"callbackUrl": receiver.url("/h2")}))
+        .json(&body)
         .json_ok()
         .await;
+    (receiver, server, admin, app_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
+    let (receiver, server, admin, app_id) = h2_world("/h2", json!({})).await;
     // One delivery opens the connection; ten more while it is pooled all travel on it.
     for (batch, total) in [(1, 1), (10, 11)] {
         for _ in 0..batch {
@@ -1000,21 +1020,9 @@ async fn a_receiver_offering_http2_gets_one_multiplexed_connection() {
 /// HTTP/2, not one per delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_to_a_new_http2_receiver_opens_one_connection() {
-    let receiver = common::h2receiver::H2Receiver::start().await;
-    let ca = receiver.ca_file.clone();
-    let server = TestServer::start_with(|c| {
-        c.webhooks.extra_ca_file = Some(ca);
-        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
-    })
-    .await;
-    let admin = server.admin_client().await;
-    let (app_id, _, _) = server.create_integration(&admin, "Burst").await;
+    let (receiver, server, admin, app_id) =
+        h2_world("/burst", json!({"webhookDeliveryEnabled": false})).await;
     let integration = server.url(&format!("/api/v1/integrations/{app_id}"));
-    admin
-        .patch(&integration)
-        .json(&json!({"callbackUrl": receiver.url("/burst"), "webhookDeliveryEnabled": false}))
-        .json_ok()
-        .await;
     let burst = server.config.webhooks.max_in_flight_per_integration;
     assert!(burst >= 8, "the default allows a real burst: {burst}");
     for _ in 0..burst {
