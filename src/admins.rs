@@ -180,22 +180,22 @@ pub async fn create_token(store: &Store, actor: &str, name: &str) -> Result<Stri
 }
 
 /// Checks a user name and password; on success starts a session and returns its id (the cookie value).
+/// The password is checked in `slot` (the caller's bound on checks at once).
 pub async fn login(
     store: &Store,
     username: &str,
     password: &str,
     ttl_secs: u64,
+    slot: credentials::CheckSlot,
 ) -> Result<Option<String>> {
     let name = username.to_string();
     let user = store.read(move |c| admin::find_user(c, &name)).await?;
     let (user_id, phc) = match user {
-        Some((id, phc)) => (Some(id), phc),
-        None => (None, credentials::decoy_password_hash().to_string()),
+        Some((id, phc)) => (Some(id), Some(phc)),
+        None => (None, None),
     };
     let pw = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || credentials::verify_password(&pw, &phc))
-        .await
-        .map_err(|e| Error::Store(StoreError::Task(e.to_string())))?;
+    let ok = slot.verify(pw, phc).await;
     let Some(user_id) = user_id.filter(|_| ok) else {
         return Ok(None);
     };

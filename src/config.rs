@@ -78,7 +78,12 @@ pub struct AuthConfig {
     pub session_ttl_secs: u64,
     /// Failed logins from one client address allowed within `login_window_secs` before 429.
     pub login_max_failures: u32,
+    /// Failed logins naming one user name, from any address, allowed within the window before 429.
+    pub login_max_failures_per_user: u32,
     pub login_window_secs: u64,
+    /// Passwords checked at once, each on a thread of its own that keeps the check's ~19 MiB; beyond
+    /// it, 503 at once. Checks are CPU-bound, so more than the machine's cores gains nothing.
+    pub max_concurrent_logins: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -148,7 +153,9 @@ impl Default for AuthConfig {
         AuthConfig {
             session_ttl_secs: 12 * 3600,
             login_max_failures: 5,
+            login_max_failures_per_user: 20,
             login_window_secs: 300,
+            max_concurrent_logins: 2,
         }
     }
 }
@@ -243,6 +250,12 @@ impl Config {
         }
         if self.auth.login_max_failures == 0 {
             return fail("auth.login_max_failures", "must be greater than 0");
+        }
+        if self.auth.login_max_failures_per_user == 0 {
+            return fail("auth.login_max_failures_per_user", "must be greater than 0");
+        }
+        if !(1..=64).contains(&self.auth.max_concurrent_logins) {
+            return fail("auth.max_concurrent_logins", "must be between 1 and 64");
         }
         if self.clickwrap.signature_ttl_secs == 0 {
             return fail("clickwrap.signature_ttl_secs", "must be greater than 0");
@@ -380,9 +393,13 @@ level = "info"
 [auth]
 # Lifetime of an admin session, in seconds.
 session_ttl_secs = 43200
-# Failed logins allowed per client address within the window before answering 429.
+# Failed logins allowed within the window before answering 429: per client address, and per user
+# name whatever the address. A success resets only its own user name's count.
 login_max_failures = 5
+login_max_failures_per_user = 20
 login_window_secs = 300
+# Passwords checked at once (argon2id, ~19 MiB each); a login beyond it is answered 503 at once.
+max_concurrent_logins = 2
 
 [clickwrap]
 # How long a clicktermSignature stays verifiable, in seconds.

@@ -4,7 +4,7 @@
 //!
 //! Random values come from the operating system's generator through `rand::rng()`.
 
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
@@ -86,6 +86,130 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// The password checks of the server: a few threads of their own, each checking one password at a
+/// time in working memory it keeps, and a slot per thread that a login must hold to be checked at all.
+///
+/// Why not the runtime's blocking pool and argon2's own allocation: each argon2id check allocates
+/// ~19 MiB, and the allocator keeps much of what was freed for later, so a flood of concurrent wrong
+/// logins grew the process to gigabytes and it stayed there. Here the memory logins can take is
+/// `threads` × the hash's cost (19 MiB by default) at most, whatever the traffic, and a login that
+/// finds every slot taken is refused at once instead of queueing.
+pub struct PasswordChecker {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Permission to check one password now; see [`PasswordChecker::try_slot`].
+pub struct CheckSlot {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl PasswordChecker {
+    /// Starts `threads` checking threads; they end when the checker is dropped.
+    pub fn new(threads: usize) -> PasswordChecker {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    // argon2's working memory, grown once to the hashes' cost and reused.
+                    let mut memory = Vec::new();
+                    loop {
+                        let job = rx.lock().expect("password job queue").recv();
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawn a password-check thread");
+        }
+        PasswordChecker {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(threads)),
+            jobs,
+        }
+    }
+
+    /// A slot when a checking thread is free; `None` when all are busy.
+    pub fn try_slot(&self) -> Option<CheckSlot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(CheckSlot {
+            permit,
+            jobs: self.jobs.clone(),
+        })
+    }
+}
+
+impl CheckSlot {
+    /// [`verify_password`] on a checking thread; without a stored hash (an unknown user name), against
+    /// the decoy, so the answer takes as long. The slot is released when the check has finished, even
+    /// if the caller stopped waiting for it.
+    pub async fn verify(self, password: String, phc: Option<String>) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let permit = self.permit;
+        let job: Job = Box::new(move |memory| {
+            let phc = phc.as_deref().unwrap_or_else(|| decoy_password_hash());
+            let ok = verify_password_in(&password, phc, memory);
+            drop(permit);
+            let _ = tx.send(ok);
+        });
+        if self.jobs.send(job).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+/// The largest argon2 memory cost (in KiB blocks) a stored hash may ask for: 256 MiB. Our hashes ask
+/// for 19 MiB; a stored hash that asks for more than this is treated as malformed.
+const MAX_HASH_BLOCKS: usize = 256 * 1024;
+
+/// [`verify_password`] with argon2's working memory supplied (and grown when it is too small), so a
+/// check allocates nothing once the memory is there.
+fn verify_password_in(password: &str, phc: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_HASH_BLOCKS {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let expected = expected.as_bytes();
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+        .is_err()
+    {
+        return false;
+    }
+    bool::from(out.ct_eq(expected))
+}
+
 /// A hash of a random password, checked when the user name is unknown so that the answer takes as long
 /// as for a known user and does not reveal which names exist.
 pub fn decoy_password_hash() -> &'static str {
@@ -121,5 +245,34 @@ mod tests {
         assert!(verify_password(&pw, &phc));
         assert!(!verify_password("wrong", &phc));
         assert!(!verify_password(&pw, "not a hash"));
+    }
+
+    #[test]
+    fn checks_in_kept_memory_agree_with_argon2s_own() {
+        let mut memory = Vec::new();
+        let pw = random_password();
+        let phc = hash_password(&pw);
+        // The same memory, reused across checks and hashes, gives the same answers each time.
+        for _ in 0..3 {
+            assert!(verify_password_in(&pw, &phc, &mut memory));
+            assert!(!verify_password_in("wrong", &phc, &mut memory));
+        }
+        let other = hash_password("another password");
+        assert!(verify_password_in("another password", &other, &mut memory));
+        assert!(!verify_password_in(&pw, "not a hash", &mut memory));
+        assert_eq!(memory.len(), 19 * 1024, "grown once to the default cost");
+    }
+
+    #[tokio::test]
+    async fn the_checker_gives_out_one_slot_per_thread() {
+        let checker = PasswordChecker::new(2);
+        let a = checker.try_slot().expect("first slot");
+        let _b = checker.try_slot().expect("second slot");
+        assert!(checker.try_slot().is_none(), "no third check at once");
+        let phc = hash_password("a password of ours");
+        assert!(a.verify("a password of ours".into(), Some(phc)).await);
+        let b = checker.try_slot().unwrap();
+        assert!(!b.verify("a password of ours".into(), None).await, "the decoy matches nothing");
+        assert!(checker.try_slot().is_some(), "a finished check frees its slot");
     }
 }

@@ -1,6 +1,8 @@
 // The dashboard's only way to the server: the admin API under /api/v1, with the session cookie the
 // browser keeps after POST /api/v1/login. Every request says it sends and reads JSON (the API answers
-// 406 to a client that cannot read JSON and 415 to a body that is not JSON).
+// 406 to a client that cannot read JSON and 415 to a body that is not JSON), and carries the header
+// X-Requested-With, which a page on another origin cannot send without the server's consent: with the
+// browser's Origin and Sec-Fetch-Site it is how the server knows a change comes from the dashboard.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -21,7 +23,7 @@ export function whenSessionExpires(f) {
 export async function api(method, path, body) {
   const init = {
     method,
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", "X-Requested-With": "clicktermd-dashboard" },
     credentials: "same-origin",
     cache: "no-store",
   };
@@ -30,10 +32,17 @@ export async function api(method, path, body) {
     init.body = JSON.stringify(body);
   }
   let res;
-  try {
-    res = await fetch("/api/v1" + path, init);
-  } catch (e) {
-    throw new ApiError(0, "network", "The server could not be reached. Check that clicktermd is running, then try again.");
+  // A 503 "busy" (every password check in use at this moment) is worth a few quiet retries.
+  for (let tries = 0; ; tries++) {
+    try {
+      res = await fetch("/api/v1" + path, init);
+    } catch (e) {
+      throw new ApiError(0, "network", "The server could not be reached. Check that clicktermd is running, then try again.");
+    }
+    const retryAfter = res.headers.get("Retry-After");
+    if (res.status !== 503 || !retryAfter || tries >= 3) break;
+    const wait = Number(retryAfter) || 1;
+    await new Promise((r) => setTimeout(r, Math.min(Math.max(wait, 1), 5) * 1000));
   }
   if (res.status === 204) return null;
   let data = null;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
+use super::ratelimit::Locked;
 use super::extract::{Actor, ApiJson, ApiQuery, SESSION_COOKIE, session_cookie};
 use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
 use crate::store::integrations::Changes;
@@ -28,18 +29,29 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let ip = peer.ip();
-    if let Err(wait) = state.login_limiter.check(ip) {
-        return Err(ApiError::too_many(wait));
-    }
+    let ip = peer.ip().to_canonical();
+    // Reserved before the password is hashed: see `ratelimit`.
+    let attempt = match state.login_limiter.begin(ip, &body.username) {
+        Ok(attempt) => attempt,
+        Err(Locked { retry_after }) => {
+            tracing::info!(client = %ip, "admin login refused: too many failures");
+            return Err(ApiError::too_many(retry_after));
+        }
+    };
+    let Some(slot) = state.password_checker.try_slot() else {
+        attempt.not_checked();
+        return Err(ApiError::busy(
+            "every password check is in use; try again in a second",
+        ));
+    };
     let ttl = state.config.auth.session_ttl_secs;
-    let Some(session) = admins::login(&state.store, &body.username, &body.password, ttl).await?
-    else {
-        state.login_limiter.failed(ip);
+    let login = admins::login(&state.store, &body.username, &body.password, ttl, slot);
+    let Some(session) = login.await? else {
+        attempt.failed();
         tracing::info!(client = %ip, "failed admin login");
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
-    state.login_limiter.succeeded(ip);
+    attempt.succeeded();
     let secure = if state.tls { "; Secure" } else { "" };
     let cookie = format!(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"

@@ -60,6 +60,14 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After: 1`: a bounded resource is in use; trying again shortly will do.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+        }
+    }
+
     fn internal(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
         ApiError::new(

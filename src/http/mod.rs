@@ -37,6 +37,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub login_limiter: Arc<LoginLimiter>,
+    /// Where login passwords are checked, a bounded number at once.
+    pub password_checker: Arc<crate::credentials::PasswordChecker>,
     /// Whether we serve TLS ourselves (session cookies are then `Secure`).
     pub tls: bool,
     /// The callback-URL policy and resolver, applied whenever a callback URL is saved.
@@ -60,13 +62,18 @@ impl AppState {
     ) -> AppState {
         let limiter = LoginLimiter::new(
             config.auth.login_max_failures,
+            config.auth.login_max_failures_per_user,
             Duration::from_secs(config.auth.login_window_secs),
+        );
+        let password_checker = crate::credentials::PasswordChecker::new(
+            config.auth.max_concurrent_logins,
         );
         let tls = config.server.tls_cert.is_some();
         AppState {
             store,
             config,
             login_limiter: Arc::new(limiter),
+            password_checker: Arc::new(password_checker),
             tls,
             guard,
             signature_key,

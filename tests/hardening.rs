@@ -1,0 +1,165 @@
+//! One hostile client must not take clicktermd down: logins that cannot exhaust memory or dodge the
+//! limiter, requests whose work is bounded, rate limits that slow only the source of a flood, and the
+//! other holes an attacker on the public endpoints would try. Through the real server on a real port
+//! (the real binary where the process's own memory is the subject).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use common::serving::serve;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// The process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is ours on loopback).
+fn client_from(ip: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip)
+        .build()
+        .expect("client")
+}
+
+/// Sends `n` logins at once, each from `from(i)` for user `user(i)` with a wrong password; returns how
+/// many were answered with each status.
+async fn concurrent_wrong_logins(
+    base: &str,
+    n: usize,
+    from: impl Fn(usize) -> IpAddr,
+    user: impl Fn(usize) -> String,
+) -> BTreeMap<u16, usize> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let client = client_from(from(i));
+        let url = format!("{base}/api/v1/login");
+        let body = json!({"username": user(i), "password": format!("wrong password {i}")});
+        tasks.push(tokio::spawn(async move {
+            let res = client.post(url).json(&body).send().await.expect("login");
+            let status = res.status();
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                assert!(
+                    res.headers().contains_key(reqwest::header::RETRY_AFTER),
+                    "{status} without Retry-After"
+                );
+            }
+            status.as_u16()
+        }));
+    }
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        *counts.entry(t.await.unwrap()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_logins_check_few_passwords_and_keep_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (serving, base) = serve(&data, &dir.path().join("log"), &[]).await;
+    let pid = serving.child.id();
+    let idle = peak_rss_kib(pid);
+
+    // A hundred at once from one address: the limiter reserves each attempt before its hash, so at
+    // most `login_max_failures` (5) passwords are checked; every other attempt is answered at once.
+    let one: IpAddr = "127.0.0.1".parse().unwrap();
+    let counts = concurrent_wrong_logins(&base, 100, |_| one, |i| format!("user{i}")).await;
+    let checked = counts.get(&401).copied().unwrap_or(0);
+    assert!(
+        (1..=5).contains(&checked),
+        "passwords checked from one address: {counts:?}"
+    );
+    assert!(
+        counts.keys().all(|s| [401, 429, 503].contains(s)),
+        "{counts:?}"
+    );
+
+    // Two hundred at once from fifty addresses, each naming its own user: the per-address limits let
+    // up to 250 through, so the bound on hashes at once is what keeps memory flat.
+    let counts = concurrent_wrong_logins(
+        &base,
+        200,
+        |i| IpAddr::from([127, 0, 1, (i % 50) as u8 + 1]),
+        |i| format!("guess{i}"),
+    )
+    .await;
+    assert!(
+        counts.keys().all(|s| [401, 429, 503].contains(s)),
+        "{counts:?}"
+    );
+    eprintln!("from fifty addresses: {counts:?}");
+
+    // Each argon2id check takes ~19 MiB; two at once (the default) and the server's own needs stay far
+    // below what unbounded checks took (hundreds of MiB here, 2.7 GB with slower hashes).
+    let peak = peak_rss_kib(pid);
+    eprintln!("peak RSS {peak} KiB, idle {idle} KiB");
+    assert!(
+        peak < 150 * 1024,
+        "peak RSS {peak} KiB (idle {idle} KiB) under concurrent wrong logins"
+    );
+    assert!(common::wait_healthy(&base).await);
+
+    // The real admin still gets in from another address: the failures above named other users.
+    let password = common::read_admin_password(&data);
+    let res = client_from("127.0.0.200".parse().unwrap())
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"username": common::ADMIN, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(serving);
+}
+
+#[tokio::test]
+async fn a_success_on_one_account_does_not_reset_the_guesses_against_another() {
+    let server = common::TestServer::start_with(|c| c.auth.login_max_failures = 3).await;
+    // A second account the attacker controls.
+    let out = common::clicktermd_with_stdin(
+        &[
+            "--data-dir",
+            server.data_dir.to_str().unwrap(),
+            "admin",
+            "create",
+            "--username",
+            "eve",
+            "--password-stdin",
+        ],
+        &[],
+        "eve's own password\n",
+    );
+    common::assert_success(&out, "admin create eve");
+    let client = common::client();
+    let login = |user: &'static str, password: String| {
+        let client = client.clone();
+        let url = server.url("/api/v1/login");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"username": user, "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(login("admin", "guess 1".into()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login("admin", "guess 2".into()).await, StatusCode::UNAUTHORIZED);
+    // The attacker's own successful login resets nothing for its address...
+    assert_eq!(login("eve", "eve's own password".into()).await, StatusCode::OK);
+    assert_eq!(login("admin", "guess 3".into()).await, StatusCode::UNAUTHORIZED);
+    // ...so the next guess is refused before it is checked, even the right password.
+    let res_status = login("admin", server.admin_password()).await;
+    assert_eq!(res_status, StatusCode::TOO_MANY_REQUESTS);
+}
