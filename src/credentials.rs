@@ -4,8 +4,8 @@
 //!
 //! Random values come from the operating system's generator through `rand::rng()`.
 
-use argon2::{Algorithm, Argon2, Block, Params, Version};
 use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use argon2::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -272,7 +272,13 @@ mod tests {
         let phc = hash_password("a password of ours");
         assert!(a.verify("a password of ours".into(), Some(phc)).await);
         let b = checker.try_slot().unwrap();
-        assert!(!b.verify("a password of ours".into(), None).await, "the decoy matches nothing");
-        assert!(checker.try_slot().is_some(), "a finished check frees its slot");
+        assert!(
+            !b.verify("a password of ours".into(), None).await,
+            "the decoy matches nothing"
+        );
+        assert!(
+            checker.try_slot().is_some(),
+            "a finished check frees its slot"
+        );
     }
 }

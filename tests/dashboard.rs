@@ -1137,3 +1137,144 @@ async fn the_admin_api_has_what_the_dashboard_shows() {
     common::expect_error(res, StatusCode::NOT_FOUND).await;
     server.stop().await;
 }
+
+/// A page of another origin on the same site (another port of 127.0.0.1: the browser sends the
+/// dashboard's `SameSite=Strict` cookie along) tries every state-changing admin request a logged-in
+/// admin's browser could be made to send — by `fetch` without CORS and by a plain form post. The
+/// server refuses them all; the dashboard itself still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_origin_cannot_make_a_logged_in_admins_browser_change_anything() {
+    let server = TestServer::start().await;
+    let admin = server.token_client().await;
+    let (app_id, app_key, secret) = server.create_integration(&admin, "Target").await;
+    admin
+        .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
+        .json(&json!({"callbackUrl": common::HOOKS_URL}))
+        .json_ok()
+        .await;
+    let test_delivery = admin
+        .post(server.url(&format!("/api/v1/integrations/{app_id}/test-webhook")))
+        .json_with(StatusCode::ACCEPTED)
+        .await;
+    let delivery_id = test_delivery["id"]
+        .as_str()
+        .expect("delivery id")
+        .to_string();
+    let deliveries = |admin: reqwest::Client| {
+        let url = server.url(&format!("/api/v1/integrations/{app_id}/deliveries"));
+        async move {
+            admin.get(url).json_ok().await["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let before = deliveries(admin.clone()).await;
+
+    // The attacker's page, served from another port of the same host.
+    let target = server.base.clone();
+    let evil = format!(
+        r#"<!doctype html><title>loading</title>
+<form id="f" method="POST" target="sink" action="{target}/api/v1/integrations/{app_id}/signing-secret"></form>
+<iframe name="sink"></iframe>
+<script>
+const t = {target:?};
+const posts = [
+  "/api/v1/integrations/{app_id}/app-key",
+  "/api/v1/integrations/{app_id}/signing-secret",
+  "/api/v1/integrations/{app_id}/test-webhook",
+  "/api/v1/deliveries/{delivery_id}/redeliver",
+  "/api/v1/logout",
+];
+Promise.all(posts.map(p => fetch(t + p, {{method: "POST", mode: "no-cors", credentials: "include"}}).catch(() => null)))
+  .then(() => fetch(t + "/api/v1/integrations/{app_id}", {{method: "DELETE", mode: "no-cors", credentials: "include"}}).catch(() => null))
+  .then(() => {{
+    document.querySelector("iframe").onload = () => {{ document.title = "done"; }};
+    document.getElementById("f").submit();
+  }});
+</script>"#
+    );
+    let evil_app = axum::Router::new().route(
+        "/evil.html",
+        axum::routing::get(move || {
+            let evil = evil.clone();
+            async move { axum::response::Html(evil) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil_url = format!("http://{}/evil.html", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, evil_app).await });
+
+    let page = Page::open(&server).await;
+    page.goto("").await;
+    page.login(&server.admin_password()).await;
+    page.browser
+        .client
+        .goto(&evil_url)
+        .await
+        .expect("open the other origin's page");
+    let deadline = Instant::now() + DEADLINE;
+    while page.browser.client.title().await.unwrap() != "done" {
+        assert!(
+            Instant::now() < deadline,
+            "the other origin's page never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Nothing changed: the App Key and the signing secret are the same, no delivery was added or
+    // redelivered, the integration is there, and the session is still alive.
+    assert_eq!(
+        public_status(&server, &app_id, &app_key).await,
+        StatusCode::OK
+    );
+    let revealed = admin
+        .get(server.url(&format!("/api/v1/integrations/{app_id}/signing-secret")))
+        .json_ok()
+        .await;
+    assert_eq!(revealed["signingSecret"], secret.as_str());
+    assert_eq!(deliveries(admin.clone()).await, before);
+    let shown = admin
+        .get(server.url(&format!("/api/v1/deliveries/{delivery_id}")))
+        .json_ok()
+        .await;
+    assert!(
+        shown["attemptList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["trigger"] != "manual"),
+        "no manual attempt chain: {shown}"
+    );
+    let audit = admin.get(server.url("/api/v1/audit")).json_ok().await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        !actions.iter().any(|a| {
+            a.contains("app_key") || a.contains("signing_secret.rotate") || a.ends_with(".delete")
+        }),
+        "{actions:?}"
+    );
+
+    // The dashboard itself, logged in all along, still changes things: it regenerates the key.
+    page.goto(&format!("#/integrations/{app_id}")).await;
+    let same_origin = page
+        .js(&format!(
+            "return fetch('/api/v1/integrations/{app_id}/app-key', {{method: 'POST', headers: {{Accept: 'application/json'}}}}).then(r => r.status)"
+        ))
+        .await;
+    assert_eq!(
+        same_origin, 200,
+        "a same-origin change is accepted (Sec-Fetch-Site)"
+    );
+    assert_eq!(
+        public_status(&server, &app_id, &app_key).await,
+        StatusCode::UNAUTHORIZED,
+        "and it took effect"
+    );
+    page.close().await;
+}

@@ -145,6 +145,7 @@ async fn logout_ends_the_session() {
     let res = http
         .post(server.url("/api/v1/logout"))
         .header(header::COOKIE, &cookie)
+        .header("x-requested-with", "a-script")
         .send()
         .await
         .unwrap();

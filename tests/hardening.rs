@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use common::Call;
 use common::serving::serve;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -154,12 +155,93 @@ async fn a_success_on_one_account_does_not_reset_the_guesses_against_another() {
                 .status()
         }
     };
-    assert_eq!(login("admin", "guess 1".into()).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(login("admin", "guess 2".into()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login("admin", "guess 1".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("admin", "guess 2".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
     // The attacker's own successful login resets nothing for its address...
-    assert_eq!(login("eve", "eve's own password".into()).await, StatusCode::OK);
-    assert_eq!(login("admin", "guess 3".into()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login("eve", "eve's own password".into()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        login("admin", "guess 3".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
     // ...so the next guess is refused before it is checked, even the right password.
     let res_status = login("admin", server.admin_password()).await;
     assert_eq!(res_status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn cookie_changes_need_proof_of_origin_and_bearer_tokens_do_not() {
+    let server = common::TestServer::start().await;
+    let bare = common::bare_cookie_client();
+    bare.post(server.url("/api/v1/login"))
+        .json(&json!({"username": common::ADMIN, "password": server.admin_password()}))
+        .json_ok()
+        .await;
+    let create = |client: &reqwest::Client| {
+        client
+            .post(server.url("/api/v1/integrations"))
+            .json(&json!({"name": "Origin check"}))
+    };
+    // Reading with the cookie alone is fine; changing is not.
+    bare.get(server.url("/api/v1/integrations")).json_ok().await;
+    let body =
+        common::expect_error(create(&bare).send().await.unwrap(), StatusCode::FORBIDDEN).await;
+    assert_eq!(body["code"], "cross_origin", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("bearer token"),
+        "{body}"
+    );
+    for (name, value) in [
+        ("origin", "http://127.0.0.1:1"),
+        ("origin", "null"),
+        ("sec-fetch-site", "same-site"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let res = create(&bare).header(name, value).send().await.unwrap();
+        common::expect_error(res, StatusCode::FORBIDDEN).await;
+    }
+    // Our own origin, the browser's same-origin mark, or the dashboard's header are each enough.
+    let ours = server.base.clone();
+    for (name, value) in [
+        ("origin", ours.as_str()),
+        ("sec-fetch-site", "same-origin"),
+        ("x-requested-with", "a-script"),
+    ] {
+        create(&bare)
+            .header(name, value)
+            .json_with(StatusCode::CREATED)
+            .await;
+    }
+    // Logging out is a change too.
+    let res = bare
+        .post(server.url("/api/v1/logout"))
+        .header("origin", "http://127.0.0.1:1")
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(res, StatusCode::FORBIDDEN).await;
+    bare.get(server.url("/api/v1/session")).json_ok().await;
+    // A login from another origin is refused; a script's login (no browser headers) is not.
+    let res = common::client()
+        .post(server.url("/api/v1/login"))
+        .header("origin", "http://127.0.0.1:1")
+        .json(&json!({"username": common::ADMIN, "password": server.admin_password()}))
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(res, StatusCode::FORBIDDEN).await;
+    // Bearer tokens carry no ambient authority: no proof needed, whatever the headers.
+    let token = server.token_client().await;
+    create(&token)
+        .header("origin", "http://127.0.0.1:1")
+        .json_with(StatusCode::CREATED)
+        .await;
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{Actor, ApiJson, ApiQuery, SESSION_COOKIE, same_origin, session_cookie};
 use super::ratelimit::Locked;
-use super::extract::{Actor, ApiJson, ApiQuery, SESSION_COOKIE, session_cookie};
 use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
 use crate::store::integrations::Changes;
 use crate::{admins, integrations};
@@ -27,8 +27,14 @@ pub struct LoginBody {
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
+    // A browser says where a login comes from; another origin may not log the browser in (into an
+    // account of its choosing). A script without a browser's headers logs in as before.
+    if headers.contains_key("sec-fetch-site") || headers.contains_key(header::ORIGIN) {
+        same_origin(&headers)?;
+    }
     let ip = peer.ip().to_canonical();
     // Reserved before the password is hashed: see `ratelimit`.
     let attempt = match state.login_limiter.begin(ip, &body.username) {

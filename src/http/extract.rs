@@ -73,32 +73,106 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 
 pub const SESSION_COOKIE: &str = "clicktermd_session";
 
-/// Middleware for every admin route but login: a bearer token or a live session cookie, or 401.
+/// Middleware for every admin route but login: a bearer token or a live session cookie, or 401. A
+/// change (any method but GET, HEAD, OPTIONS) made with the cookie must also come from our own pages
+/// ([`same_origin`]): the browser attaches the cookie to requests from other origins of the same site
+/// too, so the cookie alone proves nothing about who asked.
 pub async fn require_admin(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let actor = match admin_actor(&state, req.headers()).await {
-        Ok(Some(actor)) => actor,
+    let (actor, by_cookie) = match admin_actor(&state, req.headers()).await {
+        Ok(Some(found)) => found,
         Ok(None) => return ApiError::unauthorized("login required").into_response(),
         Err(e) => return e.into_response(),
     };
+    if by_cookie
+        && !req.method().is_safe()
+        && let Err(e) = same_origin(req.headers())
+    {
+        tracing::info!(method = %req.method(), path = %req.uri().path(), "refused a cross-origin admin change");
+        return e.into_response();
+    }
     req.extensions_mut().insert(Actor(actor));
     next.run(req).await
 }
 
-async fn admin_actor(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The admin, and whether they were recognised by the session cookie (not a bearer token).
+async fn admin_actor(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(String, bool)>, ApiError> {
     if let Some(auth) = header_str(headers, header::AUTHORIZATION.as_str()) {
         let Some(token) = auth.strip_prefix("Bearer ") else {
             return Ok(None);
         };
-        return Ok(admins::token_actor(&state.store, token.trim()).await?);
+        let actor = admins::token_actor(&state.store, token.trim()).await?;
+        return Ok(actor.map(|a| (a, false)));
     }
     match session_cookie(headers) {
-        Some(session) => Ok(admins::session_actor(&state.store, session).await?),
+        Some(session) => {
+            let actor = admins::session_actor(&state.store, session).await?;
+            Ok(actor.map(|a| (a, true)))
+        }
         None => Ok(None),
     }
+}
+
+/// The header the dashboard sends on every request. A page on another origin cannot add it without a
+/// CORS preflight, which the admin API never grants.
+pub const DASHBOARD_HEADER: &str = "x-requested-with";
+
+/// Whether a browser request comes from this server's own origin, by the first evidence present:
+/// `Sec-Fetch-Site` (set by the browser, not by scripts), else `Origin` against `Host`, else the
+/// dashboard's own header. With none of them (an old browser, a script with a cookie jar) it is refused:
+/// scripts use a bearer token.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refuse = |from: String| {
+        ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!(
+                "a change made with the session cookie must come from the dashboard's own origin; \
+                 this one came from {from} (scripts authenticate with a bearer token instead)"
+            ),
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.to_str() {
+            Ok("same-origin") => Ok(()),
+            Ok(other) => Err(refuse(format!("a {other} page (Sec-Fetch-Site)"))),
+            Err(_) => Err(refuse("an unreadable Sec-Fetch-Site".into())),
+        };
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let text = origin.to_str().unwrap_or("an unreadable Origin");
+        return match url::Url::parse(text) {
+            Ok(url) if origin_is_host(&url, headers) => Ok(()),
+            _ => Err(refuse(format!("origin {text}"))),
+        };
+    }
+    if header_str(headers, DASHBOARD_HEADER).is_some() {
+        return Ok(());
+    }
+    Err(refuse(format!(
+        "a client that sent neither Origin, Sec-Fetch-Site nor {DASHBOARD_HEADER}"
+    )))
+}
+
+/// Whether `origin` names the host and port this request was sent to (its `Host` header).
+pub fn origin_is_host(origin: &url::Url, headers: &HeaderMap) -> bool {
+    let Some(host) = origin.host_str() else {
+        return false;
+    };
+    let authority = match origin.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.eq_ignore_ascii_case(&authority))
 }
 
 /// The value of our session cookie in the `Cookie` headers, if any.

@@ -65,9 +65,8 @@ impl AppState {
             config.auth.login_max_failures_per_user,
             Duration::from_secs(config.auth.login_window_secs),
         );
-        let password_checker = crate::credentials::PasswordChecker::new(
-            config.auth.max_concurrent_logins,
-        );
+        let password_checker =
+            crate::credentials::PasswordChecker::new(config.auth.max_concurrent_logins);
         let tls = config.server.tls_cert.is_some();
         AppState {
             store,

@@ -74,11 +74,7 @@ pub struct Attempt<'a> {
 }
 
 impl LoginLimiter {
-    pub fn new(
-        max_per_address: u32,
-        max_per_user: u32,
-        window: Duration,
-    ) -> LoginLimiter {
+    pub fn new(max_per_address: u32, max_per_user: u32, window: Duration) -> LoginLimiter {
         LoginLimiter {
             max_per_address,
             max_per_user,
@@ -195,7 +191,12 @@ fn tracked_name(user: &str) -> String {
 }
 
 /// The key's tally, restarted when its window has passed and nothing is in progress.
-fn live<K: Hash + Eq>(map: &mut HashMap<K, Tally>, key: K, now: Instant, window: Duration) -> Tally {
+fn live<K: Hash + Eq>(
+    map: &mut HashMap<K, Tally>,
+    key: K,
+    now: Instant,
+    window: Duration,
+) -> Tally {
     let tally = map.entry(key).or_insert_with(|| Tally::fresh(now));
     if tally.pending == 0 && now.duration_since(tally.since) >= window {
         *tally = Tally::fresh(now);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, origin_is_host};
 use crate::clickwrap::{self, Placeholders};
 use crate::model::{Action, Domain, EndUserId, Language, Timestamp};
 
@@ -50,15 +50,7 @@ fn check_origin(headers: &HeaderMap, domains: &[Domain]) -> Result<AllowedOrigin
         return Err(refuse(format!("origin {text:?} is not an allowed domain")));
     };
     let port = url.port_or_known_default();
-    let same_origin = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| {
-            url.port()
-                .map_or(host.to_string(), |p| format!("{host}:{p}"))
-                .eq_ignore_ascii_case(h)
-        });
-    if same_origin || domains.iter().any(|d| d.covers(host, port)) {
+    if origin_is_host(&url, headers) || domains.iter().any(|d| d.covers(host, port)) {
         Ok(AllowedOrigin(Some(raw.clone())))
     } else {
         Err(refuse(format!(

@@ -242,8 +242,23 @@ pub fn client() -> reqwest::Client {
     builder().build().expect("HTTP client")
 }
 
-/// A client that keeps cookies.
+/// A client that keeps cookies and, like the dashboard, says where its changes come from
+/// (`X-Requested-With`): without it the server refuses changes made with the session cookie.
 pub fn cookie_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-requested-with",
+        reqwest::header::HeaderValue::from_static("clicktermd-tests"),
+    );
+    builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
+/// A client that keeps cookies and sends nothing else: a browser-less script with a cookie jar.
+pub fn bare_cookie_client() -> reqwest::Client {
     builder().cookie_store(true).build().expect("HTTP client")
 }
 
