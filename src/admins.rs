@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::credentials::{self, ADMIN_TOKEN_PREFIX, SecretDigest};
 use crate::error::{Error, Result};
-use crate::model::{Timestamp, Username};
+use crate::model::{Name, Timestamp, Username};
 use crate::store::{Store, StoreError, admin, audit};
 
 /// The name of the user created at first start.
@@ -157,11 +157,16 @@ pub async fn set_password(
     Ok(())
 }
 
-/// Mints an admin bearer token and returns it; only its digest is kept.
+/// Admin tokens listed at most (they are made by hand, one per script or person).
+pub const MAX_TOKENS_LISTED: u32 = 1000;
+
+/// Mints an admin bearer token named `name` (shown in the audit log as `token:NAME`) and returns it;
+/// only its digest is kept.
 pub async fn create_token(store: &Store, actor: &str, name: &str) -> Result<String> {
+    let name = Name::parse(name).map_err(|e| Error::invalid("name", e))?;
     let token = credentials::random_token(ADMIN_TOKEN_PREFIX);
     let digest = SecretDigest::of(&token);
-    let (actor, name) = (actor.to_string(), name.to_string());
+    let (actor, name) = (actor.to_string(), name.as_str().to_string());
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
@@ -177,6 +182,39 @@ pub async fn create_token(store: &Store, actor: &str, name: &str) -> Result<Stri
         })
         .await?;
     Ok(token)
+}
+
+pub async fn list_tokens(store: &Store) -> Result<Vec<admin::TokenInfo>> {
+    Ok(store
+        .read(|c| admin::list_tokens(c, MAX_TOKENS_LISTED))
+        .await?)
+}
+
+/// Revokes the admin token `id`: requests bearing it are refused from now on.
+pub async fn revoke_token(store: &Store, actor: &str, id: i64) -> Result<()> {
+    let actor = actor.to_string();
+    let revoked = store
+        .write(move |c| -> Result<_> {
+            let Some(name) = admin::delete_token(c, id)? else {
+                return Ok(false);
+            };
+            let detail = format!("token {id}");
+            audit::record(
+                c,
+                Timestamp::now(),
+                &actor,
+                "admin.token.revoke",
+                Some(&name),
+                Some(&detail),
+            )?;
+            Ok(true)
+        })
+        .await?;
+    if revoked {
+        Ok(())
+    } else {
+        Err(Error::NotFound("admin token"))
+    }
 }
 
 /// Checks a user name and password; on success starts a session and returns its id (the cookie value).

@@ -451,18 +451,22 @@ pub async fn verify(
     token: &str,
     ttl_secs: u64,
 ) -> Result<ClickwrapEvent> {
+    // A forged signature and another integration's genuine one get the very same answer, so a caller
+    // cannot learn which events exist elsewhere.
+    let not_ours = || {
+        Error::invalid(
+            "clicktermSignature",
+            "is not a genuine signature issued to this integration",
+        )
+    };
     let (event, issued) = key.open(token).map_err(|why| match why {
         Invalid::Malformed => Error::invalid("clicktermSignature", "is not a clicktermSignature"),
-        Invalid::Forged => {
-            Error::invalid("clicktermSignature", "is not genuine (forged or altered)")
-        }
+        Invalid::Forged => not_ours(),
     })?;
     let event_id = event.to_string();
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
-            let not_ours =
-                || Error::invalid("clicktermSignature", "was not issued to this integration");
             let expired = issued.plus_secs(ttl_secs) < now;
             // The usual case in one statement; anything else is told apart below, in the order a
             // caller should hear it: not ours, already verified, expired.

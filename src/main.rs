@@ -91,6 +91,17 @@ enum TokenCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// List the tokens: id, name, creation time (the tokens themselves are not kept).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (from `admin token list`): it is refused from now on.
+    Revoke {
+        /// The token's id.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,8 +291,35 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Token {
             command: TokenCommand::Create { name },
         } => {
-            let token = admins::create_token(&store, "cli", &name).await?;
+            let token = admins::create_token(&store, "cli", &name)
+                .await
+                .map_err(usage_if_invalid)?;
             println!("{token}");
+        }
+        AdminCommand::Token {
+            command: TokenCommand::List { json },
+        } => {
+            let tokens = admins::list_tokens(&store).await?;
+            if json {
+                let items: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({"id": t.id, "name": t.name, "createdAt": t.created_at.to_rfc3339()})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                println!("{:>6}  {:<24}  NAME", "ID", "CREATED");
+                for t in &tokens {
+                    println!("{:>6}  {:<24}  {}", t.id, t.created_at.to_rfc3339(), t.name);
+                }
+            }
+        }
+        AdminCommand::Token {
+            command: TokenCommand::Revoke { id },
+        } => {
+            admins::revoke_token(&store, "cli", id).await?;
+            println!("revoked admin token {id}");
         }
     }
     Ok(())

@@ -103,8 +103,11 @@ impl Name {
         if name.chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
-        if name.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
+        if let Some(c) = name.chars().find(|&c| is_hidden(c)) {
+            return Err(format!(
+                "must not contain control or invisible formatting characters (found U+{:04X})",
+                c as u32
+            ));
         }
         Ok(Name(name.to_string()))
     }
@@ -112,6 +115,22 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters a name shown to people must not hold: controls, and the invisible formatting characters
+/// that make a text read differently from what it is — bidirectional overrides and isolates (an
+/// integration named "\u{202E}moc.elgoog" shows as "google.com"), zero-width characters, line and
+/// paragraph separators, the byte-order mark.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}'                     // Arabic letter mark
+            | '\u{180E}'                   // Mongolian vowel separator
+            | '\u{200B}'..='\u{200F}'      // zero-width space, joiners, LRM, RLM
+            | '\u{2028}'..='\u{202E}'      // line/paragraph separators, bidi embeddings and overrides
+            | '\u{2060}'..='\u{2069}'      // word joiner, invisible operators, bidi isolates
+            | '\u{FEFF}'                   // byte-order mark
+            | '\u{FFF9}'..='\u{FFFB}') // interlinear annotations
 }
 
 /// An allowed web origin's host for the SDK endpoints: `app.example.com`, `*.example.com` (any
@@ -310,7 +329,7 @@ pub struct Tag(String);
 impl Tag {
     pub fn parse(raw: &str) -> Result<Tag, String> {
         let t = raw.trim();
-        if t.is_empty() || t.chars().count() > 50 || t.chars().any(char::is_control) {
+        if t.is_empty() || t.chars().count() > 50 || t.chars().any(is_hidden) {
             return Err(format!("{raw:?} is not a tag (1-50 characters)"));
         }
         Ok(Tag(t.to_string()))
@@ -493,6 +512,21 @@ mod tests {
         assert!(Name::parse("   ").is_err());
         assert!(Name::parse(&"x".repeat(101)).is_err());
         assert!(Name::parse("a\u{7}b").is_err());
+        for hidden in [
+            "\u{202E}moc.elgoog",
+            "a\u{200B}b",
+            "x\u{2066}y",
+            "a\u{2028}b",
+            "\u{FEFF}z",
+        ] {
+            let err = Name::parse(hidden).unwrap_err();
+            assert!(err.contains("U+"), "{hidden:?}: {err}");
+            assert!(Tag::parse(hidden).is_err(), "{hidden:?} as a tag");
+        }
+        assert_eq!(
+            Name::parse("Café – Ünïcode ✓").unwrap().as_str(),
+            "Café – Ünïcode ✓"
+        );
         assert!(Username::parse("admin").is_ok());
         assert!(Username::parse("ad min").is_err());
     }

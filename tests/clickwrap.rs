@@ -810,6 +810,16 @@ async fn a_signature_verifies_only_for_the_integration_it_was_issued_to() {
     )
     .await;
     assert_eq!(err["code"], "invalid_request");
+    // Exactly what a forged signature gets: B cannot tell A's genuine signature from a fake.
+    let mut forged: Vec<char> = acted.signature.chars().collect();
+    let mid = forged.len() / 2;
+    forged[mid] = if forged[mid] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    let forged_err = expect_error(ctx.verify(&b, &forged).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        err, forged_err,
+        "another integration's signature reads as forged"
+    );
     assert_eq!(ctx.verified_at(&acted.event_id), None);
     assert_eq!(ctx.status_of(&a, "ann", &tid).await["status"], "UNVERIFIED");
     assert!(ctx.events_ok(&b, &[]).await.is_empty());

@@ -177,6 +177,7 @@ fn admin_routes(
     template_id: &str,
     delivery_id: &str,
     event_id: &str,
+    token_id: &str,
 ) -> Vec<(Method, String, Option<Value>)> {
     let i = format!("/api/v1/integrations/{app_id}");
     let t = format!("/api/v1/templates/{template_id}");
@@ -233,6 +234,13 @@ fn admin_routes(
         (Method::GET, format!("{i}/signing-secret"), None),
         (Method::POST, format!("{i}/signing-secret"), None),
         (Method::GET, "/api/v1/audit".into(), None),
+        (Method::GET, "/api/v1/tokens".into(), None),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "made by the route table"})),
+        ),
+        (Method::DELETE, format!("/api/v1/tokens/{token_id}"), None),
         (Method::DELETE, i, None),
         (Method::POST, "/api/v1/logout".into(), None),
     ]
@@ -270,7 +278,7 @@ fn registered_api_routes() -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_admin_route_table_covers_every_registered_api_route() {
-    let mut table: BTreeSet<(String, String)> = admin_routes("{app_id}", "{id}", "{id}", "{id}")
+    let mut table: BTreeSet<(String, String)> = admin_routes("{app_id}", "{id}", "{id}", "{id}", "{id}")
         .into_iter()
         .map(|(m, p, _)| (m.to_string(), p))
         .collect();
@@ -326,6 +334,8 @@ async fn every_admin_route_needs_a_session_or_token() {
         template_id,
         delivery["id"].as_str().unwrap(),
         event["clickwrapEventId"].as_str().unwrap(),
+        // The second token: the one the route table's POST makes (the first is minted below).
+        "2",
     );
 
     let anonymous = client();

@@ -245,3 +245,196 @@ async fn cookie_changes_need_proof_of_origin_and_bearer_tokens_do_not() {
         .json_with(StatusCode::CREATED)
         .await;
 }
+
+#[tokio::test]
+async fn small_holes_port_zero_language_case_hidden_characters() {
+    let server = common::TestServer::start().await;
+    let admin = server.token_client().await;
+    let (app_id, _, _) = server.create_integration(&admin, "Holes").await;
+
+    // A callback URL with port 0 is refused with the reason, by the API and by check-url.
+    let res = admin
+        .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
+        .json(&json!({"callbackUrl": "https://hooks.test:0/ct"}))
+        .send()
+        .await
+        .unwrap();
+    let body = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("port 0"),
+        "{body}"
+    );
+    let out = common::clicktermd(&["check-url", "https://example.com:0/hook"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stdout(&out));
+    assert!(
+        common::stdout(&out).contains("port 0"),
+        "{}",
+        common::stdout(&out)
+    );
+
+    // `en` and `EN` are one language: refused, not merged.
+    let res = admin
+        .post(server.url("/api/v1/templates"))
+        .json(
+            &json!({"name": "Terms", "defaultLanguage": "en", "languages": {
+            "en": {"title": "One", "content": "<p>one</p>"},
+            "EN": {"title": "Two", "content": "<p>two</p>"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("same language"),
+        "{body}"
+    );
+    let templates = admin.get(server.url("/api/v1/templates")).json_ok().await;
+    assert_eq!(
+        templates.as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
+
+    // Names shown to admins hold no bidi overrides or invisible characters.
+    for name in ["\u{202E}moc.elgoog", "pay\u{200B}pal", "a\u{2066}b\u{2069}"] {
+        let res = admin
+            .post(server.url("/api/v1/integrations"))
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        let body = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["message"].as_str().unwrap().starts_with("name:"),
+            "{body}"
+        );
+        let res = admin
+            .post(server.url("/api/v1/templates"))
+            .json(&json!({"name": name, "defaultLanguage": "en",
+                          "languages": {"en": {"title": "t", "content": "c"}}}))
+            .send()
+            .await
+            .unwrap();
+        common::expect_error(res, StatusCode::BAD_REQUEST).await;
+        let res = admin
+            .post(server.url("/api/v1/tokens"))
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    }
+    let list = admin
+        .get(server.url("/api/v1/integrations"))
+        .json_ok()
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn admin_tokens_are_listed_and_revoked_at_once() {
+    let server = common::TestServer::start().await;
+    let admin = server.admin_client().await;
+    let created = admin
+        .post(server.url("/api/v1/tokens"))
+        .json(&json!({"name": "deploy"}))
+        .json_with(StatusCode::CREATED)
+        .await;
+    let token = created["token"].as_str().unwrap().to_string();
+    let bearer = common::bearer_client(&token);
+    bearer
+        .get(server.url("/api/v1/integrations"))
+        .json_ok()
+        .await;
+
+    let listed = admin.get(server.url("/api/v1/tokens")).json_ok().await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(common::keys(&items[0]), ["createdAt", "id", "name"]);
+    assert_eq!(items[0]["name"], "deploy");
+    assert!(
+        !listed.to_string().contains(&token),
+        "the token itself is never listed"
+    );
+
+    // The command line sees the same tokens and revokes one by id.
+    let dir = server.data_dir.to_str().unwrap().to_string();
+    let out = common::clicktermd_async(
+        &["--data-dir", &dir, "admin", "token", "list", "--json"],
+        &[],
+    )
+    .await;
+    common::assert_success(&out, "admin token list");
+    let cli: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(cli[0]["name"], "deploy");
+    let id = cli[0]["id"].to_string();
+    let out =
+        common::clicktermd_async(&["--data-dir", &dir, "admin", "token", "revoke", &id], &[]).await;
+    common::assert_success(&out, "admin token revoke");
+    // Refused on the very next request.
+    let res = bearer
+        .get(server.url("/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(res, StatusCode::UNAUTHORIZED).await;
+    let out =
+        common::clicktermd_async(&["--data-dir", &dir, "admin", "token", "revoke", &id], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "revoking it again: {}",
+        common::stderr(&out)
+    );
+
+    // Through the API as well, and each change is in the audit log with who made it.
+    let second = admin
+        .post(server.url("/api/v1/tokens"))
+        .json(&json!({"name": "ci"}))
+        .json_with(StatusCode::CREATED)
+        .await;
+    let listed = admin.get(server.url("/api/v1/tokens")).json_ok().await;
+    let id = listed["items"][0]["id"].as_i64().unwrap();
+    let res = admin
+        .delete(server.url(&format!("/api/v1/tokens/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = common::bearer_client(second["token"].as_str().unwrap())
+        .get(server.url("/api/v1/session"))
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(res, StatusCode::UNAUTHORIZED).await;
+    let res = admin
+        .delete(server.url(&format!("/api/v1/tokens/{id}")))
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(res, StatusCode::NOT_FOUND).await;
+    let audit = admin.get(server.url("/api/v1/audit")).json_ok().await;
+    let entries: Vec<(String, String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("admin.token."))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = |a: &str, who: &str, t: &str| (a.to_string(), who.to_string(), t.to_string());
+    assert_eq!(
+        entries,
+        [
+            want("admin.token.revoke", "admin", "ci"),
+            want("admin.token.create", "admin", "ci"),
+            want("admin.token.revoke", "cli", "deploy"),
+            want("admin.token.create", "admin", "deploy"),
+        ]
+    );
+}

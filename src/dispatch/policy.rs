@@ -111,6 +111,8 @@ pub enum Refusal {
     UserInfo,
     #[error("the URL has no host")]
     NoHost,
+    #[error("port 0 is not a port anything can be reached on")]
+    PortZero,
     #[error("{0:?} is a localhost name")]
     LocalhostName(String),
     /// The address and port that would have been called.
@@ -139,6 +141,7 @@ impl Refusal {
             Refusal::Scheme(_) => "scheme",
             Refusal::UserInfo => "userinfo",
             Refusal::NoHost => "no_host",
+            Refusal::PortZero => "port",
             Refusal::LocalhostName(_) => "localhost",
             Refusal::SelfAddress(_) => "self_address",
             Refusal::Forbidden { .. } => "blocked_address",
@@ -225,6 +228,9 @@ impl Policy {
             return Err(Refusal::UserInfo);
         }
         let port = url.port().unwrap_or(default_port);
+        if port == 0 {
+            return Err(Refusal::PortZero);
+        }
         let host = match url.host() {
             None => return Err(Refusal::NoHost),
             Some(Host::Ipv4(v4)) => {
@@ -927,6 +933,9 @@ mod tests {
         ("https://example..com/", "invalid_url", None),
         ("https://example.com../", "invalid_url", None),
         ("https://./", "no_host", None),
+        ("https://example.com:0/", "port", None),
+        ("https://example.com:000/", "port", None),
+        ("https://8.8.8.8:0/hook", "port", None),
         // The url crate rejects zone ids in IPv6 literals outright.
         ("https://[fe80::1%25eth0]/", "invalid_url", None),
         ("https://[fe80::1%eth0]/", "invalid_url", None),
@@ -1263,6 +1272,7 @@ mod tests {
             (Refusal::Scheme("ftp".into()), "scheme"),
             (Refusal::UserInfo, "userinfo"),
             (Refusal::NoHost, "no_host"),
+            (Refusal::PortZero, "port"),
             (Refusal::LocalhostName("localhost".into()), "localhost"),
             (
                 Refusal::SelfAddress("127.0.0.1:1".parse().unwrap()),

@@ -328,3 +328,62 @@ pub async fn audit_log(
         serde_json::json!({"items": items, "nextBefore": next}),
     ))
 }
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenJson {
+    id: i64,
+    name: String,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+pub struct TokensJson {
+    items: Vec<TokenJson>,
+}
+
+/// `GET /api/v1/tokens`: the admin bearer tokens (names and dates; the tokens themselves are not kept).
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokensJson>, ApiError> {
+    let tokens = admins::list_tokens(&state.store).await?;
+    Ok(Json(TokensJson {
+        items: tokens
+            .into_iter()
+            .map(|t| TokenJson {
+                id: t.id,
+                name: t.name,
+                created_at: t.created_at.to_rfc3339(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct CreatedTokenJson {
+    token: String,
+}
+
+/// `POST /api/v1/tokens` `{"name"}` → `{"token"}`, shown once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<(StatusCode, Json<CreatedTokenJson>), ApiError> {
+    let token = admins::create_token(&state.store, &actor, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(CreatedTokenJson { token })))
+}
+
+/// `DELETE /api/v1/tokens/{id}`: revoked at once.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    admins::revoke_token(&state.store, &actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -21,7 +21,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -106,6 +106,11 @@ pub fn router(state: AppState) -> Router {
             get(admin::reveal_signing_secret).post(admin::rotate_signing_secret),
         )
         .route("/api/v1/audit", get(admin::audit_log))
+        .route(
+            "/api/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(admin::revoke_token))
         .route(
             "/api/v1/templates",
             get(templates::list).post(templates::create),

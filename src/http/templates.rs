@@ -160,14 +160,26 @@ fn parse_texts(
             "at least one language is required",
         ));
     }
-    raw.into_iter()
-        .map(|(lang, t)| {
-            let language = parse_language(&lang, "languages")?;
-            let text = TemplateText::new(&t.title, &t.content, t.inline_content.as_deref())
-                .map_err(|e| ApiError::invalid("languages", format!("{lang}: {e}")))?;
-            Ok((language, text))
-        })
-        .collect()
+    // Language tags are compared case-insensitively (`en` is `EN`): two spellings of one tag would
+    // silently keep one text and drop the other, so they are refused instead.
+    let mut texts = BTreeMap::new();
+    let mut spelled: BTreeMap<Language, String> = BTreeMap::new();
+    for (lang, t) in raw {
+        let language = parse_language(&lang, "languages")?;
+        if let Some(first) = spelled.get(&language) {
+            return Err(ApiError::invalid(
+                "languages",
+                format!(
+                    "{first:?} and {lang:?} are the same language (tags are not case-sensitive); give its text once"
+                ),
+            ));
+        }
+        let text = TemplateText::new(&t.title, &t.content, t.inline_content.as_deref())
+            .map_err(|e| ApiError::invalid("languages", format!("{lang}: {e}")))?;
+        spelled.insert(language.clone(), lang);
+        texts.insert(language, text);
+    }
+    Ok(texts)
 }
 
 fn parse_name(raw: &str) -> Result<Name, ApiError> {

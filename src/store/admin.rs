@@ -117,6 +117,35 @@ pub fn create_token(
     Ok(())
 }
 
+/// An admin bearer token as listed: never the token itself (only its digest is kept).
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// Every admin token, oldest first; at most `limit`.
+pub fn list_tokens(conn: &Connection, limit: u32) -> Result<Vec<TokenInfo>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, created_at FROM admin_tokens ORDER BY id LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(TokenInfo {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: Timestamp(r.get(2)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Deletes the token `id`; its name, or `None` when there was none.
+pub fn delete_token(conn: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("DELETE FROM admin_tokens WHERE id = ?1 RETURNING name")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
 /// The name of the admin token with this digest.
 pub fn token_name(conn: &Connection, digest: SecretDigest) -> Result<Option<String>> {
     let mut stmt = conn.prepare_cached("SELECT name FROM admin_tokens WHERE token_digest = ?1")?;
