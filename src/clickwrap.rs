@@ -258,8 +258,10 @@ pub async fn present(
     placeholders: Placeholders,
 ) -> Result<Presented> {
     let (app_id, template_id) = (app.id, template_id.to_string());
-    store
-        .write(move |c| -> Result<_> {
+    let user = end_user.as_str().to_string();
+    // Everything is read on the pool; the writer is asked only when a presentation must be recorded.
+    let (presented, record) = store
+        .read(move |c| -> Result<_> {
             let now = Timestamp::now();
             let u = usable_template(c, app_id, &template_id, now)?;
             let texts = templates::version_texts(c, u.row, u.version.major, u.version.minor)?;
@@ -269,15 +271,9 @@ pub async fn present(
             let latest = events::user_events(c, u.row, end_user.as_str(), u.version.major)?;
             let (is_already_accepted, reaccept_required) =
                 acceptance(c, &u, end_user.as_str(), latest.latest_verified.as_ref())?;
-            events::insert_presentation(
-                c,
-                app_id,
-                u.row,
-                (u.version.major, u.version.minor),
-                end_user.as_str(),
-                now,
-            )?;
-            Ok(Presented {
+            let record = needs_presentation(c, &u, end_user.as_str(), &latest)?
+                .then_some((u.row, (u.version.major, u.version.minor)));
+            let presented = Presented {
                 template_id,
                 template_name: u.name,
                 title: placeholders.render(&text.title),
@@ -290,9 +286,47 @@ pub async fn present(
                 language,
                 is_already_accepted,
                 reaccept_required,
-            })
+            };
+            Ok((presented, record))
         })
-        .await
+        .await?;
+    if let Some((template_row, version)) = record {
+        store
+            .write(move |c| {
+                events::insert_presentation(
+                    c,
+                    app_id,
+                    template_row,
+                    version,
+                    &user,
+                    Timestamp::now(),
+                )
+            })
+            .await?;
+    }
+    Ok(presented)
+}
+
+/// Whether showing this version to the end user must be recorded: not when the latest presentation
+/// to them is of this very version and came after their latest action on its major version. That one
+/// already answers `PENDING` and its `presentedAt`, so an end user reloading the page — or a client
+/// asking a thousand times — adds no row.
+fn needs_presentation(
+    c: &Connection,
+    u: &Usable,
+    end_user: &str,
+    latest: &events::UserEvents,
+) -> Result<bool> {
+    let Some(last) = events::last_presentation(c, u.row, end_user)? else {
+        return Ok(true);
+    };
+    let last_action = [&latest.latest_verified, &latest.latest_unverified]
+        .into_iter()
+        .flatten()
+        .map(|e| e.action_at)
+        .max();
+    let same_version = last.version == (u.version.major, u.version.minor);
+    Ok(!same_version || last_action.is_some_and(|acted| acted >= last.at))
 }
 
 /// A template text as an end user would see it.
@@ -655,6 +689,10 @@ pub struct ReacceptResult {
 }
 
 /// Asks each end user to accept each template again, where they have accepted its effective major.
+/// End user × template pairs one re-accept may ask for: each pair is read and maybe written in one
+/// transaction, so this bounds how long one request holds the writer.
+pub const MAX_REACCEPT_PAIRS: usize = 1000;
+
 pub async fn reaccept(
     store: &Store,
     integration_id: i64,
@@ -662,10 +700,13 @@ pub async fn reaccept(
     template_ids: Vec<String>,
     reason: Option<String>,
 ) -> Result<Vec<ReacceptResult>> {
-    store
-        .write(move |c| -> Result<_> {
+    // Who qualifies is decided on the read pool; the writer is given only the requests to record, so
+    // a large re-accept asking mostly about users who never accepted costs the writer nothing.
+    let (out, to_record) = store
+        .read(move |c| -> Result<_> {
             let now = Timestamp::now();
             let mut out = Vec::new();
+            let mut to_record = Vec::new();
             for tid in &template_ids {
                 let usable = match usable_template(c, integration_id, tid, now) {
                     Ok(u) => Some(u),
@@ -681,13 +722,7 @@ pub async fn reaccept(
                                     .latest_verified
                                     .is_some_and(|e| e.action == Action::Accepted);
                             if accepted {
-                                events::request_reaccept(
-                                    c,
-                                    u.row,
-                                    user.as_str(),
-                                    now,
-                                    reason.as_deref(),
-                                )?;
+                                to_record.push((u.row, user.as_str().to_string()));
                                 (true, None)
                             } else {
                                 (false, Some("no_prior_acceptance"))
@@ -702,9 +737,21 @@ pub async fn reaccept(
                     });
                 }
             }
-            Ok(out)
+            Ok((out, to_record))
         })
-        .await
+        .await?;
+    if !to_record.is_empty() {
+        store
+            .write(move |c| -> Result<_> {
+                let now = Timestamp::now();
+                for (row, user) in &to_record {
+                    events::request_reaccept(c, *row, user, now, reason.as_deref())?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub clickwrap: ClickwrapConfig,
+    pub limits: LimitsConfig,
     pub webhooks: WebhookConfig,
 }
 
@@ -91,6 +92,22 @@ pub struct AuthConfig {
 pub struct ClickwrapConfig {
     /// How long a clicktermSignature can be verified after the end user acted.
     pub signature_ttl_secs: u64,
+}
+
+/// Request rate limits (0 turns one off). A refused request is 429 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Public-client-API requests per second of one integration (its App Key), and the burst above it.
+    pub integration_requests_per_sec: u32,
+    pub integration_burst: u32,
+    /// Re-acceptance pairs (end user × template) per second one integration may ask for.
+    pub reaccept_pairs_per_sec: u32,
+    pub reaccept_pairs_burst: u32,
+    /// SDK requests (`/public-client/v1/clickwrap`, which need no key) per second from one client
+    /// address (an IPv6 /64), and the burst above it.
+    pub sdk_requests_per_sec_per_address: u32,
+    pub sdk_burst_per_address: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -164,6 +181,19 @@ impl Default for ClickwrapConfig {
     fn default() -> Self {
         ClickwrapConfig {
             signature_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            integration_requests_per_sec: 25_000,
+            integration_burst: 50_000,
+            reaccept_pairs_per_sec: 1_000,
+            reaccept_pairs_burst: 2_000,
+            sdk_requests_per_sec_per_address: 100,
+            sdk_burst_per_address: 200,
         }
     }
 }
@@ -259,6 +289,42 @@ impl Config {
         }
         if self.clickwrap.signature_ttl_secs == 0 {
             return fail("clickwrap.signature_ttl_secs", "must be greater than 0");
+        }
+        let l = &self.limits;
+        for (key, rate, burst_key, burst) in [
+            (
+                "limits.integration_requests_per_sec",
+                l.integration_requests_per_sec,
+                "limits.integration_burst",
+                l.integration_burst,
+            ),
+            (
+                "limits.reaccept_pairs_per_sec",
+                l.reaccept_pairs_per_sec,
+                "limits.reaccept_pairs_burst",
+                l.reaccept_pairs_burst,
+            ),
+            (
+                "limits.sdk_requests_per_sec_per_address",
+                l.sdk_requests_per_sec_per_address,
+                "limits.sdk_burst_per_address",
+                l.sdk_burst_per_address,
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                return fail(burst_key, &format!("must be at least 1 when {key} is set"));
+            }
+        }
+        if l.reaccept_pairs_per_sec > 0
+            && (l.reaccept_pairs_burst as usize) < crate::clickwrap::MAX_REACCEPT_PAIRS
+        {
+            return fail(
+                "limits.reaccept_pairs_burst",
+                &format!(
+                    "must be at least {} (the pairs one re-accept may ask for)",
+                    crate::clickwrap::MAX_REACCEPT_PAIRS
+                ),
+            );
         }
         let w = &self.webhooks;
         if !(w.timeout_secs.is_finite() && w.timeout_secs > 0.0 && w.timeout_secs <= 300.0) {
@@ -404,6 +470,19 @@ max_concurrent_logins = 2
 [clickwrap]
 # How long a clicktermSignature stays verifiable, in seconds.
 signature_ttl_secs = 86400
+
+[limits]
+# Request rate limits; a refused request is answered 429 with Retry-After. 0 turns one off.
+# Public client API requests per second of one integration (App Key), and the burst above the rate.
+integration_requests_per_sec = 25000
+integration_burst = 50000
+# Re-acceptance pairs (end users x templates) per second one integration may ask for.
+reaccept_pairs_per_sec = 1000
+reaccept_pairs_burst = 2000
+# SDK requests (the widget's, with only the App ID) per second from one client address (IPv6: its /64).
+# Behind a reverse proxy every client has the proxy's address: raise this accordingly.
+sdk_requests_per_sec_per_address = 100
+sdk_burst_per_address = 200
 
 [webhooks]
 # Whole-attempt timeout in seconds (DNS, connect, TLS, request, response).

@@ -46,12 +46,18 @@ struct Status {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     attempts: Family<Outcome, Counter>,
     finished: Family<State, Counter>,
     attempt_duration: Histogram,
     verify_requests: Family<Status, Counter>,
+    rate_limited: Family<LimitLabel, Counter>,
     queue: Family<State, Gauge>,
     oldest_due: Gauge<f64, AtomicU64>,
     heartbeat_age: Gauge<f64, AtomicU64>,
@@ -93,6 +99,12 @@ impl Metrics {
             "POST /public-client/v1/clickwrap/verify requests by response status",
             verify_requests.clone(),
         );
+        let rate_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests answered 429 by a rate limit (integration, reaccept_pairs, client_address)",
+            rate_limited.clone(),
+        );
         let queue = Family::<State, Gauge>::default();
         registry.register(
             "webhook_queue_depth",
@@ -119,6 +131,7 @@ impl Metrics {
             finished,
             attempt_duration,
             verify_requests,
+            rate_limited,
             queue,
             oldest_due,
             heartbeat_age,
@@ -157,6 +170,11 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// A request was refused by the rate limit named `limit`.
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// The dispatcher's loop came round.

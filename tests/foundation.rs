@@ -278,10 +278,11 @@ fn registered_api_routes() -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_admin_route_table_covers_every_registered_api_route() {
-    let mut table: BTreeSet<(String, String)> = admin_routes("{app_id}", "{id}", "{id}", "{id}", "{id}")
-        .into_iter()
-        .map(|(m, p, _)| (m.to_string(), p))
-        .collect();
+    let mut table: BTreeSet<(String, String)> =
+        admin_routes("{app_id}", "{id}", "{id}", "{id}", "{id}")
+            .into_iter()
+            .map(|(m, p, _)| (m.to_string(), p))
+            .collect();
     table.insert(("POST".into(), "/api/v1/login".into()));
     assert_eq!(table, registered_api_routes());
 }

@@ -13,6 +13,10 @@ use common::serving::serve;
 use reqwest::StatusCode;
 use serde_json::json;
 
+/// The tests that measure speed under load run one at a time: on two cores, a neighbour's load
+/// would be measured as theirs.
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The process's peak resident memory (`VmHWM`), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
@@ -66,6 +70,7 @@ async fn concurrent_wrong_logins(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_wrong_logins_check_few_passwords_and_keep_memory_bounded() {
+    let _alone = LOAD.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (serving, base) = serve(&data, &dir.path().join("log"), &[]).await;
@@ -437,4 +442,362 @@ async fn admin_tokens_are_listed_and_revoked_at_once() {
             want("admin.token.create", "admin", "deploy"),
         ]
     );
+}
+
+/// An integration as these tests use it.
+struct App {
+    id: String,
+    key: String,
+}
+
+/// An integration with a published template visible to it; returns it and the template id.
+async fn app_with_template(
+    server: &common::TestServer,
+    admin: &reqwest::Client,
+    name: &str,
+) -> (App, String) {
+    let (id, key, _) = server.create_integration(admin, name).await;
+    let template = admin
+        .post(server.url("/api/v1/templates"))
+        .json(
+            &json!({"name": format!("{name} terms"), "defaultLanguage": "en",
+                      "languages": {"en": {"title": "Terms", "content": "<p>Terms</p>"}},
+                      "integrations": [id]}),
+        )
+        .json_with(StatusCode::CREATED)
+        .await;
+    let tid = template["id"].as_str().unwrap().to_string();
+    admin
+        .post(server.url(&format!("/api/v1/templates/{tid}/versions")))
+        .json(&json!({"type": "MAJOR"}))
+        .json_with(StatusCode::CREATED)
+        .await;
+    (App { id, key }, tid)
+}
+
+/// An SDK action by `user`, from `client`; returns the response.
+async fn sdk_act(
+    client: &reqwest::Client,
+    base: &str,
+    app: &App,
+    tid: &str,
+    user: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/public-client/v1/clickwrap"))
+        .json(&json!({"appId": app.id, "clickwrapTemplateId": tid, "endUserId": user, "action": "ACCEPTED"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn signature(
+    client: &reqwest::Client,
+    base: &str,
+    app: &App,
+    tid: &str,
+    user: &str,
+) -> String {
+    let res = sdk_act(client, base, app, tid, user).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v: serde_json::Value = res.json().await.unwrap();
+    v["clicktermSignature"].as_str().unwrap().to_string()
+}
+
+async fn verify(client: &reqwest::Client, base: &str, app: &App, signature: &str) -> StatusCode {
+    client
+        .post(format!("{base}/public-client/v1/clickwrap/verify"))
+        .header("X-APP-ID", &app.id)
+        .header("X-APP-KEY", &app.key)
+        .json(&json!({"clicktermSignature": signature}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Verifies `signatures` one after another; returns verifies per second.
+async fn verify_rate(
+    client: &reqwest::Client,
+    base: &str,
+    app: &App,
+    signatures: &[String],
+) -> f64 {
+    let start = std::time::Instant::now();
+    for s in signatures {
+        assert_eq!(verify(client, base, app, s).await, StatusCode::OK);
+    }
+    signatures.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::test]
+async fn a_re_accept_over_the_pair_limit_is_400_and_changes_nothing() {
+    let server = common::TestServer::start().await;
+    let admin = server.token_client().await;
+    let (app, tid) = app_with_template(&server, &admin, "Bounded").await;
+    let http = common::client();
+    let s = signature(&http, &server.base, &app, &tid, "ann").await;
+    assert_eq!(verify(&http, &server.base, &app, &s).await, StatusCode::OK);
+
+    // 100 end users × 11 templates: 1 100 pairs, over the 1 000 one request may ask for.
+    let users: Vec<String> = std::iter::once("ann".to_string())
+        .chain((1..100).map(|i| format!("user{i}")))
+        .collect();
+    let templates: Vec<String> = std::iter::once(tid.clone())
+        .chain((1..11).map(|i| format!("00000000-0000-4000-8000-{i:012}")))
+        .collect();
+    let res = http
+        .post(server.url("/public-client/v1/clickwraps/re-accept"))
+        .header("X-APP-ID", &app.id)
+        .header("X-APP-KEY", &app.key)
+        .json(&json!({"endUserIds": users, "clickwrapTemplateIds": templates}))
+        .send()
+        .await
+        .unwrap();
+    let body = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("1100 pairs") && message.contains("at most 1000"),
+        "{body}"
+    );
+    let status: serde_json::Value = http
+        .get(server.url("/public-client/v1/clickwraps/ann/status"))
+        .header("X-APP-ID", &app.id)
+        .header("X-APP-KEY", &app.key)
+        .json_ok()
+        .await;
+    assert_eq!(status[0]["status"], "ACCEPTED");
+    assert_eq!(
+        status[0]["reAcceptanceRequired"], false,
+        "nothing was asked: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_accept_flood_from_one_integration_leaves_anothers_verifies_their_speed() {
+    let _alone = LOAD.lock().await;
+    // The SDK limit is lifted here only so that the setup can make its signatures quickly.
+    let server =
+        common::TestServer::start_with(|c| c.limits.sdk_requests_per_sec_per_address = 0).await;
+    let admin = server.token_client().await;
+    let (victim, victim_tid) = app_with_template(&server, &admin, "Victim").await;
+    let (flooder, flooder_tid) = app_with_template(&server, &admin, "Flooder").await;
+    let http = common::client();
+    let mut signatures = Vec::new();
+    for i in 0..600 {
+        signatures
+            .push(signature(&http, &server.base, &victim, &victim_tid, &format!("v{i}")).await);
+    }
+    let (alone, during) = signatures.split_at(300);
+    let base_rate = verify_rate(&http, &server.base, &victim, alone).await;
+
+    // Two loops of the largest re-accept there is, 25 a second each: 50 000 pairs a second asked for,
+    // fifty times the limit and far more than the writer could do. (Paced, so that what is measured is
+    // what the server spends on them, not the test's own CPU on two cores.)
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let users: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+    let mut loops = Vec::new();
+    for _ in 0..2 {
+        let (stop, http, url) = (
+            stop.clone(),
+            http.clone(),
+            server.url("/public-client/v1/clickwraps/re-accept"),
+        );
+        let body = json!({"endUserIds": users, "clickwrapTemplateIds": [flooder_tid]});
+        let (id, key) = (flooder.id.clone(), flooder.key.clone());
+        loops.push(tokio::spawn(async move {
+            let mut statuses = BTreeMap::new();
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(40));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let res = http
+                    .post(&url)
+                    .header("X-APP-ID", &id)
+                    .header("X-APP-KEY", &key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                    assert!(res.headers().contains_key(reqwest::header::RETRY_AFTER));
+                }
+                *statuses.entry(res.status().as_u16()).or_insert(0u32) += 1;
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let flooded_rate = verify_rate(&http, &server.base, &victim, during).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut flood = BTreeMap::new();
+    for l in loops {
+        for (status, n) in l.await.unwrap() {
+            *flood.entry(status).or_insert(0) += n;
+        }
+    }
+    let ratio = flooded_rate / base_rate;
+    eprintln!(
+        "victim {base_rate:.0}/s alone, {flooded_rate:.0}/s during the flood (ratio {ratio:.2}); flood: {flood:?}"
+    );
+    assert!(
+        flood.get(&429).copied().unwrap_or(0) > 0,
+        "the flooder was limited: {flood:?}"
+    );
+    assert!(
+        ratio > 0.5,
+        "the victim kept {ratio:.2} of its speed; flood {flood:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_flood_from_one_address_slows_only_that_address() {
+    let _alone = LOAD.lock().await;
+    let server = common::TestServer::start_with(|c| {
+        c.limits.sdk_requests_per_sec_per_address = 50;
+        c.limits.sdk_burst_per_address = 60;
+    })
+    .await;
+    let admin = server.token_client().await;
+    let (app, tid) = app_with_template(&server, &admin, "Shop").await;
+    let base = server.base.clone();
+
+    let timed_acts = |from: IpAddr, n: usize| {
+        let (base, app, tid) = (
+            base.clone(),
+            App {
+                id: app.id.clone(),
+                key: app.key.clone(),
+            },
+            tid.clone(),
+        );
+        async move {
+            let client = client_from(from);
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                let res = sdk_act(&client, &base, &app, &tid, &format!("{from}-{i}")).await;
+                assert_eq!(res.status(), StatusCode::CREATED, "{from}: act {i}");
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        }
+    };
+    let alone = timed_acts("127.0.3.1".parse().unwrap(), 40).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for l in 0..4 {
+        let (stop, base, id, tid) = (stop.clone(), base.clone(), app.id.clone(), tid.clone());
+        loops.push(tokio::spawn(async move {
+            let client = client_from("127.0.3.66".parse().unwrap());
+            let (mut created, mut limited) = (0u32, 0u32);
+            let mut i = 0;
+            // 4 × 100 a second from one address, eight times its limit.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let res = sdk_act(
+                    &client,
+                    &base,
+                    &App {
+                        id: id.clone(),
+                        key: String::new(),
+                    },
+                    &tid,
+                    &format!("flood-{l}-{i}"),
+                )
+                .await;
+                match res.status() {
+                    StatusCode::CREATED => created += 1,
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        assert!(res.headers().contains_key(reqwest::header::RETRY_AFTER));
+                        limited += 1
+                    }
+                    other => panic!("flood answered {other}"),
+                }
+                i += 1;
+            }
+            (created, limited)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let during = timed_acts("127.0.3.2".parse().unwrap(), 40).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut created, mut limited) = (0, 0);
+    for l in loops {
+        let (c, r) = l.await.unwrap();
+        created += c;
+        limited += r;
+    }
+    let ratio = during / alone;
+    eprintln!(
+        "acts {alone:.0}/s alone, {during:.0}/s beside the flood (ratio {ratio:.2}); flood created {created}, limited {limited}"
+    );
+    assert!(
+        limited > created,
+        "the flooding address was mostly refused: {created} created, {limited} limited"
+    );
+    assert!(ratio > 0.5, "another address kept {ratio:.2} of its speed");
+}
+
+#[tokio::test]
+async fn repeated_sdk_views_record_one_presentation_until_the_user_acts() {
+    let server = common::TestServer::start().await;
+    let admin = server.token_client().await;
+    let (app, tid) = app_with_template(&server, &admin, "Views").await;
+    let http = common::client();
+    let view = || {
+        let url = url::Url::parse_with_params(
+            &server.url("/public-client/v1/clickwrap"),
+            &[
+                ("appId", app.id.as_str()),
+                ("clickwrapTemplateId", &tid),
+                ("endUserId", "ann"),
+            ],
+        )
+        .unwrap();
+        let http = http.clone();
+        async move { http.get(url).json_ok().await }
+    };
+    let rows = || {
+        let db = rusqlite::Connection::open(server.data_dir.join("clicktermd.db")).unwrap();
+        db.query_row("SELECT count(*) FROM presentations", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    for _ in 0..50 {
+        view().await;
+    }
+    assert_eq!(
+        rows(),
+        1,
+        "fifty views of one version before any action: one presentation"
+    );
+    let status = |http: reqwest::Client| {
+        let url = server.url("/public-client/v1/clickwraps/ann/status");
+        let (id, key) = (app.id.clone(), app.key.clone());
+        async move {
+            http.get(url)
+                .header("X-APP-ID", id)
+                .header("X-APP-KEY", key)
+                .json_ok()
+                .await
+        }
+    };
+    let pending = status(http.clone()).await;
+    assert_eq!(pending[0]["status"], "PENDING");
+    // An action, then a view again: that is a new presentation (the user may be asked again).
+    let s = signature(&http, &server.base, &app, &tid, "ann").await;
+    assert_eq!(verify(&http, &server.base, &app, &s).await, StatusCode::OK);
+    view().await;
+    view().await;
+    assert_eq!(rows(), 2);
+    // A new minor version shown is recorded once too.
+    admin
+        .post(server.url(&format!("/api/v1/templates/{tid}/versions")))
+        .json(&json!({"type": "MINOR"}))
+        .json_with(StatusCode::CREATED)
+        .await;
+    view().await;
+    view().await;
+    assert_eq!(rows(), 3);
 }

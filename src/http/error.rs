@@ -60,6 +60,18 @@ impl ApiError {
         }
     }
 
+    /// 429 from a request rate limit, saying which and when to try again.
+    pub fn rate_limited(message: &str, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("{message}; try again in {retry_after} s"),
+            )
+        }
+    }
+
     /// 503 with `Retry-After: 1`: a bounded resource is in use; trying again shortly will do.
     pub fn busy(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -43,7 +43,10 @@ impl FromRequestParts<AppState> for AppCaller {
             ));
         };
         match integrations::authenticate(&state.store, app_id, app_key).await? {
-            Ok(integration_id) => Ok(AppCaller { integration_id }),
+            Ok(integration_id) => {
+                state.limits.integration(integration_id)?;
+                Ok(AppCaller { integration_id })
+            }
             Err(Denied::BadCredentials) => Err(ApiError::unauthorized("invalid App ID or App Key")),
             Err(Denied::Disabled) => Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,

@@ -6,6 +6,7 @@ mod assets;
 mod deliveries;
 pub mod error;
 mod extract;
+mod limits;
 mod ops;
 mod public;
 mod ratelimit;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// deliveries themselves are already committed).
     pub wake: Arc<tokio::sync::Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Request rate limits per integration and per client address.
+    pub limits: Arc<limits::RequestLimits>,
 }
 
 impl AppState {
@@ -68,7 +71,9 @@ impl AppState {
         let password_checker =
             crate::credentials::PasswordChecker::new(config.auth.max_concurrent_logins);
         let tls = config.server.tls_cert.is_some();
+        let limits = Arc::new(limits::RequestLimits::new(&config.limits, metrics.clone()));
         AppState {
+            limits,
             store,
             config,
             login_limiter: Arc::new(limiter),
@@ -181,7 +186,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/public-client/v1/clickwrap",
-            get(sdk::present).post(sdk::act).options(sdk::preflight),
+            get(sdk::present)
+                .post(sdk::act)
+                .options(sdk::preflight)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    sdk::limit_address,
+                )),
         )
         .layer(middleware::from_fn(require_json_accept));
 

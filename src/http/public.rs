@@ -315,6 +315,18 @@ pub async fn reaccept(
             "must name 1 to 100 templates",
         ));
     }
+    let pairs = body.end_user_ids.len() * body.clickwrap_template_ids.len();
+    if pairs > clickwrap::MAX_REACCEPT_PAIRS {
+        return Err(ApiError::invalid(
+            "endUserIds",
+            format!(
+                "{} end users × {} templates is {pairs} pairs; one request may ask for at most {}",
+                body.end_user_ids.len(),
+                body.clickwrap_template_ids.len(),
+                clickwrap::MAX_REACCEPT_PAIRS
+            ),
+        ));
+    }
     if body
         .reason
         .as_ref()
@@ -330,6 +342,7 @@ pub async fn reaccept(
         .iter()
         .map(|u| EndUserId::parse(u).map_err(|e| ApiError::invalid("endUserIds", e)))
         .collect::<Result<Vec<_>, _>>()?;
+    state.limits.reaccept(caller.integration_id, pairs as u32)?;
     let results = clickwrap::reaccept(
         &state.store,
         caller.integration_id,

@@ -303,3 +303,16 @@ pub async fn preflight(
         Err(e) => fail(None, e),
     }
 }
+
+/// Middleware for the SDK route: the client address's rate limit, before anything is parsed or read.
+pub async fn limit_address(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.limits.address(peer.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}

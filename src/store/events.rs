@@ -53,6 +53,31 @@ pub fn latest_presentation(
         .map(Timestamp))
 }
 
+/// The latest presentation of any version of a template to an end user.
+pub struct LastPresentation {
+    pub at: Timestamp,
+    pub version: (i64, i64),
+}
+
+pub fn last_presentation(
+    conn: &Connection,
+    template_row: i64,
+    end_user_id: &str,
+) -> Result<Option<LastPresentation>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT presented_at, major, minor FROM presentations \
+             WHERE template_id = ?1 AND end_user_id = ?2 ORDER BY presented_at DESC LIMIT 1",
+        )?
+        .query_row(params![template_row, end_user_id], |r| {
+            Ok(LastPresentation {
+                at: Timestamp(r.get(0)?),
+                version: (r.get(1)?, r.get(2)?),
+            })
+        })
+        .optional()?)
+}
+
 pub fn insert_event(conn: &Connection, e: &NewEvent<'_>) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO events (event_id, integration_id, template_id, major, minor, effective_at, end_user_id, action, \
