@@ -45,7 +45,28 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let _serving = store::ServeLock::acquire(&config.storage.data_dir)?;
-    let store = open_store(&config)?;
+    // A database that cannot be written is a start-up error with its cause, not a server that answers
+    // every write with an error.
+    let dir = config.storage.data_dir.display();
+    let full =
+        || store::free_bytes(&config.storage.data_dir).is_some_and(|b| b < store::FULL_BELOW_BYTES);
+    let store = match open_store(&config) {
+        Ok(store) => store,
+        Err(e) if full() => anyhow::bail!(
+            "cannot start: the disk holding the database in {dir} is full ({e}). Free some space \
+             and start again"
+        ),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = store.probe_write().await {
+        if e.is_disk_full() || full() {
+            anyhow::bail!(
+                "cannot start: the disk holding the database in {dir} is full. Free some space and \
+                 start again"
+            );
+        }
+        anyhow::bail!("cannot start: the database in {dir} cannot be written: {e}");
+    }
     let recovered = store
         .write(|c| store::deliveries::recover_interrupted(c, model::Timestamp::now()))
         .await?;
@@ -71,7 +92,7 @@ pub async fn run(
     let guard = Arc::new(guard);
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut metrics = metrics::Metrics::new();
-    metrics.register_store(store.writer_stats());
+    metrics.register_store(store.writer_stats(), config.storage.data_dir.clone());
     let metrics = Arc::new(metrics);
     let dispatcher = dispatch::Dispatcher::new(
         store.clone(),
@@ -88,6 +109,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
+    let disk_watch = tokio::spawn(store::watch_disk(store.clone(), stop_rx.clone()));
     let pruning = tokio::spawn(dispatch::run_pruning(
         store.clone(),
         config.webhooks.attempt_retention_days,
@@ -103,6 +125,7 @@ pub async fn run(
         .context("HTTP server")?;
     dispatcher.await.context("webhook dispatcher")?;
     pruning.await.context("attempt pruning")?;
+    disk_watch.await.context("disk watch")?;
     tracing::info!("stopped");
     Ok(())
 }

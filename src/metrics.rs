@@ -158,9 +158,11 @@ impl Metrics {
     }
 
     /// Reports the database writer's totals ([`WriterStats`]) at every scrape.
-    pub fn register_store(&mut self, stats: Arc<WriterStats>) {
+    /// Reports the database writer's totals ([`WriterStats`]) and the free space of `data_dir`'s file
+    /// system at every scrape.
+    pub fn register_store(&mut self, stats: Arc<WriterStats>, data_dir: std::path::PathBuf) {
         self.registry
-            .register_collector(Box::new(StoreCollector(stats)));
+            .register_collector(Box::new(StoreCollector(stats, data_dir)));
     }
 
     /// A verify request was answered with `status`.
@@ -218,7 +220,7 @@ impl Metrics {
 
 /// The database writer's running totals, read at scrape time.
 #[derive(Debug)]
-struct StoreCollector(Arc<WriterStats>);
+struct StoreCollector(Arc<WriterStats>, std::path::PathBuf);
 
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -243,6 +245,25 @@ impl Collector for StoreCollector {
             let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
+        }
+        let full =
+            prometheus_client::metrics::gauge::ConstGauge::new(i64::from(self.0.disk_full()));
+        let metric = encoder.encode_descriptor(
+            "storage_disk_full",
+            "1 while writes fail because the disk holding the database is full, else 0",
+            None,
+            full.metric_type(),
+        )?;
+        full.encode(metric)?;
+        if let Some(free) = crate::store::free_bytes(&self.1) {
+            let free = prometheus_client::metrics::gauge::ConstGauge::new(free as i64);
+            let metric = encoder.encode_descriptor(
+                "storage_free",
+                "Space left for clicktermd on the file system holding the data directory",
+                Some(&prometheus_client::registry::Unit::Bytes),
+                free.metric_type(),
+            )?;
+            free.encode(metric)?;
         }
         let seconds = prometheus_client::registry::Unit::Seconds;
         for (name, help, value) in [
@@ -273,7 +294,7 @@ mod tests {
     #[test]
     fn renders_every_family_with_its_labels() {
         let mut m = Metrics::new();
-        m.register_store(Arc::new(WriterStats::default()));
+        m.register_store(Arc::new(WriterStats::default()), std::env::temp_dir());
         m.heartbeat();
         m.attempt("ok", 0.02, Some("succeeded"));
         m.attempt("timeout", 10.0, None);

@@ -123,6 +123,14 @@ impl From<Error> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if e.is_disk_full() {
+            // Logged once per episode by the store, not once per refused request.
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                StoreError::DiskFull.to_string(),
+            );
+        }
         ApiError::internal(&e)
     }
 }

@@ -11,8 +11,18 @@ use crate::model::Timestamp;
 
 use super::AppState;
 
-/// 200 when the process is up and the database answers a query; 503 otherwise.
+/// 200 when the process is up, the database answers a query and can be written; 503 otherwise, with
+/// what is wrong.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    if state.store.disk_full() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "disk full",
+                "message": crate::store::StoreError::DiskFull.to_string(),
+            })),
+        );
+    }
     let probe = state
         .store
         .read(|c| {

@@ -87,6 +87,11 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "the disk holding the database is full: nothing was written. Free some space; clicktermd \
+         takes writes again by itself"
+    )]
+    DiskFull,
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("a database task failed: {0}")]
@@ -94,6 +99,50 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// Whether this failed because the file system holding the database is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::DiskFull => true,
+            StoreError::Sqlite(e) => sqlite_disk_full(e),
+            _ => false,
+        }
+    }
+}
+
+/// SQLite's "database or disk is full" (`SQLITE_FULL`; its unix layer reports `ENOSPC` so).
+fn sqlite_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// Bytes an unprivileged process may still write on the file system holding `dir` (or its nearest
+/// existing ancestor), when the system says.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let fs = rustix::fs::statvfs(existing).ok()?;
+    Some(fs.f_bavail.saturating_mul(fs.f_frsize))
+}
+
+/// Below this much free space the file system counts as full: SQLite cannot grow its log or its shared
+/// memory file in less.
+pub const FULL_BELOW_BYTES: u64 = 1 << 20;
+
+/// Why a batch was not kept.
+#[derive(Clone, Debug)]
+struct Lost {
+    text: String,
+    disk_full: bool,
+}
+
+impl From<&rusqlite::Error> for Lost {
+    fn from(e: &rusqlite::Error) -> Lost {
+        Lost {
+            text: e.to_string(),
+            disk_full: sqlite_disk_full(e),
+        }
+    }
+}
 
 /// A cheap handle to the database; clone it freely.
 #[derive(Clone)]
@@ -147,6 +196,11 @@ pub struct WriterStats {
     busy_micros: AtomicU64,
     syncs: AtomicU64,
     sync_micros: AtomicU64,
+    /// The last batch failed because the disk is full; cleared by the next one that commits.
+    disk_full: AtomicBool,
+    /// When a full disk was last logged (Unix ms), so that a disk on the edge — a small write fits,
+    /// the next does not — is logged once per episode rather than at every flip.
+    full_logged_at: std::sync::atomic::AtomicI64,
 }
 
 /// A reading of [`WriterStats`].
@@ -160,6 +214,35 @@ pub struct WriterFigures {
 }
 
 impl WriterStats {
+    /// Whether writes are failing now because the disk is full.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// Follows the disk-full episodes from the batches' outcomes, logging each start and end once.
+    fn note_outcome(&self, outcome: &std::result::Result<(), Lost>) {
+        match outcome {
+            Err(lost) if lost.disk_full => {
+                let now = crate::model::Timestamp::now().millis();
+                let last = self.full_logged_at.load(Ordering::Relaxed);
+                if !self.disk_full.swap(true, Ordering::Relaxed) && now - last > 60_000 {
+                    self.full_logged_at.store(now, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %lost.text,
+                        "the disk holding the database is full: writes are refused (507) until \
+                         space is freed; reads go on"
+                    );
+                }
+            }
+            Ok(()) => {
+                if self.disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("disk space is back: writes are taken again");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
     pub fn figures(&self) -> WriterFigures {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         WriterFigures {
@@ -194,14 +277,14 @@ enum Settled {
     /// An early job: every earlier batch is durable; its own may still be lost.
     Early,
     /// Not kept: the batch could not begin or commit.
-    Lost(String),
+    Lost(Lost),
 }
 
 /// A committed (or failed) batch on its way to the sync thread.
 struct Committed {
     early: Vec<Reply>,
     durable: Vec<Reply>,
-    outcome: std::result::Result<(), String>,
+    outcome: std::result::Result<(), Lost>,
 }
 
 impl Store {
@@ -312,6 +395,28 @@ impl Store {
         &self.inner.path
     }
 
+    /// Whether writes are being refused because the disk holding the database is full.
+    pub fn disk_full(&self) -> bool {
+        self.inner.stats.disk_full()
+    }
+
+    /// A small real write (the time of the probe, in `settings`): tells whether the database can be
+    /// written now. Used at start, and while the disk is full to notice when space returns.
+    pub async fn probe_write(&self) -> Result<()> {
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ('write_probe', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([crate::model::Timestamp::now()
+                .millis()
+                .to_be_bytes()
+                .to_vec()])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The writer's and sync thread's running totals.
     pub fn writer_stats(&self) -> Arc<WriterStats> {
         self.inner.stats.clone()
@@ -393,8 +498,9 @@ impl Store {
             let reply: Reply = Box::new(move |settled| {
                 let _ = tx.send(match settled {
                     Settled::Durable | Settled::Early => result,
-                    Settled::Lost(e) if ok => {
-                        Err(StoreError::Task(format!("commit failed: {e}")).into())
+                    Settled::Lost(lost) if ok && lost.disk_full => Err(StoreError::DiskFull.into()),
+                    Settled::Lost(lost) if ok => {
+                        Err(StoreError::Task(format!("commit failed: {}", lost.text)).into())
                     }
                     Settled::Lost(_) => result,
                 });
@@ -423,6 +529,22 @@ impl Store {
     /// while the server writes. `dest` must not exist; it is created 0600.
     pub fn backup_to(&self, dest: &Path) -> Result<()> {
         backup(&self.inner.path, dest)
+    }
+}
+
+/// While writes fail because the disk is full, probes with a small write every few seconds, so that
+/// the server notices space coming back (and `/healthz` says so) even when nobody writes. Ends with
+/// `stop`.
+pub async fn watch_disk(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if store.disk_full() {
+            let _ = store.probe_write().await;
+        }
     }
 }
 
@@ -574,6 +696,7 @@ fn writer_loop(
         if committed.outcome.is_ok() {
             let _ = to_checkpoint.try_send(());
         }
+        stats.note_outcome(&committed.outcome);
         if to_sync.send(committed).is_err() {
             break;
         }
@@ -591,7 +714,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) -> Committed {
         outcome: Ok(()),
     };
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
-        let why = e.to_string();
+        let why = Lost::from(&e);
         for job in batch {
             fail_job(job, conn, &why);
         }
@@ -618,9 +741,13 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) -> Committed {
         }
     }
     committed.outcome = run_cached(conn, "COMMIT").map_err(|e| {
-        tracing::error!(error = %e, "commit failed; the batch is rolled back");
+        let lost = Lost::from(&e);
+        // A full disk is logged once per episode by the writer loop, not for every batch.
+        if !lost.disk_full {
+            tracing::error!(error = %e, "commit failed; the batch is rolled back");
+        }
         let _ = conn.execute_batch("ROLLBACK");
-        e.to_string()
+        lost
     });
     committed
 }
@@ -632,13 +759,13 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Answers a job whose batch could not even begin: it runs inside a transaction that is rolled back, so
 /// its caller gets the error and nothing is kept.
-fn fail_job(job: Job, conn: &Connection, why: &str) {
+fn fail_job(job: Job, conn: &Connection, why: &Lost) {
     let in_tx = conn.execute_batch("BEGIN").is_ok();
     let (_, reply) = (job.run)(conn);
     if in_tx {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    reply(Settled::Lost(why.to_string()));
+    reply(Settled::Lost(why.clone()));
 }
 
 /// The write-ahead log as the sync thread sees it: a file it syncs (opened at its first sync), or
@@ -702,7 +829,7 @@ fn sync_loop(mut wal: Wal, batches: mpsc::Receiver<Committed>, stats: &WriterSta
             for reply in replies {
                 reply(match &outcome {
                     Ok(()) => Settled::Durable,
-                    Err(e) => Settled::Lost(e.clone()),
+                    Err(lost) => Settled::Lost(lost.clone()),
                 });
             }
         }
@@ -720,12 +847,22 @@ fn checkpoint_loop(
     restart_frames: i64,
     restart_due: &AtomicBool,
 ) {
+    let mut failing = false;
     while commits.recv().is_ok() {
         // (busy, frames in the log, frames copied)
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(frames) if frames >= restart_frames => restart_due.store(true, Ordering::Relaxed),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "checkpoint failed; the next one will retry"),
+            Ok(frames) => {
+                failing = false;
+                if frames >= restart_frames {
+                    restart_due.store(true, Ordering::Relaxed);
+                }
+            }
+            // Once per streak: on a full disk every round fails until space returns.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "checkpoint failed; the next ones will retry");
+            }
+            Err(_) => {}
         }
         std::thread::sleep(CHECKPOINT_INTERVAL);
     }
