@@ -334,15 +334,20 @@ async fn idle_connections_make_room_when_max_connections_is_reached() {
 const FIRST_HALF: &str = r#"{"username": "admin", "#;
 const REST_OF_BODY: &str = r#""password": "wrong password"}"#;
 
-/// Starts `POST /api/v1/login` with half its body: a request in flight, waiting for the rest.
+/// Starts `POST /api/v1/login` with half its body: a request in flight, waiting for the rest. It asks
+/// for `100 Continue`, which the server sends once the handler reads the body: then the request is
+/// known to be in flight.
 async fn request_in_flight(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
     let mut stream = connect(addr).await;
     let head = format!(
         "POST /api/v1/login HTTP/1.1\r\nHost: clicktermd.test\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{FIRST_HALF}",
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         FIRST_HALF.len() + REST_OF_BODY.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
+    let interim = read_response(&mut stream).await;
+    assert_eq!(interim.status(), 100, "{interim:?}");
+    stream.write_all(FIRST_HALF.as_bytes()).await.unwrap();
     stream
 }
 
@@ -354,9 +359,7 @@ async fn beyond_max_connections_new_connections_are_closed_while_requests_are_in
     let mut busy = Vec::new();
     for _ in 0..20 {
         busy.push(request_in_flight(server.addr).await);
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Newcomers are closed at once (after the short wait for a slot), not left hanging.
     for i in 0..5 {
@@ -417,7 +420,6 @@ async fn shutdown_closes_connections_without_a_request_and_lets_requests_in_flig
         .await
         .unwrap();
     let mut busy = request_in_flight(server.addr).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let stopping = tokio::spawn(server.stop());
     let within = Duration::from_secs(3);

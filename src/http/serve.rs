@@ -198,7 +198,7 @@ pub async fn serve(
     // Connections closed at once because no slot was free, in the current episode.
     let mut shed: Option<u64> = None;
     let mut last_pressure = Instant::now();
-    // Failed accepts in a row (out of descriptors and the like), and the pause before the next try.
+    // Failed accepts in a row (out of descriptors and the like): the pause before the next try grows.
     let mut accept_failures = 0u64;
     tokio::pin!(shutdown);
     loop {
