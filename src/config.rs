@@ -38,6 +38,22 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Largest request body accepted, in bytes (413 above it).
     pub max_body_bytes: usize,
+    /// HTTP/1.1: how long a client may take to deliver a request head, counted from the moment the
+    /// connection is ready for one (accepted, or its previous response sent). So it is also how long
+    /// an idle HTTP/1.1 keep-alive connection stays open. Any connection must send its first request
+    /// within it.
+    pub header_read_timeout_secs: u64,
+    /// How long a request body may take to arrive in full once the handler starts reading it (408).
+    pub body_read_timeout_secs: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2 with GOAWAY). HTTP/1.1
+    /// connections close sooner if `header_read_timeout_secs` is shorter.
+    pub idle_timeout_secs: u64,
+    /// How long a TLS handshake may take (with `tls_cert`).
+    pub tls_handshake_timeout_secs: u64,
+    /// Connections open at once. Beyond it, idle connections are closed to make room and a new
+    /// connection waits briefly for a slot, else is closed at once. Clamped at start to what the
+    /// process's file limit leaves after the reserve for the database and the dispatcher.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -143,6 +159,11 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 256 * 1024,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            tls_handshake_timeout_secs: 10,
+            max_connections: 4096,
         }
     }
 }
@@ -268,6 +289,26 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return fail("server.max_body_bytes", "must be at least 1024");
+        }
+        let s = &self.server;
+        for (key, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                s.header_read_timeout_secs,
+            ),
+            ("server.body_read_timeout_secs", s.body_read_timeout_secs),
+            ("server.idle_timeout_secs", s.idle_timeout_secs),
+            (
+                "server.tls_handshake_timeout_secs",
+                s.tls_handshake_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return fail(key, "must be a whole number of seconds between 1 and 3600");
+            }
+        }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return fail("server.max_connections", "must be between 1 and 1000000");
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return fail("storage.data_dir", "must not be empty");
@@ -443,6 +484,19 @@ listen = "127.0.0.1:8080"
 # tls_key = "/etc/clicktermd/tls/key.pem"
 # Largest request body accepted, in bytes.
 max_body_bytes = 262144
+# HTTP/1.1: seconds a client may take to send a request head, counted from when the
+# connection is ready for one, so also how long an idle keep-alive connection stays open.
+# Every connection must send its first request within it.
+header_read_timeout_secs = 30
+# Seconds a request body may take to arrive once it is read (then 408).
+body_read_timeout_secs = 10
+# Seconds a connection may stay with no request in flight (HTTP/2: then GOAWAY).
+idle_timeout_secs = 60
+# Seconds a TLS handshake may take.
+tls_handshake_timeout_secs = 10
+# Connections open at once; when full, idle ones are closed to make room. Clamped at
+# start to what the file limit (ulimit -n) leaves after the database and the webhooks.
+max_connections = 4096
 
 [storage]
 # Database and state. Created 0700; the database file is 0600.
@@ -579,6 +633,30 @@ mod tests {
             (
                 &[("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "1")],
                 "webhooks.retry_cap_secs",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__HEADER_READ_TIMEOUT_SECS", "0")],
+                "server.header_read_timeout_secs",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__BODY_READ_TIMEOUT_SECS", "3601")],
+                "server.body_read_timeout_secs",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__IDLE_TIMEOUT_SECS", "0")],
+                "server.idle_timeout_secs",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__TLS_HANDSHAKE_TIMEOUT_SECS", "0")],
+                "server.tls_handshake_timeout_secs",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__MAX_CONNECTIONS", "0")],
+                "server.max_connections",
+            ),
+            (
+                &[("CLICKTERMD_SERVER__MAX_CONNECTIONS", "-1")],
+                "CLICKTERMD_SERVER__MAX_CONNECTIONS",
             ),
         ];
         for (vars, needle) in cases {

@@ -44,6 +44,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let budget = connection_budget(&config)?;
     let _serving = store::ServeLock::acquire(&config.storage.data_dir)?;
     // A database that cannot be written is a start-up error with its cause, not a server that answers
     // every write with an error.
@@ -120,7 +121,8 @@ pub async fn run(
     let http_stopped = async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     };
-    http::serve(listener, http::router(state), tls, http_stopped)
+    let limits = http::Limits::new(&config, &budget);
+    http::serve(listener, http::router(state), tls, limits, http_stopped)
         .await
         .context("HTTP server")?;
     dispatcher.await.context("webhook dispatcher")?;
@@ -128,6 +130,33 @@ pub async fn run(
     disk_watch.await.context("disk watch")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the file limit as far as allowed and fits `server.max_connections` within it, saying what
+/// was chosen.
+fn connection_budget(config: &Config) -> anyhow::Result<http::ConnectionBudget> {
+    let file_limit =
+        http::raise_file_limit().context("cannot read the file limit (RLIMIT_NOFILE)")?;
+    let budget =
+        http::ConnectionBudget::plan(file_limit, config).map_err(|e| anyhow::anyhow!(e))?;
+    if budget.clamped {
+        tracing::warn!(
+            configured = config.server.max_connections,
+            max_connections = budget.max_connections,
+            file_limit,
+            reserve = budget.reserve,
+            "server.max_connections lowered to fit the file limit (ulimit -n, LimitNOFILE=) after \
+             the descriptors kept for the database and webhooks"
+        );
+    } else {
+        tracing::info!(
+            max_connections = budget.max_connections,
+            file_limit,
+            reserve = budget.reserve,
+            "connection budget"
+        );
+    }
+    Ok(budget)
 }
 
 /// Shows the first-start password once. It goes to standard error (the journal under systemd), not

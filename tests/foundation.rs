@@ -246,16 +246,13 @@ fn admin_routes(
     ]
 }
 
-/// The (method, path) pairs under /api/v1 that src/http/mod.rs registers, read from its source so a
-/// route added there without a line in `admin_routes` fails the test below.
-fn registered_api_routes() -> BTreeSet<(String, String)> {
+/// The (method, path) pairs that src/http/mod.rs registers, read from its source so a route added there
+/// is covered by the tests below without a line of its own.
+fn registered_routes() -> BTreeSet<(String, String)> {
     let source = include_str!("../src/http/mod.rs");
     let mut routes = BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
         let path = chunk.split('"').nth(1).expect("a quoted route path");
-        if !path.starts_with("/api/v1") {
-            continue;
-        }
         // The method routers of this route: everything up to the next route.
         for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
             let call = format!("{method}(");
@@ -274,6 +271,15 @@ fn registered_api_routes() -> BTreeSet<(String, String)> {
         "could not read the routes from src/http/mod.rs: {routes:?}"
     );
     routes
+}
+
+/// The (method, path) pairs under /api/v1, so a route added there without a line in `admin_routes`
+/// fails the test below.
+fn registered_api_routes() -> BTreeSet<(String, String)> {
+    registered_routes()
+        .into_iter()
+        .filter(|(_, path)| path.starts_with("/api/v1"))
+        .collect()
 }
 
 #[test]
@@ -955,5 +961,168 @@ async fn graceful_shutdown_and_restart_keep_the_data() {
         .json_ok()
         .await;
     assert_eq!(res["name"], "Survivor");
+    server.stop().await;
+}
+
+/// `path` with every parameter (`{id}`, `{*file}`) replaced by `value`.
+fn with_parameters(path: &str, value: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                value
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_with_a_path_parameter_refuses_an_undecodable_one_with_the_json_error() {
+    let server = TestServer::start().await;
+    let admin = server.token_client().await;
+    let (app_id, app_key, _) = server.create_integration(&admin, "Paths").await;
+    let routes: Vec<(String, String)> = registered_routes()
+        .into_iter()
+        .filter(|(_, path)| path.contains('{'))
+        .collect();
+    // The 19 of the API (issue #13) and the dashboard's files.
+    assert!(routes.len() >= 20, "{routes:?}");
+    for (method, path) in &routes {
+        // Percent-encoded bytes that are not UTF-8.
+        let url = server.url(&with_parameters(path, "%ff%fe"));
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = admin
+            .request(method.clone(), &url)
+            .header("X-APP-ID", &app_id)
+            .header("X-APP-KEY", &app_key);
+        if method == Method::POST || method == Method::PATCH {
+            req = req.json(&json!({}));
+        }
+        let res = req.send().await.unwrap();
+        let err = expect_error(res, StatusCode::BAD_REQUEST).await;
+        assert_eq!(err["code"], "invalid_request", "{method} {path}: {err}");
+        assert!(
+            err["message"].as_str().unwrap().starts_with("path: "),
+            "{method} {path}: {err}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Sends `request` on a raw connection and asserts an error in the API's shape with `status`.
+async fn raw_error(server: &TestServer, request: &str, status: u16) -> Value {
+    let res = common::raw::exchange(server.addr, request).await;
+    assert_eq!(res.status(), status, "{request:?}: {res:?}");
+    assert!(
+        res.header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{request:?}: {res:?}"
+    );
+    let body = res.json();
+    assert_eq!(keys(&body), ["code", "message"], "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_targets_and_headers_and_bad_hosts_get_the_json_error() {
+    let server = TestServer::start().await;
+    let http = client();
+
+    let long = server.url(&format!("/healthz?pad={}", "a".repeat(9 * 1024)));
+    let err = expect_error(
+        http.get(&long).send().await.unwrap(),
+        StatusCode::URI_TOO_LONG,
+    )
+    .await;
+    assert_eq!(err["code"], "uri_too_long");
+    // Under the limit it is an ordinary request.
+    let fits = server.url(&format!("/healthz?pad={}", "a".repeat(7 * 1024)));
+    assert_eq!(
+        http.get(&fits).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // One large header, and many that add up.
+    let big = "b".repeat(40 * 1024);
+    let res = http
+        .get(server.url("/healthz"))
+        .header("x-big", &big)
+        .send()
+        .await
+        .unwrap();
+    let err = expect_error(res, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+    assert_eq!(err["code"], "headers_too_large");
+    let mut req = http.get(server.url("/healthz"));
+    for i in 0..40 {
+        req = req.header(format!("x-part-{i}"), "p".repeat(1024));
+    }
+    expect_error(
+        req.send().await.unwrap(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    )
+    .await;
+    let host = format!("{}", server.addr);
+    for request in [
+        format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nHost: {host}\r\n\r\n"),
+        format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nHost: elsewhere.test\r\n\r\n"),
+        "GET /healthz HTTP/1.1\r\nHost: not a host\r\n\r\n".to_string(),
+        format!("GET http://elsewhere.test/healthz HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ] {
+        let err = raw_error(&server, &request, 400).await;
+        assert_eq!(err["code"], "invalid_request", "{request:?}");
+        assert!(
+            err["message"].as_str().unwrap().starts_with("Host: "),
+            "{request:?}: {err}"
+        );
+    }
+    // The absolute form naming the same host as Host is fine.
+    let res = common::raw::exchange(
+        server.addr,
+        &format!("GET http://{host}/healthz HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{res:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_over_the_limit_is_413_before_the_body_and_without_100_continue() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(|c| c.server.max_body_bytes = 2048).await;
+    let head = |length: usize| {
+        format!(
+            "POST /api/v1/login HTTP/1.1\r\nHost: clicktermd.test\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+
+    // Over the limit: the first thing the server says is 413, and it reads no body.
+    let mut conn = common::raw::connect(server.addr).await;
+    conn.write_all(head(1024 * 1024).as_bytes()).await.unwrap();
+    let res = common::raw::read_response(&mut conn).await;
+    assert_eq!(
+        res.status(),
+        413,
+        "the first answer must be the 413: {res:?}"
+    );
+    assert_eq!(res.json()["code"], "body_too_large", "{res:?}");
+    assert!(
+        common::raw::closed_within(&mut conn, std::time::Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the connection stays open with a body announced and not read"
+    );
+
+    // Within it, the client is told to go on, and the request is served.
+    let body = login_body("a wrong password").to_string();
+    let mut conn = common::raw::connect(server.addr).await;
+    conn.write_all(head(body.len()).as_bytes()).await.unwrap();
+    let interim = common::raw::read_response(&mut conn).await;
+    assert_eq!(interim.status(), 100, "{interim:?}");
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let res = common::raw::read_response(&mut conn).await;
+    assert_eq!(res.status(), 401, "{res:?}");
     server.stop().await;
 }

@@ -460,6 +460,66 @@ fn the_unit_runs_the_service_unprivileged_and_sandboxed() {
     eprintln!("{verdict}");
 }
 
+/// `1G`, `512M`, `1073741824` in bytes (systemd's base-1024 suffixes).
+fn systemd_bytes(value: &str) -> u64 {
+    let (digits, unit) = value.split_at(value.trim_end_matches(char::is_alphabetic).len());
+    let n: u64 = digits
+        .parse()
+        .unwrap_or_else(|_| panic!("not a size: {value}"));
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => panic!("unexpected unit in {value}"),
+    };
+    n << shift
+}
+
+#[test]
+fn the_unit_caps_files_memory_and_tasks_to_fit_the_defaults() {
+    let unit = std::fs::read_to_string(repo().join("packaging/clicktermd.service")).unwrap();
+    let d = service_directives(&unit);
+    let one = |k: &str| -> &str {
+        let v = d.get(k).unwrap_or_else(|| panic!("{k}= missing"));
+        assert_eq!(v.len(), 1, "{k}= set more than once");
+        &v[0]
+    };
+    let defaults = Config::default();
+    // The file limit holds the default connection cap and the reserve beside it, with room to spare.
+    let files: u64 = one("LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE= is a number");
+    let needed = clicktermd::http::ConnectionBudget::file_limit_needed(&defaults);
+    assert!(
+        files >= needed,
+        "LimitNOFILE={files} < {needed} needed by the defaults"
+    );
+    let budget = clicktermd::http::ConnectionBudget::plan(files, &defaults).unwrap();
+    assert!(!budget.clamped, "{budget:?}");
+    assert!(files <= 1 << 20, "LimitNOFILE={files} is no cap");
+    // Memory: the benchmark's peak (~50 MB), four concurrent argon2 hashes (~19 MB each) and every
+    // allowed connection with a full buffered head must fit, twice over.
+    let memory = systemd_bytes(one("MemoryMax"));
+    let floor = 50_000_000
+        + 4 * 19_000_000
+        + defaults.server.max_connections as u64 * (64 * 1024 + 16 * 1024);
+    assert!(memory >= 2 * floor, "MemoryMax={memory} < 2 x {floor}");
+    assert!(memory <= 8 << 30, "MemoryMax={memory} is no cap");
+    // Tasks: tokio's blocking pool (512 at most), its workers and the store's threads.
+    let tasks: u64 = one("TasksMax").parse().expect("TasksMax= is a number");
+    assert!((512 + 64 + 3..=4096).contains(&tasks), "TasksMax={tasks}");
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(repo().join("packaging/clicktermd.service")));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !text.contains("MemoryMax") && !text.contains("TasksMax") && !text.contains("LimitNOFILE"),
+        "systemd-analyze verify: {text}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Installing, running, upgrading and purging, as root.
 

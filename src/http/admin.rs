@@ -4,14 +4,16 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Actor, ApiJson, ApiQuery, SESSION_COOKIE, same_origin, session_cookie};
+use super::extract::{
+    Actor, ApiJson, ApiPath, ApiQuery, SESSION_COOKIE, same_origin, session_cookie,
+};
 use super::ratelimit::Locked;
 use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
 use crate::store::integrations::Changes;
@@ -168,7 +170,7 @@ pub async fn create_integration(
 
 pub async fn get_integration(
     State(state): State<AppState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<IntegrationJson>, ApiError> {
     Ok(Json(integrations::get(&state.store, &app_id).await?.into()))
 }
@@ -194,7 +196,7 @@ pub struct PatchBody {
 pub async fn patch_integration(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Json<IntegrationJson>, ApiError> {
     // Everything is parsed before anything is written: a bad field changes nothing.
@@ -231,7 +233,7 @@ pub async fn patch_integration(
 pub async fn delete_integration(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     integrations::delete(&state.store, &actor, &app_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -240,7 +242,7 @@ pub async fn delete_integration(
 pub async fn regenerate_app_key(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let key = integrations::regenerate_app_key(&state.store, &actor, &app_id).await?;
     Ok(Json(serde_json::json!({"appKey": key})))
@@ -249,7 +251,7 @@ pub async fn regenerate_app_key(
 pub async fn reveal_signing_secret(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let secret = integrations::reveal_signing_secret(&state.store, &actor, &app_id).await?;
     Ok(Json(serde_json::json!({"signingSecret": secret})))
@@ -258,7 +260,7 @@ pub async fn reveal_signing_secret(
 pub async fn rotate_signing_secret(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let secret = integrations::rotate_signing_secret(&state.store, &actor, &app_id).await?;
     Ok(Json(serde_json::json!({"signingSecret": secret})))
@@ -382,7 +384,7 @@ pub async fn create_token(
 pub async fn revoke_token(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     admins::revoke_token(&state.store, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,11 +1,11 @@
 //! Static files from `assets/`, embedded in the binary at build time (no CDN, works offline): the SDK
 //! widget, the demo page and the dashboard. Debug builds read the folder from disk, so edits show without a rebuild.
 
-use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::extract::ApiPath;
 
 #[derive(rust_embed::Embed)]
 #[folder = "assets/"]
@@ -68,7 +68,7 @@ pub async fn dashboard() -> Response {
 }
 
 /// `GET /dashboard/{file}`: the dashboard's scripts and styles.
-pub async fn dashboard_file(Path(file): Path<String>) -> Response {
+pub async fn dashboard_file(ApiPath(file): ApiPath<String>) -> Response {
     // rust-embed keys are plain relative paths; anything else cannot name one of our files.
     if file.split('/').any(|part| part.is_empty() || part == "..") {
         return ApiError::not_found("asset").into_response();

@@ -2,14 +2,14 @@
 //! redelivery, and the test webhook.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Actor, ApiQuery};
+use super::extract::{Actor, ApiPath, ApiQuery};
 use crate::model::Timestamp;
 use crate::store::deliveries::{Attempt, DeliveryRow};
 use crate::webhooks::{self, DeliveryView};
@@ -85,7 +85,7 @@ pub struct ListQuery {
 /// `GET /api/v1/integrations/{appId}/deliveries?state&outcome&limit&before`, newest first.
 pub async fn list(
     State(state): State<AppState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
@@ -124,7 +124,7 @@ pub async fn list(
 /// state present (so the dashboard can show "3 held" next to the delivery toggle).
 pub async fn counts(
     State(state): State<AppState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let counted = webhooks::counts(&state.store, &app_id).await?;
     let mut out = serde_json::Map::new();
@@ -141,7 +141,7 @@ pub async fn counts(
 /// `GET /api/v1/deliveries/{id}`: with its attempts.
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(view_json(&webhooks::get(&state.store, &id).await?)))
 }
@@ -150,7 +150,7 @@ pub async fn get(
 pub async fn redeliver(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = webhooks::redeliver(&state.store, &actor, &id).await?;
     state.wake.notify_one();
@@ -161,7 +161,7 @@ pub async fn redeliver(
 pub async fn test_webhook(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let view = webhooks::send_test(&state.store, &actor, &app_id).await?;
     state.wake.notify_one();
@@ -179,7 +179,7 @@ pub struct BulkBody {
 pub async fn redeliver_failed(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
 ) -> Result<Json<Value>, ApiError> {
     let time = |field: &str, raw: &str| {

@@ -167,6 +167,10 @@ impl From<QueryRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("path: {}", r.body_text()),
+        )
     }
 }

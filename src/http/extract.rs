@@ -1,6 +1,8 @@
-//! Request extractors: JSON bodies and queries whose failures speak our error format, and the two kinds
-//! of caller — an integration on the public API (`X-APP-ID` + `X-APP-KEY`) and an admin (session cookie
-//! or bearer token) on `/api/v1`.
+//! Request extractors: JSON bodies, path parameters and queries whose failures speak our error format,
+//! and the two kinds of caller — an integration on the public API (`X-APP-ID` + `X-APP-KEY`) and an
+//! admin (session cookie or bearer token) on `/api/v1`.
+
+use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -14,10 +16,35 @@ use crate::admins;
 use crate::integrations::{self, Denied};
 
 /// A JSON body; a wrong content type is 415, a body over the limit 413, malformed JSON 400 naming the
-/// problem (line, column, field).
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// problem (line, column, field), a body that has not arrived in full within
+/// `server.body_read_timeout_secs` of starting to read it 408. The deadline covers the whole body, not
+/// each piece of it, so a client trickling bytes cannot hold the request open.
 pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = Duration::from_secs(state.config.server.body_read_timeout_secs);
+        match tokio::time::timeout(limit, axum::Json::<T>::from_request(req, state)).await {
+            Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => Err(rejection.into()),
+            Err(_) => Err(ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {}s",
+                    limit.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+/// Path parameters; one that cannot be decoded (not UTF-8, say) is 400 naming the problem.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
 
 /// A query string; a bad parameter is 400 naming it.
 #[derive(FromRequestParts)]

@@ -61,7 +61,10 @@ impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
 
     /// `Err(seconds to wait)` when `key` has not `cost` left.
     fn take(&self, key: &K, cost: u32) -> Result<(), u64> {
-        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024)
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
             && self.limiter.len() > PRUNE_ABOVE
         {
             self.limiter.retain_recent();

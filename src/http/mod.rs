@@ -1,29 +1,30 @@
-//! The HTTP server: routes, shared state, request logging and serving (plain or TLS via rustls) with
-//! graceful shutdown. Only this module knows status codes, headers and JSON shapes.
+//! The HTTP server: routes, shared state, request logging, the checks on every request's head
+//! (`head`) and serving connections (`serve`: plain or TLS via rustls, bounded, with graceful
+//! shutdown). Only this module knows status codes, headers and JSON shapes.
 
 mod admin;
 mod assets;
 mod deliveries;
 pub mod error;
 mod extract;
+mod head;
 mod limits;
 mod ops;
 mod public;
 mod ratelimit;
 mod sdk;
+mod serve;
 mod templates;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::dispatch::guard::UrlGuard;
@@ -31,6 +32,7 @@ use crate::signature::SignatureKey;
 use crate::store::Store;
 use error::ApiError;
 pub use ratelimit::LoginLimiter;
+pub use serve::{ConnectionBudget, Limits, raise_file_limit, serve};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -215,6 +217,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), head::check))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -270,83 +273,6 @@ async fn log_request(req: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     res
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.
-/// With `tls`, every connection is a rustls handshake first (HTTP/2 offered by ALPN).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let Some(tls) = tls else {
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-    };
-    serve_tls(listener, router, tls, shutdown).await
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-    use tower::ServiceExt;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let service =
-            router
-                .clone()
-                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                });
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        return tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                    }
-                    Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
-                };
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 /// Builds the rustls server configuration from PEM files.

@@ -2,12 +2,12 @@
 //! authenticated by App ID and App Key). Field names and shapes follow ClickTerm exactly.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, AppCaller};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AppCaller};
 use crate::clickwrap;
 use crate::model::{Action, ClickwrapEvent, EndUserId, Timestamp};
 use crate::store::events::Filter;
@@ -239,7 +239,7 @@ pub async fn events(
 pub async fn event_details(
     State(state): State<AppState>,
     caller: AppCaller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventItemJson>, ApiError> {
     let event = clickwrap::event_details(&state.store, Some(caller.integration_id), &id).await?;
     Ok(Json((&event).into()))
@@ -265,7 +265,7 @@ struct StatusJson {
 pub async fn status(
     State(state): State<AppState>,
     caller: AppCaller,
-    Path(end_user): Path<String>,
+    ApiPath(end_user): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let end_user = EndUserId::parse(&end_user).map_err(|e| ApiError::invalid("endUserId", e))?;
     let entries = clickwrap::status(&state.store, caller.integration_id, end_user).await?;
@@ -406,7 +406,7 @@ pub async fn admin_events(
 /// deliveries (the same summaries as the delivery history), for the dashboard's event detail.
 pub async fn admin_event(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let event = clickwrap::event_details(&state.store, None, &id).await?;
     let deliveries = crate::webhooks::for_event(&state.store, &id).await?;

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Actor, ApiJson};
+use super::extract::{Actor, ApiJson, ApiPath};
 use crate::clickwrap::{self, Placeholders};
 use crate::model::{Language, Name, PublishedVersion, Tag, TemplateText, Timestamp, VersionKind};
 use crate::templates::{self, Changes, NewTemplate, TemplateView};
@@ -216,7 +216,7 @@ pub async fn create(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TemplateJson>, ApiError> {
     Ok(Json(templates::get(&state.store, &id).await?.into()))
 }
@@ -224,7 +224,7 @@ pub async fn get(
 pub async fn patch(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Json<TemplateJson>, ApiError> {
     let changes = Changes {
@@ -259,7 +259,7 @@ pub struct PublishBody {
 pub async fn publish(
     State(state): State<AppState>,
     Actor(actor): Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let kind = match body.kind.as_str() {
@@ -304,7 +304,7 @@ pub struct PreviewBody {
 /// the widget would show it (placeholders HTML-escaped, missing ones as a dash); records nothing.
 pub async fn preview(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PreviewBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let language = body

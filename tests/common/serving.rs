@@ -61,13 +61,38 @@ impl Drop for Serving {
 /// Starts `clicktermd serve` on a free loopback port and waits for /healthz. The port is picked by
 /// binding port 0 and releasing it; if another process takes it meanwhile, the start is retried.
 pub async fn serve(data: &Path, log: &Path, env: &[(&str, &str)]) -> (Serving, String) {
+    serve_under(&[], data, log, env).await
+}
+
+/// [`serve`], with the command run by `wrapper` (e.g. `["prlimit", "--nofile=300", "--"]`).
+pub async fn serve_under(
+    wrapper: &[&str],
+    data: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (Serving, String) {
     for _ in 0..5 {
         let port = super::free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut vars = vec![("CLICKTERMD_SERVER__LISTEN", listen.as_str())];
         vars.extend_from_slice(env);
         let data = data.to_str().expect("UTF-8 path");
-        let child = clicktermd_command(&["--data-dir", data, "serve"], &vars)
+        let mut command = clicktermd_command(&["--data-dir", data, "serve"], &vars);
+        if let Some((program, args)) = wrapper.split_first() {
+            let inner = command;
+            command = std::process::Command::new(program);
+            command
+                .args(args)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => command.env(k, v),
+                    None => command.env_remove(k),
+                };
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
