@@ -255,7 +255,7 @@ async fn cookie_changes_need_proof_of_origin_and_bearer_tokens_do_not() {
 async fn small_holes_port_zero_language_case_hidden_characters() {
     let server = common::TestServer::start().await;
     let admin = server.token_client().await;
-    let (app_id, _, _) = server.create_integration(&admin, "Holes").await;
+    let (app_id, key, _) = server.create_integration(&admin, "Holes").await;
 
     // A callback URL with port 0 is refused with the reason, by the API and by check-url.
     let res = admin

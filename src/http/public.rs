@@ -25,6 +25,9 @@ pub struct TemplateItem {
     must_accept_by: Option<String>,
 }
 
+/// Tags one template query may name.
+const MAX_TAGS: usize = 50;
+
 /// `GET /clickwrap-templates?tags=a&tags=b`: enabled templates visible to the caller with their
 /// effective version; with tags, those carrying at least one of them.
 pub async fn clickwrap_templates(
@@ -48,6 +51,12 @@ pub async fn clickwrap_templates(
                     "unknown query parameter (expected tags)",
                 ));
             }
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(ApiError::invalid(
+                "tags",
+                format!("at most {MAX_TAGS} tags in one request"),
+            ));
         }
     }
     let views = templates::visible_to(&state.store, caller.integration_id, tags).await?;

@@ -151,6 +151,21 @@ fn parse_language(raw: &str, field: &str) -> Result<Language, ApiError> {
     Language::parse(raw).map_err(|e| ApiError::invalid(field, e))
 }
 
+/// Integrations a template may be linked to in one request.
+const MAX_LINKED: usize = 1000;
+/// Languages one template may hold.
+const MAX_LANGUAGES: usize = 100;
+
+fn parse_linked(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if raw.len() > MAX_LINKED {
+        return Err(ApiError::invalid(
+            "integrations",
+            format!("at most {MAX_LINKED} App IDs ({} given)", raw.len()),
+        ));
+    }
+    Ok(raw)
+}
+
 fn parse_texts(
     raw: BTreeMap<String, TextBody>,
 ) -> Result<BTreeMap<Language, TemplateText>, ApiError> {
@@ -158,6 +173,12 @@ fn parse_texts(
         return Err(ApiError::invalid(
             "languages",
             "at least one language is required",
+        ));
+    }
+    if raw.len() > MAX_LANGUAGES {
+        return Err(ApiError::invalid(
+            "languages",
+            format!("at most {MAX_LANGUAGES} languages ({} given)", raw.len()),
         ));
     }
     // Language tags are compared case-insensitively (`en` is `EN`): two spellings of one tag would
@@ -208,7 +229,7 @@ pub async fn create(
         always_reaccept: body.always_require_reacceptance,
         default_language: parse_language(&body.default_language, "defaultLanguage")?,
         texts: parse_texts(body.languages)?,
-        integrations: body.integrations,
+        integrations: parse_linked(body.integrations)?,
     };
     let view = templates::create(&state.store, &actor, new).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
@@ -238,7 +259,7 @@ pub async fn patch(
             .map(|l| parse_language(l, "defaultLanguage"))
             .transpose()?,
         texts: body.languages.map(parse_texts).transpose()?,
-        integrations: body.integrations,
+        integrations: body.integrations.map(parse_linked).transpose()?,
     };
     Ok(Json(
         templates::update(&state.store, &actor, &id, changes)
