@@ -163,7 +163,7 @@ impl Page {
         self.wait_contains("#who", "Signed in as admin").await;
     }
 
-    /// Saves a screenshot under the target directory (copied into assets/screenshots for the README).
+    /// Saves a screenshot under the target directory (copied into docs/screenshots for the README).
     async fn screenshot(&self, name: &str) {
         // No passing message in the picture.
         self.js("const t = document.getElementById('toast'); t.classList.remove('show'); t.hidden = true;")

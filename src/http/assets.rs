@@ -75,3 +75,20 @@ pub async fn dashboard_file(ApiPath(file): ApiPath<String>) -> Response {
     }
     with_dashboard_headers(serve(&format!("dashboard/{file}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything under `assets/` is in the binary, so only what is served belongs there (the README's
+    /// screenshots live in `docs/`).
+    #[test]
+    fn every_embedded_file_is_one_that_is_served() {
+        for path in Assets::iter() {
+            let served = path.starts_with("dashboard/")
+                || path.starts_with("demo/")
+                || path == "sdk/clickterm-widget.js";
+            assert!(served, "assets/{path} is embedded but never served");
+        }
+    }
+}
