@@ -261,7 +261,12 @@ async fn log_request(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let status = res.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
+    // Refusals that come in floods — rate limited, busy, disk full — are counted in /metrics and
+    // their episodes logged once where they start; a line per request would let a flood fill the log.
+    let shed = matches!(status, 429 | 503 | 507);
+    if shed {
+        tracing::debug!(%method, %path, status, ms, "request");
+    } else if status >= 500 {
         tracing::warn!(%method, %path, status, ms, "request");
     } else if status >= 400 {
         tracing::info!(%method, %path, status, ms, "request");
