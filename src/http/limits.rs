@@ -28,9 +28,9 @@ const PRUNE_ABOVE: usize = 10_000;
 /// Which limit refused a request: the 429's message and the metric's label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limit {
-    Integration,
-    Reaccept,
-    Address,
+    Integration = 0,
+    Reaccept = 1,
+    Address = 2,
 }
 
 impl Limit {
@@ -91,12 +91,15 @@ pub struct RequestLimits {
     reaccept: Option<Bucket<i64>>,
     address: Option<Bucket<IpAddr>>,
     metrics: Arc<Metrics>,
+    /// When each limit last logged that it refuses requests (Unix ms): once a minute at most.
+    logged: [std::sync::atomic::AtomicI64; 3],
 }
 
 impl RequestLimits {
     pub fn new(config: &LimitsConfig, metrics: Arc<Metrics>) -> RequestLimits {
         RequestLimits {
             metrics,
+            logged: Default::default(),
             integration: Bucket::new(
                 config.integration_requests_per_sec,
                 config.integration_burst,
@@ -136,6 +139,16 @@ impl RequestLimits {
         };
         bucket.take(key, cost).map_err(|wait| {
             self.metrics.rate_limited(limit.as_str());
+            let now = crate::model::Timestamp::now().millis();
+            let last = &self.logged[limit as usize];
+            if now - last.load(Ordering::Relaxed) > 60_000 {
+                last.store(now, Ordering::Relaxed);
+                tracing::warn!(
+                    limit = limit.as_str(),
+                    "requests are being refused by a rate limit (counted in \
+                     clicktermd_rate_limited_requests_total; logged once a minute at most)"
+                );
+            }
             refusal(limit, wait)
         })
     }
