@@ -334,6 +334,52 @@ async fn small_holes_port_zero_language_case_hidden_characters() {
         .json_ok()
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // Every list in a request is bounded, and the refusal names the limit.
+    let many_apps: Vec<String> = (0..1001).map(|i| format!("app-{i}")).collect();
+    let many_languages: serde_json::Map<String, serde_json::Value> = (0..101u8)
+        .map(|i| {
+            let tag = format!("x{}{}", (b'a' + i / 26) as char, (b'a' + i % 26) as char);
+            (tag, json!({"title": "t", "content": "c"}))
+        })
+        .collect();
+    for (field, body) in [
+        (
+            "integrations",
+            json!({"name": "T", "defaultLanguage": "en",
+            "languages": {"en": {"title": "t", "content": "c"}}, "integrations": many_apps}),
+        ),
+        (
+            "languages",
+            json!({"name": "T", "defaultLanguage": "xaa", "languages": many_languages}),
+        ),
+    ] {
+        let res = admin
+            .post(server.url("/api/v1/templates"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(field) && message.contains("at most"),
+            "{err}"
+        );
+    }
+    let tags: String = (0..51).map(|i| format!("tags=t{i}&")).collect();
+    let res = common::client()
+        .get(server.url(&format!("/public-client/v1/clickwrap-templates?{tags}")))
+        .header("X-APP-ID", &app_id)
+        .header("X-APP-KEY", &key)
+        .send()
+        .await
+        .unwrap();
+    let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("at most 50 tags"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
