@@ -169,6 +169,18 @@ fn forbidden_message(addr: &IpAddr, rule: &Rule, exceptions: &[IpNet]) -> String
             list.join(", ")
         ));
     }
+    // And what would allow it, so that an operator with an on-prem receiver knows the one setting to
+    // change (a mapped address is covered by its IPv4 host, as `exception_for` judges it).
+    let host: IpNet = match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpNet::from(IpAddr::V4(v4)),
+            None => IpNet::from(*addr),
+        },
+        IpAddr::V4(_) => IpNet::from(*addr),
+    };
+    text.push_str(&format!(
+        "; to allow it, add \"{host}\" to webhooks.allow_private_cidrs"
+    ));
     text
 }
 
@@ -1070,8 +1082,21 @@ mod tests {
         assert_eq!(
             text,
             "127.0.0.2 is a loopback address (127.0.0.0/8) and is not covered by the \
-             configured exceptions (allow_private_cidrs: 127.0.0.1/32)"
+             configured exceptions (allow_private_cidrs: 127.0.0.1/32); to allow it, add \
+             \"127.0.0.2/32\" to webhooks.allow_private_cidrs"
         );
+        // With no exception configured yet, the refusal still names the setting and what to add.
+        let none = Policy::default();
+        let text = none.check_addr(ip("10.1.2.3"), 443).unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "10.1.2.3 is a private address (10.0.0.0/8); to allow it, add \"10.1.2.3/32\" to \
+             webhooks.allow_private_cidrs"
+        );
+        let text = none.check_addr(ip("::ffff:10.1.2.3"), 443).unwrap_err().to_string();
+        assert!(text.ends_with("add \"10.1.2.3/32\" to webhooks.allow_private_cidrs"), "{text}");
+        let text = none.check_addr(ip("fd00::1"), 443).unwrap_err().to_string();
+        assert!(text.ends_with("add \"fd00::1/128\" to webhooks.allow_private_cidrs"), "{text}");
         assert_eq!(policy.decide(ip("8.8.8.8"), 443), Ok(Allowed::Public));
     }
 
@@ -1207,7 +1232,13 @@ mod tests {
     #[test]
     fn messages_read_as_sentences() {
         let policy = Policy::default();
-        let text = |a: &str| policy.check_addr(ip(a), 443).unwrap_err().to_string();
+        // The judgement, without the remedy that every refusal ends with (tested above).
+        let text = |a: &str| {
+            let full = policy.check_addr(ip(a), 443).unwrap_err().to_string();
+            let (judgement, remedy) = full.split_once("; to allow it, add ").expect("a remedy");
+            assert!(remedy.ends_with(" to webhooks.allow_private_cidrs"), "{full}");
+            judgement.to_string()
+        };
         assert_eq!(
             text("10.0.0.5"),
             "10.0.0.5 is a private address (10.0.0.0/8)"
