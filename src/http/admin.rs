@@ -207,6 +207,7 @@ pub async fn patch_integration(
     };
     let updated = integrations::update(&state.store, &actor, &app_id, changes).await?;
     state.wake.notify_one();
+    state.settle.notify_one();
     Ok(Json(updated.into()))
 }
 
@@ -216,6 +217,7 @@ pub async fn delete_integration(
     Path(app_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     integrations::delete(&state.store, &actor, &app_id).await?;
+    state.settle.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
