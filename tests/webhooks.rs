@@ -518,6 +518,127 @@ async fn pause_holds_resume_releases_delete_cancels_and_redeliver_starts_a_manua
     w.server.stop().await;
 }
 
+/// A hold larger than one batch (1 200 deliveries; 500 per write job): switching delivery on answers
+/// at once with the first batch released in its own transaction, the settling task releases the rest,
+/// and each delivery arrives exactly once. Deleting an integration with 1 200 held cancels them the
+/// same way, the first 500 at once. The delivery counts follow every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_larger_than_a_batch_is_released_and_cancelled_in_batches() {
+    let w = world(5.0, |_| {}).await;
+    let app_id = w.integration("receiver.test", "/ok").await;
+    w.use_receiver_secret(&app_id);
+    let (world, app) = (&w, app_id.as_str());
+    let counts = move || async move {
+        let c: Value = world
+            .admin
+            .get(
+                world
+                    .server
+                    .url(&format!("/api/v1/integrations/{app}/delivery-counts")),
+            )
+            .json_ok()
+            .await;
+        c
+    };
+    let hold = move |n: usize| async move {
+        world
+            .patch(app, json!({"webhookDeliveryEnabled": false}))
+            .await;
+        futures_buffered((0..n).map(|_| world.test_webhook(app)), 16).await
+    };
+    let held = hold(1_200).await;
+    assert_eq!(counts().await["held"], 1_200);
+
+    w.patch(&app_id, json!({"webhookDeliveryEnabled": true}))
+        .await;
+    let right_after = counts().await;
+    assert!(
+        right_after["held"].as_i64().unwrap() <= 700,
+        "the first batch is released with the change: {right_after}"
+    );
+    let arrived = w.receiver.wait_for(1_200, DEADLINE).await;
+    let ids: std::collections::BTreeSet<String> = arrived
+        .iter()
+        .map(|r| {
+            r.json()["data"]["clickwrapEventId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1_200, "each delivery once");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.receiver.requests().len(), 1_200, "and no more");
+    for id in [&held[0], &held[1_199]] {
+        w.until_state(id, &["succeeded"]).await;
+    }
+
+    let held = hold(1_200).await;
+    w.admin
+        .delete(w.server.url(&format!("/api/v1/integrations/{app_id}")))
+        .json_with(StatusCode::NO_CONTENT)
+        .await;
+    let right_after = counts().await;
+    assert!(
+        right_after["cancelled"].as_i64().unwrap() >= 500,
+        "the first batch is cancelled with the delete: {right_after}"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let c = counts().await;
+        if c["cancelled"] == 1_200 {
+            assert_eq!(
+                (c["held"].as_i64(), c["pending"].as_i64()),
+                (Some(0), Some(0)),
+                "{c}"
+            );
+            assert_eq!(c["succeeded"], 1_200, "{c}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{c}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(w.delivery(&held[1_199]).await["state"], "cancelled");
+    assert_eq!(
+        w.receiver.requests().len(),
+        1_200,
+        "nothing cancelled was sent"
+    );
+    w.server.stop().await;
+}
+
+/// Runs `calls` at most `width` at a time, concurrently on this task; their results in order.
+async fn futures_buffered<F: std::future::Future>(
+    calls: impl Iterator<Item = F>,
+    width: usize,
+) -> Vec<F::Output> {
+    let mut calls = calls.peekable();
+    let mut out = Vec::new();
+    while calls.peek().is_some() {
+        let mut chunk: Vec<_> = calls.by_ref().take(width).map(Box::pin).collect();
+        let mut done: Vec<Option<F::Output>> = (0..chunk.len()).map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, slot) in chunk.iter_mut().zip(done.iter_mut()) {
+                if slot.is_none() {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => *slot = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        out.extend(done.into_iter().map(|v| v.expect("ready")));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_endpoint_does_not_delay_other_integrations() {
     let w = world(3.0, |c| {
