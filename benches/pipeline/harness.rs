@@ -37,6 +37,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
+#[path = "large.rs"]
+pub mod large;
+
 /// How long any single step may take before the run is abandoned.
 const STEP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -71,6 +74,8 @@ pub struct Options {
     /// Open-loop verify rate and duration of the latency phase.
     pub latency_rate: u32,
     pub latency_secs: f64,
+    /// `--large`: run the large-database benchmark (issue #13) instead, at this scale.
+    pub large: Option<large::Large>,
 }
 
 impl Options {
@@ -92,6 +97,7 @@ impl Options {
             timeout_secs: 2.0,
             latency_rate: 1000,
             latency_secs: 10.0,
+            large: None,
         }
     }
 
@@ -114,7 +120,11 @@ impl Options {
 
     /// Applies `--quick`, `--bin PATH`, `--events N`, `--concurrency N`, `--receivers N`,
     /// `--per-receiver N`, `--rate N`, `--duration SECS` (latency phase), `--drain SECS` (isolation),
-    /// `--timeout SECS` and `--verify-max SECS`. Unknown arguments (cargo passes `--bench`) are ignored.
+    /// `--timeout SECS` and `--verify-max SECS`; and for the large-database benchmark `--large`,
+    /// `--large-scale N` (events of the large database, implies `--large`), `--large-small N` (of the
+    /// small one), `--large-integrations N`, `--large-tries N` and `--large-stream N` (SDK acts per
+    /// second during the bulk changes and the backup). Unknown arguments (cargo passes `--bench`) are
+    /// ignored.
     pub fn from_args(
         args: &[String],
         default_bin: PathBuf,
@@ -148,11 +158,39 @@ impl Options {
                 "--drain" => o.isolation_drain_secs = num(a, value(a)?)?,
                 "--timeout" => o.timeout_secs = num(a, value(a)?)?,
                 "--verify-max" => o.verify_max_secs = num(a, value(a)?)?,
+                "--large" => {
+                    o.large.get_or_insert_with(large::Large::full);
+                }
+                "--large-scale" => {
+                    o.large.get_or_insert_with(large::Large::full).events = num(a, value(a)?)?
+                }
+                "--large-small" => {
+                    o.large.get_or_insert_with(large::Large::full).small_events = num(a, value(a)?)?
+                }
+                "--large-integrations" => {
+                    o.large.get_or_insert_with(large::Large::full).integrations = num(a, value(a)?)?
+                }
+                "--large-tries" => {
+                    o.large.get_or_insert_with(large::Large::full).tries = num(a, value(a)?)?
+                }
+                "--large-stream" => {
+                    o.large.get_or_insert_with(large::Large::full).stream_rate = num(a, value(a)?)?
+                }
                 _ => {}
             }
         }
         if o.concurrency == 0 || o.verify_events == 0 || o.receivers == 0 || o.latency_rate == 0 {
             return Err("--concurrency, --events, --receivers and --rate must be positive".into());
+        }
+        if let Some(l) = &o.large {
+            o.mode = "large";
+            if l.events == 0 || l.small_events == 0 || l.tries == 0 || l.integrations < 3 {
+                return Err(
+                    "--large-scale, --large-small and --large-tries must be positive, \
+                            --large-integrations at least 3"
+                        .into(),
+                );
+            }
         }
         Ok(o)
     }
@@ -167,7 +205,10 @@ pub fn run(options: &Options) -> Result<Value, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(run_async(options))
+    match &options.large {
+        Some(large) => runtime.block_on(large::run(options, large)),
+        None => runtime.block_on(run_async(options)),
+    }
 }
 
 async fn run_async(o: &Options) -> Result<Value, String> {
@@ -1569,8 +1610,12 @@ pub const FIGURES: &[&str] = &[
     "/server/db_bytes_per_10k_events",
 ];
 
-/// The figures of [`FIGURES`] that are missing from `report` or not positive; empty when all are there.
+/// The figures of [`FIGURES`] (or of the large benchmark's) that are missing from `report` or not
+/// positive; empty when all are there.
 pub fn missing_figures(report: &Value) -> Vec<String> {
+    if report["mode"] == "large" {
+        return large::missing_figures(report);
+    }
     FIGURES
         .iter()
         .filter(|p| {
@@ -1585,6 +1630,9 @@ pub fn missing_figures(report: &Value) -> Vec<String> {
 
 /// The report as a table for people: figure, value, and the target of issue #7 where it sets one.
 pub fn table(r: &Value) -> String {
+    if r["mode"] == "large" {
+        return large::table(r);
+    }
     let f = |p: &str| {
         r.pointer(p)
             .map(|v| v.to_string())
