@@ -150,8 +150,9 @@ pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<Deliv
 
 /// Redelivers every failed delivery of the integration created in `[from, to]`; returns how many.
 ///
-/// The work is done in batches of [`deliveries::BATCH`], each its own write job, so a redelivery of a
-/// million deliveries never holds the writer for more than one batch; `wake` is signalled after each,
+/// The work is done in batches of [`deliveries::BATCH`], each its own write job followed by a pause
+/// as long as it took ([`Store::write_batch`]), so a redelivery of a million deliveries never holds
+/// the writer for more than one batch nor floods the log; `wake` is signalled after each,
 /// so the dispatcher starts on the first while the rest are still being taken. The batches run in a
 /// task of their own: a client that stops waiting does not leave the work half done. The audit entry
 /// is written with the first batch (so it exists as soon as anything changed) and given the total
@@ -172,7 +173,7 @@ pub async fn redeliver_failed(
         loop {
             let (actor, app, range) = (actor.clone(), app.clone(), range.clone());
             let (n, next, audited) = store
-                .write(move |c| -> Result<_> {
+                .write_batch(move |c| -> Result<_> {
                     let now = Timestamp::now();
                     let Some(id) = integrations::live_id(c, &app)? else {
                         // Deleted meanwhile: its deliveries are being cancelled; stop here.

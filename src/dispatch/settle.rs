@@ -6,7 +6,8 @@
 //! The change itself settles its first batch in its own transaction, so a small backlog follows at
 //! once. A large one (a million held deliveries) would hold the single writer for seconds in one
 //! statement, and every other write with it; so the rest is done here, [`deliveries::BATCH`] rows per
-//! write job, oldest first, waking the dispatcher after each batch that released something. Each batch
+//! write job, each followed by a pause as long as it took ([`Store::write_batch`]), oldest first,
+//! waking the dispatcher after each batch that released something. Each batch
 //! reads the settings again, so a change of mind between two batches is followed from the next one,
 //! and a delivery is released once per hold however many passes overlap (a batch takes only rows in
 //! the state it changes). A pass runs at start — a process stopped in the middle of one leaves the
@@ -35,7 +36,7 @@ pub async fn settle_pass(
                 return Ok(total);
             }
             let n = store
-                .write(move |c| {
+                .write_batch(move |c| {
                     deliveries::settle_batch(c, integration, Timestamp::now(), deliveries::BATCH)
                 })
                 .await?;

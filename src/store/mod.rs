@@ -367,6 +367,24 @@ impl Store {
         self.submit(f, false).await
     }
 
+    /// One batch of a change done in batches (bulk redelivery, settling an integration's deliveries):
+    /// like [`Store::write`], then waits as long as the batch took before answering. A loop of these
+    /// takes at most half of the writer's time and of the disk's write bandwidth, leaving the rest to
+    /// every other write. At full speed a bulk change wrote the log faster than the checkpointer
+    /// copied it (a redelivery of 100 000 deliveries: 130 MB/s), and the log restarts and the syncs
+    /// behind the checkpoints held other writes for 60–140 ms; paced, 30–40 ms, in three times as long.
+    pub async fn write_batch<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let done = self.submit(f, false).await;
+        tokio::time::sleep(started.elapsed()).await;
+        done
+    }
+
     /// Like [`Store::write`], but answers as soon as `f` has run inside the writer's open transaction,
     /// without waiting for the batch's commit (and its fsync). Later writes see its changes at once;
     /// readers see them after the commit. A crash or a failed commit can lose them after the caller
