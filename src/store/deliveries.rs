@@ -475,17 +475,20 @@ pub const STATES: &[&str] = &[
     "cancelled",
 ];
 
-/// The delivery states (in the order of [`STATES`]) with the index a history filtered by one walks and the fixed terms
-/// that select it. A delivery that succeeded has the outcome `ok` (its last attempt was that success),
-/// so `deliveries_ok` holds every succeeded one. In flight are at most `max_in_flight` deliveries in
-/// all, found through the leases; sorting those few is the one sort of the history.
+/// The delivery states (in the order of [`STATES`]) with the index a history filtered by one walks and
+/// the fixed terms that select it. Every state but `succeeded` is rare among an integration's
+/// deliveries and has a partial index of its own; succeeded ones are most of the history, so their
+/// filter walks all of it newest first and skips the few others (a page costs more than another only
+/// when an integration's deliveries mostly fail, in proportion). In flight are at most
+/// `max_in_flight` deliveries in all, found through the leases; sorting those few is the one sort of
+/// the history.
 const STATE_WALKS: &[(&str, &str, &str)] = &[
     ("pending", "deliveries_pending_by_id", "d.state = 'pending'"),
     ("in_flight", "deliveries_leases", "d.state = 'in_flight'"),
     (
         "succeeded",
-        "deliveries_ok",
-        "d.last_outcome = 'ok' AND d.state = 'succeeded'",
+        "deliveries_by_integration",
+        "d.state = 'succeeded'",
     ),
     ("failed", "deliveries_failed", "d.state = 'failed'"),
     ("held", "deliveries_held", "d.state = 'held'"),
@@ -507,9 +510,10 @@ pub const OUTCOMES: &[&str] = &[
 
 /// The statement a page of the delivery history runs, built like the event list's
 /// ([`super::events::list_statement`]): only the filters present, as fixed fragments with named
-/// parameters, and the index named. A state walks its own partial index; a failure outcome
+/// parameters, and the index named. A state walks its own index ([`STATE_WALKS`]); a failure outcome
 /// `deliveries_by_outcome`, or with a state `deliveries_by_state_outcome` (both hold only deliveries
-/// whose last attempt failed); `ok` with a state walks the state's index and checks the outcome.
+/// whose last attempt failed); `ok`, alone or with a state, walks what that state (or none) walks and
+/// checks the outcome.
 pub(crate) fn list_statement(
     integration_id: i64,
     state: Option<&str>,
@@ -537,9 +541,10 @@ pub(crate) fn list_statement(
             terms.push(state_terms);
             index
         }
+        // Like `succeeded`: most deliveries end with `ok`.
         (None, Some("ok")) => {
             terms.push("d.last_outcome = 'ok'");
-            "deliveries_ok"
+            "deliveries_by_integration"
         }
         (None, Some(outcome)) => {
             terms.push("d.last_outcome = :outcome AND d.last_outcome <> 'ok'");

@@ -270,13 +270,14 @@ pub(crate) struct Statement {
 /// parameter; no value is ever written into the SQL. Every shape is a distinct string, so the
 /// connection's statement cache keeps one prepared statement per shape.
 ///
-/// The index is chosen by the equality filters present and named with `INDEXED BY`: an end user's
-/// index when one is given (with the template, if also given, checked on each of the user's few
-/// events), else the template's, else the integration's, else the one over every verified event —
-/// each with and without the integration first. Named, because with an end user and a template
-/// together two indexes fit equally well and SQLite, without statistics, cannot know that an end user
-/// has few events where a template may have millions; and so that a missing index fails loudly instead
-/// of turning into a scan. The page's upper bound is the cursor as a row value when it is within
+/// The index is chosen by the equality filters present and named with `INDEXED BY`: the end user's
+/// index when one is given (the integration and the template, if also given, are checked on each of
+/// the end user's few events: an end user is one person across the workspace, as for the consent
+/// status), else the template's (with or without the integration first), else the integration's,
+/// else the one over every verified event. Named, because with an end user and a template or an
+/// integration several indexes fit and SQLite, without statistics, cannot know that an end user has
+/// few events where a template or an integration may have millions; and so that a missing index
+/// fails loudly instead of turning into a scan. The page's upper bound is the cursor as a row value when it is within
 /// `to` (it then implies `to`), else `to`; the lower bound is `from`. Without an action filter the two
 /// actions' parts of the index are walked side by side and merged (`UNION ALL … ORDER BY`, which
 /// SQLite runs as a merge of two ordered walks, never a sort).
@@ -285,8 +286,7 @@ pub(crate) fn list_statement(q: &ListQuery) -> Statement {
     let mut params: Vec<(&'static str, Value)> = Vec::new();
     let mut terms: Vec<&'static str> = vec!["e.verified_at IS NOT NULL"];
     let index = match (q.integration, &q.end_user, q.template_row) {
-        (Some(_), Some(_), _) => "events_verified_by_integration_user",
-        (None, Some(_), _) => "events_verified_by_user",
+        (_, Some(_), _) => "events_verified_by_user",
         (Some(_), None, Some(_)) => "events_verified_by_integration_template",
         (None, None, Some(_)) => "events_verified_by_template",
         (Some(_), None, None) => "events_verified_by_integration",

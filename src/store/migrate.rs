@@ -38,10 +38,7 @@ CREATE INDEX events_verified_by_integration_template
     ON events(integration_id, template_id, action, action_at, event_id) WHERE verified_at IS NOT NULL;
 CREATE INDEX events_verified_by_user ON events(end_user_id, action, action_at, event_id)
     WHERE verified_at IS NOT NULL;
-CREATE INDEX events_verified_by_integration_user
-    ON events(integration_id, end_user_id, action, action_at, event_id) WHERE verified_at IS NOT NULL;
 CREATE INDEX deliveries_pending_by_id ON deliveries(integration_id) WHERE state = 'pending';
-CREATE INDEX deliveries_ok ON deliveries(integration_id) WHERE last_outcome = 'ok';
 CREATE INDEX deliveries_failed ON deliveries(integration_id) WHERE state = 'failed';
 CREATE INDEX deliveries_cancelled ON deliveries(integration_id) WHERE state = 'cancelled';
 CREATE INDEX deliveries_by_outcome ON deliveries(integration_id, last_outcome) WHERE last_outcome <> 'ok';
