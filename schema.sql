@@ -171,8 +171,25 @@ CREATE TABLE events (
     verified_at           INTEGER
 ) STRICT;
 
-CREATE INDEX events_verified_by_integration ON events(integration_id, action_at, event_id)
+-- The event lists (SPEC §3, §8): one index per set of equality filters, each ending in the order the
+-- lists are read in, so a page is an index walk that stops when it is full, whatever the filters and
+-- however many events there are. The action comes before the time in every one of them: a list
+-- filtered by it walks its own part, and a list without it merges the two parts (ACCEPTED, DECLINED),
+-- each already in order. An end user filter walks the end user's index whatever else is given: an end
+-- user is one person across the workspace's integrations (consent is per workspace), whose events
+-- are few, so the integration and the template are checked on each of them. Each of these indexes
+-- costs every verify an entry (about a page per write batch), hence none per integration and end user.
+CREATE INDEX events_verified ON events(action, action_at, event_id)
     WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_integration ON events(integration_id, action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_template ON events(template_id, action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_integration_template
+    ON events(integration_id, template_id, action, action_at, event_id) WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_user ON events(end_user_id, action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+-- The consent-status lookups: one end user's latest events on one template.
 CREATE INDEX events_by_user ON events(template_id, end_user_id, action_at);
 
 CREATE TRIGGER events_final_once_verified BEFORE UPDATE ON events
@@ -223,6 +240,76 @@ CREATE INDEX deliveries_held ON deliveries(integration_id) WHERE state = 'held';
 CREATE INDEX deliveries_by_integration ON deliveries(integration_id, id);
 CREATE INDEX deliveries_by_event ON deliveries(event_id);
 
+-- The delivery history filtered by state, by last outcome or both, newest first (each of these ends in
+-- the row id): a partial index for every value that is rare among an integration's deliveries, so a
+-- page of one walks only the rows that have it. Held ones walk `deliveries_held`; those in flight are
+-- at most `max_in_flight`, found through `deliveries_leases`. Succeeded (outcome `ok`) is what most
+-- deliveries become: those filters walk `deliveries_by_integration` and skip the others, and a
+-- delivery delivered at its first attempt gets no entry in any of these but `deliveries_pending_by_id`
+-- while it waits (every entry is a page written per write batch on the hot path).
+CREATE INDEX deliveries_pending_by_id ON deliveries(integration_id) WHERE state = 'pending';
+CREATE INDEX deliveries_failed ON deliveries(integration_id) WHERE state = 'failed';
+CREATE INDEX deliveries_cancelled ON deliveries(integration_id) WHERE state = 'cancelled';
+CREATE INDEX deliveries_by_outcome ON deliveries(integration_id, last_outcome) WHERE last_outcome <> 'ok';
+CREATE INDEX deliveries_by_state_outcome ON deliveries(integration_id, state, last_outcome)
+    WHERE last_outcome <> 'ok';
+-- Bulk redelivery walks an integration's failed deliveries by creation time, in batches.
+CREATE INDEX deliveries_failed_by_time ON deliveries(integration_id, created_at) WHERE state = 'failed';
+
+-- How many of each integration's deliveries are in each state, kept by the triggers below in the
+-- same transaction as every insert and state change: the delivery counts and the queue metrics read
+-- one row per integration instead of counting its deliveries.
+CREATE TABLE delivery_counts (
+    integration_id INTEGER PRIMARY KEY REFERENCES integrations(id),
+    pending        INTEGER NOT NULL DEFAULT 0,
+    in_flight      INTEGER NOT NULL DEFAULT 0,
+    succeeded      INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    held           INTEGER NOT NULL DEFAULT 0,
+    cancelled      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TRIGGER deliveries_counted_on_insert AFTER INSERT ON deliveries
+BEGIN
+    INSERT INTO delivery_counts (integration_id, pending, in_flight, succeeded, failed, held, cancelled)
+    VALUES (NEW.integration_id, NEW.state = 'pending', NEW.state = 'in_flight', NEW.state = 'succeeded',
+            NEW.state = 'failed', NEW.state = 'held', NEW.state = 'cancelled')
+    ON CONFLICT (integration_id) DO UPDATE SET
+        pending = pending + excluded.pending, in_flight = in_flight + excluded.in_flight,
+        succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed,
+        held = held + excluded.held, cancelled = cancelled + excluded.cancelled;
+END;
+
+CREATE TRIGGER deliveries_counted_on_state AFTER UPDATE OF state ON deliveries
+    WHEN OLD.state <> NEW.state
+BEGIN
+    UPDATE delivery_counts SET
+        pending = pending + (NEW.state = 'pending') - (OLD.state = 'pending'),
+        in_flight = in_flight + (NEW.state = 'in_flight') - (OLD.state = 'in_flight'),
+        succeeded = succeeded + (NEW.state = 'succeeded') - (OLD.state = 'succeeded'),
+        failed = failed + (NEW.state = 'failed') - (OLD.state = 'failed'),
+        held = held + (NEW.state = 'held') - (OLD.state = 'held'),
+        cancelled = cancelled + (NEW.state = 'cancelled') - (OLD.state = 'cancelled')
+    WHERE integration_id = NEW.integration_id;
+END;
+
+-- A delivery's integration never changes; deliveries are not deleted today, but if they ever are the
+-- counts stay true.
+CREATE TRIGGER deliveries_integration_fixed BEFORE UPDATE OF integration_id ON deliveries
+    WHEN OLD.integration_id <> NEW.integration_id
+BEGIN
+    SELECT RAISE(ABORT, 'a delivery belongs to one integration');
+END;
+
+CREATE TRIGGER deliveries_counted_on_delete AFTER DELETE ON deliveries
+BEGIN
+    UPDATE delivery_counts SET
+        pending = pending - (OLD.state = 'pending'), in_flight = in_flight - (OLD.state = 'in_flight'),
+        succeeded = succeeded - (OLD.state = 'succeeded'), failed = failed - (OLD.state = 'failed'),
+        held = held - (OLD.state = 'held'), cancelled = cancelled - (OLD.state = 'cancelled')
+    WHERE integration_id = OLD.integration_id;
+END;
+
 -- Every HTTP attempt of a delivery, with everything observed about it (SPEC §5.4). The request body is
 -- the delivery's payload, which never changes.
 CREATE TABLE attempts (
@@ -245,4 +332,4 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);
 CREATE INDEX attempts_by_time ON attempts(started_at);
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

@@ -104,9 +104,10 @@ pub async fn update(
         .write(move |c| -> Result<_> {
             let updated = rows::update(c, &id, &changes)?;
             // Pausing holds its deliveries, resuming (or enabling, or setting a callback URL)
-            // releases them: in the same transaction as the change itself.
+            // releases them: the first batch in the same transaction as the change itself, the rest
+            // (if any) by the settling task, one batch per write (`dispatch::settle`).
             if let Some(row) = rows::live_id(c, &id)? {
-                deliveries::sync_with_integration(c, row, Timestamp::now())?;
+                deliveries::settle_batch(c, row, Timestamp::now(), deliveries::BATCH)?;
             }
             if updated.is_some() && !what.is_empty() {
                 audit::record(
@@ -209,9 +210,10 @@ pub async fn delete(store: &Store, actor: &str, app_id: &str) -> Result<()> {
             let now = Timestamp::now();
             let done = rows::delete(c, &id, now)?;
             if done {
-                // Unfinished deliveries are cancelled; history and events stay.
+                // Unfinished deliveries are cancelled (the first batch here, the rest by the
+                // settling task); history and events stay.
                 if let Some(row) = rows::any_id(c, &id)? {
-                    deliveries::sync_with_integration(c, row, now)?;
+                    deliveries::settle_batch(c, row, now, deliveries::BATCH)?;
                 }
                 audit::record(c, now, &actor, "integration.delete", Some(&id), None)?;
             }

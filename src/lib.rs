@@ -116,7 +116,22 @@ pub async fn run(
         config.webhooks.attempt_retention_days,
         stop_rx.clone(),
     ));
-    let state = http::AppState::new(config.clone(), store, signature_key, guard, wake, metrics);
+    let settle = Arc::new(tokio::sync::Notify::new());
+    let settling = tokio::spawn(dispatch::settle::run_settling(
+        store.clone(),
+        settle.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
+    let signals = http::Signals { wake, settle };
+    let state = http::AppState::new(
+        config.clone(),
+        store,
+        signature_key,
+        guard,
+        signals,
+        metrics,
+    );
     let mut http_stop = stop_rx;
     let http_stopped = async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -128,6 +143,7 @@ pub async fn run(
     dispatcher.await.context("webhook dispatcher")?;
     pruning.await.context("attempt pruning")?;
     disk_watch.await.context("disk watch")?;
+    settling.await.context("settling deliveries")?;
     tracing::info!("stopped");
     Ok(())
 }

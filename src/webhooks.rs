@@ -74,13 +74,12 @@ pub async fn redeliver(store: &Store, actor: &str, delivery_id: &str) -> Result<
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
             let d = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
-            if !deliveries::redeliver(c, d.row, now)? {
+            let integration =
+                integrations::any_id(c, &d.app_id)?.ok_or(Error::NotFound("integration"))?;
+            if !deliveries::redeliver(c, d.row, integration, now)? {
                 return Err(Error::Conflict(
                     "the delivery is being attempted right now".into(),
                 ));
-            }
-            if let Some(row) = integrations::any_id(c, &d.app_id)? {
-                deliveries::sync_with_integration(c, row, now)?;
             }
             audit::record(c, now, &actor, "delivery.redeliver", Some(&id), None)?;
             let delivery = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
@@ -150,30 +149,76 @@ pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<Deliv
 }
 
 /// Redelivers every failed delivery of the integration created in `[from, to]`; returns how many.
+///
+/// The work is done in batches of [`deliveries::BATCH`], each its own write job followed by a pause
+/// as long as it took ([`Store::write_batch`]), so a redelivery of a million deliveries never holds
+/// the writer for more than one batch nor floods the log; `wake` is signalled after each,
+/// so the dispatcher starts on the first while the rest are still being taken. The batches run in a
+/// task of their own: a client that stops waiting does not leave the work half done. The audit entry
+/// is written with the first batch (so it exists as soon as anything changed) and given the total
+/// with the last.
 pub async fn redeliver_failed(
     store: &Store,
     actor: &str,
     app_id: &str,
-    from: Timestamp,
-    to: Timestamp,
+    (from, to): (Timestamp, Timestamp),
+    wake: std::sync::Arc<tokio::sync::Notify>,
 ) -> Result<usize> {
-    let (actor, app) = (actor.to_string(), app_id.to_string());
-    store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let id = integrations::live_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
-            let n = deliveries::redeliver_failed(c, id, from, to, now)?;
-            deliveries::sync_with_integration(c, id, now)?;
-            let detail = format!("{n} failed deliveries from {from} to {to}");
-            audit::record(
-                c,
-                now,
-                &actor,
-                "delivery.redeliver_failed",
-                Some(&app),
-                Some(&detail),
-            )?;
-            Ok(n)
-        })
-        .await
+    let (store, actor, app) = (store.clone(), actor.to_string(), app_id.to_string());
+    let work = tokio::spawn(async move {
+        let range = format!("failed deliveries from {from} to {to}");
+        let mut total = 0usize;
+        let mut after = None;
+        let mut entry: Option<i64> = None;
+        loop {
+            let (actor, app, range) = (actor.clone(), app.clone(), range.clone());
+            let (n, next, audited) = store
+                .write_batch(move |c| -> Result<_> {
+                    let now = Timestamp::now();
+                    let Some(id) = integrations::live_id(c, &app)? else {
+                        // Deleted meanwhile: its deliveries are being cancelled; stop here.
+                        return match entry {
+                            None => Err(Error::NotFound("integration")),
+                            Some(entry) => Ok((0, after, entry)),
+                        };
+                    };
+                    let (n, next) = deliveries::redeliver_failed_batch(
+                        c,
+                        id,
+                        (from, to),
+                        after,
+                        now,
+                        deliveries::BATCH,
+                    )?;
+                    let entry = match entry {
+                        Some(entry) => entry,
+                        None => audit::record(
+                            c,
+                            now,
+                            &actor,
+                            "delivery.redeliver_failed",
+                            Some(&app),
+                            Some(&format!("{range} (in progress)")),
+                        )?,
+                    };
+                    if n < deliveries::BATCH as usize {
+                        let detail = format!("{} {range}", total + n);
+                        audit::set_detail(c, entry, &detail)?;
+                    }
+                    Ok((n, next, entry))
+                })
+                .await?;
+            total += n;
+            after = next;
+            entry = Some(audited);
+            if n > 0 {
+                wake.notify_one();
+            }
+            if n < deliveries::BATCH as usize {
+                return Ok(total);
+            }
+        }
+    });
+    work.await
+        .map_err(|e| Error::Store(crate::store::StoreError::Task(e.to_string())))?
 }

@@ -37,6 +37,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
+#[path = "large.rs"]
+pub mod large;
+
 /// How long any single step may take before the run is abandoned.
 const STEP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -71,6 +74,8 @@ pub struct Options {
     /// Open-loop verify rate and duration of the latency phase.
     pub latency_rate: u32,
     pub latency_secs: f64,
+    /// `--large`: run the large-database benchmark (issue #13) instead, at this scale.
+    pub large: Option<large::Large>,
 }
 
 impl Options {
@@ -92,6 +97,7 @@ impl Options {
             timeout_secs: 2.0,
             latency_rate: 1000,
             latency_secs: 10.0,
+            large: None,
         }
     }
 
@@ -114,7 +120,11 @@ impl Options {
 
     /// Applies `--quick`, `--bin PATH`, `--events N`, `--concurrency N`, `--receivers N`,
     /// `--per-receiver N`, `--rate N`, `--duration SECS` (latency phase), `--drain SECS` (isolation),
-    /// `--timeout SECS` and `--verify-max SECS`. Unknown arguments (cargo passes `--bench`) are ignored.
+    /// `--timeout SECS` and `--verify-max SECS`; and for the large-database benchmark `--large`,
+    /// `--large-scale N` (events of the large database, implies `--large`), `--large-small N` (of the
+    /// small one), `--large-integrations N`, `--large-tries N` and `--large-stream N` (SDK acts per
+    /// second during the bulk changes and the backup). Unknown arguments (cargo passes `--bench`) are
+    /// ignored.
     pub fn from_args(
         args: &[String],
         default_bin: PathBuf,
@@ -148,11 +158,39 @@ impl Options {
                 "--drain" => o.isolation_drain_secs = num(a, value(a)?)?,
                 "--timeout" => o.timeout_secs = num(a, value(a)?)?,
                 "--verify-max" => o.verify_max_secs = num(a, value(a)?)?,
+                "--large" => {
+                    o.large.get_or_insert_with(large::Large::full);
+                }
+                "--large-scale" => {
+                    o.large.get_or_insert_with(large::Large::full).events = num(a, value(a)?)?
+                }
+                "--large-small" => {
+                    o.large.get_or_insert_with(large::Large::full).small_events = num(a, value(a)?)?
+                }
+                "--large-integrations" => {
+                    o.large.get_or_insert_with(large::Large::full).integrations = num(a, value(a)?)?
+                }
+                "--large-tries" => {
+                    o.large.get_or_insert_with(large::Large::full).tries = num(a, value(a)?)?
+                }
+                "--large-stream" => {
+                    o.large.get_or_insert_with(large::Large::full).stream_rate = num(a, value(a)?)?
+                }
                 _ => {}
             }
         }
         if o.concurrency == 0 || o.verify_events == 0 || o.receivers == 0 || o.latency_rate == 0 {
             return Err("--concurrency, --events, --receivers and --rate must be positive".into());
+        }
+        if let Some(l) = &o.large {
+            o.mode = "large";
+            if l.events == 0 || l.small_events == 0 || l.tries == 0 || l.integrations < 3 {
+                return Err(
+                    "--large-scale, --large-small and --large-tries must be positive, \
+                            --large-integrations at least 3"
+                        .into(),
+                );
+            }
         }
         Ok(o)
     }
@@ -167,7 +205,10 @@ pub fn run(options: &Options) -> Result<Value, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(run_async(options))
+    match &options.large {
+        Some(large) => runtime.block_on(large::run(options, large)),
+        None => runtime.block_on(run_async(options)),
+    }
 }
 
 async fn run_async(o: &Options) -> Result<Value, String> {
@@ -686,6 +727,24 @@ fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
+/// How many end users' browsers the SDK load comes from.
+const BROWSERS: usize = 512;
+
+/// Clients whose connections come from [`BROWSERS`] different loopback addresses (127.1.0.1 …): end
+/// users' browsers each have their own address, and the server limits SDK requests per address
+/// (`limits.sdk_requests_per_sec_per_address`), so the SDK load is spread as real traffic is.
+fn browser_clients() -> Vec<HttpClient> {
+    (0..BROWSERS)
+        .map(|i| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let ip = std::net::IpAddr::from([127, 1, (i / 250) as u8, (i % 250) as u8 + 1]);
+            connector.set_local_address(Some(ip));
+            Client::builder(TokioExecutor::new()).build(connector)
+        })
+        .collect()
+}
+
 /// An integration as the benchmark uses it.
 #[derive(Clone)]
 struct App {
@@ -703,6 +762,8 @@ struct Signature {
 struct Api {
     base: String,
     client: HttpClient,
+    /// The SDK's clients, one per end user's address.
+    browsers: Vec<HttpClient>,
     token: Mutex<String>,
 }
 
@@ -736,6 +797,7 @@ impl Api {
         Api {
             base: format!("http://{addr}"),
             client: http_client(),
+            browsers: browser_clients(),
             token: Mutex::new(String::new()),
         }
     }
@@ -855,7 +917,7 @@ impl Api {
                 .unwrap()
         };
         let (load, answers) =
-            closed_loop(&self.client, concurrency, n, STEP_DEADLINE, make, true).await;
+            closed_loop(&self.browsers, concurrency, n, STEP_DEADLINE, make, true).await;
         if load.errors > 0 {
             return Err(format!(
                 "SDK act: {} errors, first: {:?}",
@@ -907,7 +969,15 @@ impl Api {
                 .take()
                 .expect("each request once")
         };
-        let (load, _) = closed_loop(&self.client, concurrency, sigs.len(), max, make, false).await;
+        let (load, _) = closed_loop(
+            std::slice::from_ref(&self.client),
+            concurrency,
+            sigs.len(),
+            max,
+            make,
+            false,
+        )
+        .await;
         if load.errors > 0 {
             return Err(format!(
                 "verify: {} errors, first: {:?}",
@@ -1019,7 +1089,7 @@ impl Api {
 /// sending the next; stops early after `max`. Returns the measurements and, with `keep`, the bodies of
 /// the successful answers by request index.
 async fn closed_loop<F>(
-    client: &HttpClient,
+    clients: &[HttpClient],
     concurrency: usize,
     n: usize,
     max: Duration,
@@ -1033,9 +1103,17 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..concurrency.min(n.max(1)) {
-        let (client, make, next) = (client.clone(), make.clone(), next.clone());
+    let workers_n = concurrency.min(n.max(1));
+    for w in 0..workers_n {
+        // Each worker has its share of the clients and takes them in turn.
+        let mut mine: Vec<HttpClient> =
+            clients.iter().skip(w).step_by(workers_n).cloned().collect();
+        if mine.is_empty() {
+            mine.push(clients[w % clients.len()].clone());
+        }
+        let (make, next) = (make.clone(), next.clone());
         workers.push(tokio::spawn(async move {
+            let mut turn = 0usize;
             let mut lat = Vec::new();
             let mut bodies = Vec::new();
             let (mut ok, mut errors, mut first_error) = (0usize, 0usize, None);
@@ -1044,6 +1122,8 @@ where
                 if i >= n || start.elapsed() >= max {
                     break;
                 }
+                let client = &mine[turn % mine.len()];
+                turn += 1;
                 let t0 = Instant::now();
                 let outcome = match client.request(make(i)).await {
                     Ok(res) => {
@@ -1569,8 +1649,12 @@ pub const FIGURES: &[&str] = &[
     "/server/db_bytes_per_10k_events",
 ];
 
-/// The figures of [`FIGURES`] that are missing from `report` or not positive; empty when all are there.
+/// The figures of [`FIGURES`] (or of the large benchmark's) that are missing from `report` or not
+/// positive; empty when all are there.
 pub fn missing_figures(report: &Value) -> Vec<String> {
+    if report["mode"] == "large" {
+        return large::missing_figures(report);
+    }
     FIGURES
         .iter()
         .filter(|p| {
@@ -1585,6 +1669,9 @@ pub fn missing_figures(report: &Value) -> Vec<String> {
 
 /// The report as a table for people: figure, value, and the target of issue #7 where it sets one.
 pub fn table(r: &Value) -> String {
+    if r["mode"] == "large" {
+        return large::table(r);
+    }
     let f = |p: &str| {
         r.pointer(p)
             .map(|v| v.to_string())

@@ -10,6 +10,7 @@ pub mod client;
 pub mod guard;
 pub mod policy;
 pub mod resolve;
+pub mod settle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

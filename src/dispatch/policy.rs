@@ -1087,16 +1087,28 @@ mod tests {
         );
         // With no exception configured yet, the refusal still names the setting and what to add.
         let none = Policy::default();
-        let text = none.check_addr(ip("10.1.2.3"), 443).unwrap_err().to_string();
+        let text = none
+            .check_addr(ip("10.1.2.3"), 443)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             text,
             "10.1.2.3 is a private address (10.0.0.0/8); to allow it, add \"10.1.2.3/32\" to \
              webhooks.allow_private_cidrs"
         );
-        let text = none.check_addr(ip("::ffff:10.1.2.3"), 443).unwrap_err().to_string();
-        assert!(text.ends_with("add \"10.1.2.3/32\" to webhooks.allow_private_cidrs"), "{text}");
+        let text = none
+            .check_addr(ip("::ffff:10.1.2.3"), 443)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.ends_with("add \"10.1.2.3/32\" to webhooks.allow_private_cidrs"),
+            "{text}"
+        );
         let text = none.check_addr(ip("fd00::1"), 443).unwrap_err().to_string();
-        assert!(text.ends_with("add \"fd00::1/128\" to webhooks.allow_private_cidrs"), "{text}");
+        assert!(
+            text.ends_with("add \"fd00::1/128\" to webhooks.allow_private_cidrs"),
+            "{text}"
+        );
         assert_eq!(policy.decide(ip("8.8.8.8"), 443), Ok(Allowed::Public));
     }
 
@@ -1236,7 +1248,10 @@ mod tests {
         let text = |a: &str| {
             let full = policy.check_addr(ip(a), 443).unwrap_err().to_string();
             let (judgement, remedy) = full.split_once("; to allow it, add ").expect("a remedy");
-            assert!(remedy.ends_with(" to webhooks.allow_private_cidrs"), "{full}");
+            assert!(
+                remedy.ends_with(" to webhooks.allow_private_cidrs"),
+                "{full}"
+            );
             judgement.to_string()
         };
         assert_eq!(

@@ -227,6 +227,7 @@ pub async fn patch_integration(
     };
     let updated = integrations::update(&state.store, &actor, &app_id, changes).await?;
     state.wake.notify_one();
+    state.settle.notify_one();
     Ok(Json(updated.into()))
 }
 
@@ -236,6 +237,7 @@ pub async fn delete_integration(
     ApiPath(app_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     integrations::delete(&state.store, &actor, &app_id).await?;
+    state.settle.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 

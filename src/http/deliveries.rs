@@ -11,28 +11,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Actor, ApiPath, ApiQuery};
 use crate::model::Timestamp;
-use crate::store::deliveries::{Attempt, DeliveryRow};
+use crate::store::deliveries::{Attempt, DeliveryRow, OUTCOMES, STATES};
 use crate::webhooks::{self, DeliveryView};
-
-const STATES: &[&str] = &[
-    "pending",
-    "in_flight",
-    "succeeded",
-    "failed",
-    "held",
-    "cancelled",
-];
-const OUTCOMES: &[&str] = &[
-    "ok",
-    "http_status",
-    "redirect_refused",
-    "timeout",
-    "dns_error",
-    "blocked_address",
-    "connect_error",
-    "tls_error",
-    "invalid_url",
-];
 
 pub(super) fn delivery_json(d: &DeliveryRow) -> Value {
     json!({
@@ -127,14 +107,8 @@ pub async fn counts(
     ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let counted = webhooks::counts(&state.store, &app_id).await?;
-    let mut out = serde_json::Map::new();
-    for s in STATES {
-        let n = counted
-            .iter()
-            .find(|(state, _)| state == s)
-            .map_or(0, |(_, n)| *n);
-        out.insert((*s).to_string(), n.into());
-    }
+    let out: serde_json::Map<String, Value> =
+        counted.into_iter().map(|(s, n)| (s, n.into())).collect();
     Ok(Json(Value::Object(out)))
 }
 
@@ -190,7 +164,14 @@ pub async fn redeliver_failed(
     if to < from {
         return Err(ApiError::invalid("to", "must not be before from"));
     }
-    let n = webhooks::redeliver_failed(&state.store, &actor, &app_id, from, to).await?;
+    let n = webhooks::redeliver_failed(
+        &state.store,
+        &actor,
+        &app_id,
+        (from, to),
+        state.wake.clone(),
+    )
+    .await?;
     state.wake.notify_one();
     Ok(Json(json!({"redelivered": n})))
 }

@@ -51,9 +51,18 @@ pub struct AppState {
     /// Wakes the dispatcher when a change may have made deliveries due (a signal, not a call: the
     /// deliveries themselves are already committed).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Asks the settling task to bring deliveries in line with changed integration settings, past
+    /// the first batch the change did itself (`dispatch::settle`).
+    pub settle: Arc<tokio::sync::Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request rate limits per integration and per client address.
     pub limits: Arc<limits::RequestLimits>,
+}
+
+/// The signals handlers send to the background tasks after committing a change.
+pub struct Signals {
+    pub wake: Arc<tokio::sync::Notify>,
+    pub settle: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -62,7 +71,7 @@ impl AppState {
         store: Store,
         signature_key: SignatureKey,
         guard: Arc<UrlGuard>,
-        wake: Arc<tokio::sync::Notify>,
+        signals: Signals,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> AppState {
         let limiter = LoginLimiter::new(
@@ -83,7 +92,8 @@ impl AppState {
             tls,
             guard,
             signature_key,
-            wake,
+            wake: signals.wake,
+            settle: signals.settle,
             metrics,
         }
     }

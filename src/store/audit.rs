@@ -14,6 +14,7 @@ pub struct Entry {
     pub detail: Option<String>,
 }
 
+/// Writes an entry; returns its id.
 pub fn record(
     conn: &Connection,
     at: Timestamp,
@@ -21,19 +22,27 @@ pub fn record(
     action: &str,
     target: Option<&str>,
     detail: Option<&str>,
-) -> Result<()> {
+) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![at.millis(), actor, action, target, detail])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Completes the detail of an entry written when a change done in batches began (bulk redelivery),
+/// in the transaction of its last batch.
+pub fn set_detail(conn: &Connection, id: i64, detail: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE audit_log SET detail = ?2 WHERE id = ?1")?
+        .execute(params![id, detail])?;
     Ok(())
 }
 
+pub(super) const LIST: &str = "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2";
+
 /// Newest first; `before` is the id of the last entry of the previous page.
 pub fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(LIST)?;
     let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
         Ok(Entry {
             id: r.get(0)?,

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use super::{Result, StoreError};
 use crate::model::Timestamp;
 
 /// A new delivery id: a UUID, version 7 (time-ordered, 74 random bits), so the unique index on
@@ -183,14 +183,15 @@ pub fn claim(
     Ok(claimed)
 }
 
+pub(super) const RECOVER_INTERRUPTED: &str = "UPDATE deliveries INDEXED BY deliveries_leases \
+     SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, updated_at = ?1 \
+     WHERE state = 'in_flight'";
+
 /// At start, under the serve lock: deliveries left `in_flight` by a process that died mid-attempt are
 /// due again now. Their interrupted attempt left no record; the receiver may have seen it (at least once).
 pub fn recover_interrupted(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(conn
-        .prepare_cached(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, updated_at = ?1 \
-             WHERE state = 'in_flight'",
-        )?
+        .prepare_cached(RECOVER_INTERRUPTED)?
         .execute([now.millis()])?)
 }
 
@@ -204,44 +205,66 @@ pub fn set_aside(conn: &Connection, row: i64, state: &str, now: Timestamp) -> Re
     Ok(())
 }
 
-/// Brings an integration's deliveries in line with its settings: held ones are released (due now) when
-/// it can be delivered to, pending ones are held when it cannot, and everything unfinished is
-/// cancelled when it was deleted. Returns how many were released. Each statement walks the partial
-/// index of the state it changes, never the integration's history.
-pub fn sync_with_integration(
+/// Rows changed by one write job of the bulk changes below (settling, bulk redelivery). A job of 500
+/// takes a few milliseconds, so no bulk change holds the single writer — and every write queued
+/// behind it — for long; attempt pruning works the same way.
+pub const BATCH: u32 = 500;
+
+/// The statements of [`settle_batch`]: `?1` the integration, `?2` now, `?3` the most rows.
+pub(super) const RELEASE_HELD: &str = "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, updated_at = ?2 \
+     WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_held \
+                  WHERE integration_id = ?1 AND state = 'held' ORDER BY id LIMIT ?3)";
+pub(super) const HOLD_PENDING: &str = "UPDATE deliveries SET state = 'held', updated_at = ?2 \
+     WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_pending_by_id \
+                  WHERE integration_id = ?1 AND state = 'pending' ORDER BY id LIMIT ?3)";
+pub(super) const CANCEL_PENDING: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = ?2 \
+     WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_pending_by_id \
+                  WHERE integration_id = ?1 AND state = 'pending' ORDER BY id LIMIT ?3)";
+pub(super) const CANCEL_HELD: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = ?2 \
+     WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_held \
+                  WHERE integration_id = ?1 AND state = 'held' ORDER BY id LIMIT ?3)";
+
+/// Brings up to `limit` of an integration's deliveries in line with its settings, oldest first: held
+/// ones are released (due now) when it can be delivered to, pending ones are held when it cannot, and
+/// pending and held ones are cancelled when it was deleted. Returns how many changed; fewer than
+/// `limit` means it is in line. Each statement walks the partial index of the state it changes, never
+/// the integration's history, and takes the rows in that state now, so a delivery is released once
+/// per hold however many of these run, and a batch after a change of mind follows the new settings.
+pub fn settle_batch(
     conn: &Connection,
     integration_id: i64,
     now: Timestamp,
+    limit: u32,
 ) -> Result<usize> {
+    let run = |sql: &str, limit: u32| -> Result<usize> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .execute(params![integration_id, now.millis(), limit])?)
+    };
     match gate(conn, integration_id)? {
-        Gate::Send { .. } => Ok(conn
-            .prepare_cached(
-                "UPDATE deliveries INDEXED BY deliveries_held \
-                 SET state = 'pending', next_attempt_at = ?2, updated_at = ?2 \
-                 WHERE integration_id = ?1 AND state = 'held'",
-            )?
-            .execute(params![integration_id, now.millis()])?),
-        Gate::Hold => {
-            conn.prepare_cached(
-                "UPDATE deliveries INDEXED BY deliveries_pending SET state = 'held', updated_at = ?2 \
-                 WHERE integration_id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![integration_id, now.millis()])?;
-            Ok(0)
-        }
+        Gate::Send { .. } => run(RELEASE_HELD, limit),
+        Gate::Hold => run(HOLD_PENDING, limit),
         Gate::Cancel => {
-            for sql in [
-                "UPDATE deliveries INDEXED BY deliveries_pending SET state = 'cancelled', updated_at = ?2 \
-                 WHERE integration_id = ?1 AND state = 'pending'",
-                "UPDATE deliveries INDEXED BY deliveries_held SET state = 'cancelled', updated_at = ?2 \
-                 WHERE integration_id = ?1 AND state = 'held'",
-            ] {
-                conn.prepare_cached(sql)?
-                    .execute(params![integration_id, now.millis()])?;
+            let n = run(CANCEL_PENDING, limit)?;
+            if n < limit as usize {
+                Ok(n + run(CANCEL_HELD, limit - n as u32)?)
+            } else {
+                Ok(n)
             }
-            Ok(0)
         }
     }
+}
+
+pub(super) const UNSETTLED_CANDIDATES: &str = "SELECT integration_id FROM delivery_counts WHERE held > 0 OR pending > 0 ORDER BY integration_id";
+
+/// Integrations that may have deliveries out of line with their settings: every one with held or
+/// pending deliveries, from their counts (one row per integration, not their deliveries).
+/// [`settle_batch`] tells which really are.
+pub fn unsettled_candidates(conn: &Connection) -> Result<Vec<i64>> {
+    Ok(conn
+        .prepare_cached(UNSETTLED_CANDIDATES)?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// One attempt as observed, as it is stored and read back.
@@ -332,16 +355,19 @@ pub struct QueueStats {
     pub oldest_due_at: Option<Timestamp>,
 }
 
-/// Each count walks only the partial index of its state (the rows waiting in it), never the history.
+/// The counts come from `delivery_counts` (one row per integration with deliveries), so a scrape costs
+/// the same with a million deliveries queued as with none; the oldest due time is one probe per
+/// integration with pending work.
+pub(super) fn queue_stats_sql() -> String {
+    format!(
+        "{PENDING_QUEUES} SELECT coalesce(sum(pending), 0), coalesce(sum(in_flight), 0), \
+         coalesce(sum(held), 0), (SELECT min(first) FROM queues WHERE first <= ?1) FROM delivery_counts"
+    )
+}
+
 pub fn queue_stats(conn: &Connection, now: Timestamp) -> Result<QueueStats> {
     Ok(conn
-        .prepare_cached(&format!(
-            "{PENDING_QUEUES} SELECT \
-             (SELECT count(*) FROM deliveries INDEXED BY deliveries_pending WHERE state = 'pending'), \
-             (SELECT count(*) FROM deliveries INDEXED BY deliveries_leases WHERE state = 'in_flight'), \
-             (SELECT count(*) FROM deliveries INDEXED BY deliveries_held WHERE state = 'held'), \
-             (SELECT min(first) FROM queues WHERE first <= ?1)"
-        ))?
+        .prepare_cached(&queue_stats_sql())?
         .query_row([now.millis()], |r| {
             Ok(QueueStats {
                 pending: r.get(0)?,
@@ -382,9 +408,11 @@ pub struct DeliveryRow {
     pub updated_at: Timestamp,
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, d.attempts, \
-     d.next_attempt_at, d.last_outcome, d.chain_trigger = 'manual', d.created_at, d.updated_at \
-     FROM deliveries d JOIN integrations i ON i.id = d.integration_id LEFT JOIN events e ON e.id = d.event_id";
+/// The columns of [`DeliveryRow`] up to `FROM`; the history names the index after the table.
+const DELIVERY_COLUMNS_OF: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, \
+     d.attempts, d.next_attempt_at, d.last_outcome, d.chain_trigger = 'manual', d.created_at, d.updated_at FROM ";
+const DELIVERY_JOINS: &str =
+    "JOIN integrations i ON i.id = d.integration_id LEFT JOIN events e ON e.id = d.event_id";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     let state: String = r.get(6)?;
@@ -410,7 +438,10 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     })
 }
 
-/// One integration's deliveries, newest first, before the row id `before`.
+/// One integration's deliveries, newest first, before the row id `before`, optionally only those in
+/// `state` and with the last outcome `outcome` (values from the closed lists of SPEC §5.4; any other
+/// is refused). At most `limit`; each page is one walk of the index for the filters given, stopped
+/// once the page is full (see [`list_statement`]).
 pub fn list(
     conn: &Connection,
     integration_id: i64,
@@ -419,27 +450,137 @@ pub fn list(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<DeliveryRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} WHERE d.integration_id = ?1 AND (?2 IS NULL OR d.state = ?2) \
-         AND (?3 IS NULL OR d.last_outcome = ?3) AND d.id < ?4 ORDER BY d.id DESC LIMIT ?5"
-    ))?;
-    let rows = stmt.query_map(
-        params![
-            integration_id,
-            state,
-            outcome,
-            before.unwrap_or(i64::MAX),
-            limit
-        ],
-        delivery_from_row,
-    )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let statement = list_statement(integration_id, state, outcome, before)?;
+    let mut stmt = conn.prepare_cached(&statement.sql)?;
+    let params: Vec<(&str, &dyn rusqlite::ToSql)> = statement
+        .params
+        .iter()
+        .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
+        .collect();
+    // No `LIMIT ?`, as in `expired_leases`.
+    let rows = stmt
+        .query_map(params.as_slice(), delivery_from_row)?
+        .take(limit as usize)
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The delivery states of SPEC §5.4.
+pub const STATES: &[&str] = &[
+    "pending",
+    "in_flight",
+    "succeeded",
+    "failed",
+    "held",
+    "cancelled",
+];
+
+/// The delivery states (in the order of [`STATES`]) with the index a history filtered by one walks and
+/// the fixed terms that select it. Every state but `succeeded` is rare among an integration's
+/// deliveries and has a partial index of its own; succeeded ones are most of the history, so their
+/// filter walks all of it newest first and skips the few others (a page costs more than another only
+/// when an integration's deliveries mostly fail, in proportion). In flight are at most
+/// `max_in_flight` deliveries in all, found through the leases; sorting those few is the one sort of
+/// the history.
+const STATE_WALKS: &[(&str, &str, &str)] = &[
+    ("pending", "deliveries_pending_by_id", "d.state = 'pending'"),
+    ("in_flight", "deliveries_leases", "d.state = 'in_flight'"),
+    (
+        "succeeded",
+        "deliveries_by_integration",
+        "d.state = 'succeeded'",
+    ),
+    ("failed", "deliveries_failed", "d.state = 'failed'"),
+    ("held", "deliveries_held", "d.state = 'held'"),
+    ("cancelled", "deliveries_cancelled", "d.state = 'cancelled'"),
+];
+
+/// The outcomes of SPEC §5.4; every one but `ok` is a failure.
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "http_status",
+    "redirect_refused",
+    "timeout",
+    "dns_error",
+    "blocked_address",
+    "connect_error",
+    "tls_error",
+    "invalid_url",
+];
+
+/// The statement a page of the delivery history runs, built like the event list's
+/// ([`super::events::list_statement`]): only the filters present, as fixed fragments with named
+/// parameters, and the index named. A state walks its own index ([`STATE_WALKS`]); a failure outcome
+/// `deliveries_by_outcome`, or with a state `deliveries_by_state_outcome` (both hold only deliveries
+/// whose last attempt failed); `ok`, alone or with a state, walks what that state (or none) walks and
+/// checks the outcome.
+pub(crate) fn list_statement(
+    integration_id: i64,
+    state: Option<&str>,
+    outcome: Option<&str>,
+    before: Option<i64>,
+) -> Result<super::events::Statement> {
+    use rusqlite::types::Value;
+    let walk = |state: &str| {
+        STATE_WALKS
+            .iter()
+            .find(|(name, ..)| *name == state)
+            .map(|&(_, index, terms)| (index, terms))
+            .ok_or_else(|| StoreError::Io(format!("{state:?} is not a delivery state")))
+    };
+    if let Some(o) = outcome.filter(|o| !OUTCOMES.contains(o)) {
+        return Err(StoreError::Io(format!("{o:?} is not an attempt outcome")));
+    }
+    let mut params: Vec<(&'static str, Value)> =
+        vec![(":integration", Value::Integer(integration_id))];
+    let mut terms: Vec<&'static str> = vec!["d.integration_id = :integration"];
+    let index = match (state, outcome) {
+        (None, None) => "deliveries_by_integration",
+        (Some(state), None) => {
+            let (index, state_terms) = walk(state)?;
+            terms.push(state_terms);
+            index
+        }
+        // Like `succeeded`: most deliveries end with `ok`.
+        (None, Some("ok")) => {
+            terms.push("d.last_outcome = 'ok'");
+            "deliveries_by_integration"
+        }
+        (None, Some(outcome)) => {
+            terms.push("d.last_outcome = :outcome AND d.last_outcome <> 'ok'");
+            params.push((":outcome", Value::Text(outcome.to_string())));
+            "deliveries_by_outcome"
+        }
+        (Some(state), Some("ok")) => {
+            let (index, state_terms) = walk(state)?;
+            terms.push(state_terms);
+            terms.push("d.last_outcome = 'ok'");
+            index
+        }
+        (Some(state), Some(outcome)) => {
+            walk(state)?;
+            terms.push("d.state = :state AND d.last_outcome = :outcome AND d.last_outcome <> 'ok'");
+            params.push((":state", Value::Text(state.to_string())));
+            params.push((":outcome", Value::Text(outcome.to_string())));
+            "deliveries_by_state_outcome"
+        }
+    };
+    if let Some(before) = before {
+        terms.push("d.id < :before");
+        params.push((":before", Value::Integer(before)));
+    }
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS_OF}deliveries d INDEXED BY {index} {DELIVERY_JOINS} \
+         WHERE {} ORDER BY d.id DESC",
+        terms.join(" AND ")
+    );
+    Ok(super::events::Statement { sql, params, index })
 }
 
 pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> {
     Ok(conn
         .prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} WHERE d.delivery_id = ?1"
+            "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} WHERE d.delivery_id = ?1"
         ))?
         .query_row([delivery_id], delivery_from_row)
         .optional()?)
@@ -448,19 +589,37 @@ pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> 
 /// The deliveries of one clickwrap event (by its public id), oldest first.
 pub fn for_event(conn: &Connection, event_id: &str) -> Result<Vec<DeliveryRow>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} WHERE e.event_id = ?1 ORDER BY d.id"
+        "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} WHERE e.event_id = ?1 ORDER BY d.id"
     ))?;
     let rows = stmt.query_map([event_id], delivery_from_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// How many of an integration's deliveries are in each state (states with none are absent).
+pub(super) const COUNTS: &str = "SELECT pending, in_flight, succeeded, failed, held, cancelled \
+     FROM delivery_counts WHERE integration_id = ?1";
+
+/// How many of an integration's deliveries are in each state (every state, zeros included), from
+/// `delivery_counts`: one row, however many deliveries it has.
 pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, count(*) FROM deliveries WHERE integration_id = ?1 GROUP BY state",
-    )?;
-    let rows = stmt.query_map([integration_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let counts: Option<[i64; 6]> = conn
+        .prepare_cached(COUNTS)?
+        .query_row([integration_id], |r| {
+            Ok([
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ])
+        })
+        .optional()?;
+    let counts = counts.unwrap_or_default();
+    Ok(STATE_WALKS
+        .iter()
+        .zip(counts)
+        .map(|((state, ..), n)| ((*state).to_string(), n))
+        .collect())
 }
 
 pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
@@ -486,30 +645,500 @@ pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Starts a new, manual attempt chain for a delivery that is not in flight; `false` if it is.
-pub fn redeliver(conn: &Connection, row: i64, now: Timestamp) -> Result<bool> {
+/// Starts a new, manual attempt chain for a delivery that is not in flight: due now, or held or
+/// cancelled at once if its integration's settings say so ([`gate`]). `false` if it is in flight.
+pub fn redeliver(conn: &Connection, row: i64, integration_id: i64, now: Timestamp) -> Result<bool> {
     let n = conn
         .prepare_cached(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, chain_trigger = 'manual', next_attempt_at = ?2, \
+            "UPDATE deliveries SET state = ?3, attempts = 0, chain_trigger = 'manual', next_attempt_at = ?2, \
              lease_until = NULL, updated_at = ?2 WHERE id = ?1 AND state <> 'in_flight'",
         )?
-        .execute(params![row, now.millis()])?;
+        .execute(params![row, now.millis(), gated_state(conn, integration_id)?])?;
     Ok(n == 1)
 }
 
-/// Starts a manual chain for every failed delivery of an integration created in `[from, to]`.
-pub fn redeliver_failed(
+/// The state a delivery made due now takes under its integration's settings.
+fn gated_state(conn: &Connection, integration_id: i64) -> Result<&'static str> {
+    Ok(match gate(conn, integration_id)? {
+        Gate::Send { .. } => "pending",
+        Gate::Hold => "held",
+        Gate::Cancel => "cancelled",
+    })
+}
+
+/// Where a bulk redelivery has got to: the `(created_at, id)` of the last delivery it took.
+pub type BulkCursor = (Timestamp, i64);
+
+/// The statements of [`redeliver_failed_batch`]: the first batch starts at `from`, the next ones after
+/// the cursor.
+pub(super) const REDELIVER_FAILED_FIRST: &str = "UPDATE deliveries SET state = :state, attempts = 0, \
+     chain_trigger = 'manual', next_attempt_at = :now, lease_until = NULL, updated_at = :now \
+     WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_failed_by_time \
+                  WHERE integration_id = :integration AND state = 'failed' \
+                  AND created_at >= :from AND created_at <= :to ORDER BY created_at, id LIMIT :limit) \
+     RETURNING created_at, id";
+pub(super) const REDELIVER_FAILED_NEXT: &str = "UPDATE deliveries SET state = :state, attempts = 0, \
+     chain_trigger = 'manual', next_attempt_at = :now, lease_until = NULL, updated_at = :now \
+     WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_failed_by_time \
+                  WHERE integration_id = :integration AND state = 'failed' \
+                  AND (created_at, id) > (:after_at, :after_id) AND created_at <= :to \
+                  ORDER BY created_at, id LIMIT :limit) \
+     RETURNING created_at, id";
+
+/// One batch of a bulk redelivery: starts a manual chain for up to `limit` failed deliveries of the
+/// integration created in `[from, to]` and after `after` (the previous batch's cursor), oldest first,
+/// walking `deliveries_failed_by_time`. They become due now, or held if the integration cannot be
+/// delivered to. Returns how many and the cursor of the last one. The cursor only moves forward, so
+/// a redelivered delivery that fails again before the walk ends is not taken a second time.
+pub fn redeliver_failed_batch(
     conn: &Connection,
     integration_id: i64,
-    from: Timestamp,
-    to: Timestamp,
+    (from, to): (Timestamp, Timestamp),
+    after: Option<BulkCursor>,
     now: Timestamp,
-) -> Result<usize> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, chain_trigger = 'manual', next_attempt_at = ?4, \
-             lease_until = NULL, updated_at = ?4 \
-             WHERE integration_id = ?1 AND state = 'failed' AND created_at BETWEEN ?2 AND ?3",
-        )?
-        .execute(params![integration_id, from.millis(), to.millis(), now.millis()])?)
+    limit: u32,
+) -> Result<(usize, Option<BulkCursor>)> {
+    let state = gated_state(conn, integration_id)?;
+    let sql = if after.is_none() {
+        REDELIVER_FAILED_FIRST
+    } else {
+        REDELIVER_FAILED_NEXT
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let (after_at, after_id) = after.map_or((0, 0), |(at, id)| (at.millis(), id));
+    let (now, from, to) = (now.millis(), from.millis(), to.millis());
+    let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+        (":state", &state),
+        (":now", &now),
+        (":integration", &integration_id),
+        (":to", &to),
+        (":limit", &limit),
+    ];
+    match after {
+        None => bound.push((":from", &from)),
+        Some(_) => {
+            bound.push((":after_at", &after_at));
+            bound.push((":after_id", &after_id));
+        }
+    }
+    let taken = stmt
+        .query_map(bound.as_slice(), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let last = taken.iter().max().map(|&(at, id)| (Timestamp(at), id));
+    Ok((taken.len(), last.or(after)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deliveries.db");
+        let mut conn = Connection::open(&path).unwrap();
+        super::super::migrate::migrate(&mut conn, &path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO integrations (id, app_id, name, app_key_digest, signing_secret, status, callback_url,
+                 webhook_delivery_enabled, created_at)
+             VALUES (1, 'a1', 'A', x'00', 's', 'ENABLED', 'https://a.test/', 1, 0),
+                    (2, 'a2', 'B', x'00', 's', 'ENABLED', 'https://b.test/', 1, 0);",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn add(conn: &Connection, integration: i64, held: bool, at: i64) -> i64 {
+        insert(
+            conn,
+            &NewDelivery {
+                delivery_id: &new_delivery_id(),
+                integration_id: integration,
+                event_row: None,
+                is_test: true,
+                payload: b"{}",
+                held,
+                at: Timestamp(at),
+            },
+        )
+        .unwrap()
+    }
+
+    fn set_delivery(conn: &Connection, integration: i64, on: bool) {
+        conn.execute(
+            "UPDATE integrations SET webhook_delivery_enabled = ?2 WHERE id = ?1",
+            params![integration, on],
+        )
+        .unwrap();
+    }
+
+    fn states(conn: &Connection, ids: &[i64]) -> Vec<String> {
+        ids.iter()
+            .map(|id| {
+                conn.query_row("SELECT state FROM deliveries WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// The counts the triggers keep, against counting the rows.
+    fn assert_counts_true(conn: &Connection, after: &str) {
+        for integration in [1, 2] {
+            let kept = count_by_state(conn, integration).unwrap();
+            let counted: Vec<(String, i64)> = STATES
+                .iter()
+                .map(|s| {
+                    let n = conn
+                        .query_row(
+                            "SELECT count(*) FROM deliveries WHERE integration_id = ?1 AND state = ?2",
+                            params![integration, s],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    (s.to_string(), n)
+                })
+                .collect();
+            assert_eq!(kept, counted, "integration {integration} after {after}");
+        }
+    }
+
+    fn attempt(outcome: &str) -> Attempt {
+        Attempt {
+            number: 1,
+            manual: false,
+            started_at: Timestamp(0),
+            duration_ms: 1,
+            url: "https://a.test/".into(),
+            remote_addr: None,
+            request_headers: "{}".into(),
+            response_status: None,
+            response_body: Vec::new(),
+            outcome: outcome.into(),
+            detail: None,
+        }
+    }
+
+    /// Every way a delivery's state changes, in a long pseudo-random sequence: after each step the
+    /// counts the triggers keep equal the rows counted.
+    #[test]
+    fn the_counts_follow_every_insert_and_state_change() {
+        let (_dir, conn) = database();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut rows: Vec<i64> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for step in 0..3_000 {
+            let now = Timestamp(step);
+            let integration = 1 + next(2) as i64;
+            let pick = |rows: &[i64], k: u64| rows.get(k as usize % rows.len().max(1)).copied();
+            let row = pick(&rows, next(1 << 20));
+            let what = match next(12) {
+                0 | 1 => {
+                    rows.push(add(&conn, integration, next(3) == 0, step));
+                    "insert"
+                }
+                2 => {
+                    if let Some(row) = row {
+                        claim(
+                            &conn,
+                            row,
+                            now,
+                            Timestamp(step + 5),
+                            String::new(),
+                            String::new(),
+                        )
+                        .unwrap();
+                    }
+                    "claim"
+                }
+                3 => {
+                    if let Some(row) = row {
+                        let next_state = match next(3) {
+                            0 => Next::Succeeded,
+                            1 => Next::Retry(Timestamp(step + 1)),
+                            _ => Next::Failed,
+                        };
+                        let outcome = if matches!(next_state, Next::Succeeded) {
+                            "ok"
+                        } else {
+                            "timeout"
+                        };
+                        claim(
+                            &conn,
+                            row,
+                            now,
+                            Timestamp(step + 5),
+                            String::new(),
+                            String::new(),
+                        )
+                        .unwrap();
+                        record_attempt(&conn, row, &attempt(outcome), &next_state, now).unwrap();
+                    }
+                    "attempt"
+                }
+                4 => {
+                    if let Some(row) = row {
+                        set_aside(
+                            &conn,
+                            row,
+                            if next(2) == 0 { "held" } else { "cancelled" },
+                            now,
+                        )
+                        .unwrap();
+                    }
+                    "set aside"
+                }
+                5 => {
+                    set_delivery(&conn, integration, next(2) == 0);
+                    settle_batch(&conn, integration, now, 1 + next(40) as u32).unwrap();
+                    "settle"
+                }
+                6 => {
+                    if let Some(row) = row {
+                        let owner = conn
+                            .query_row(
+                                "SELECT integration_id FROM deliveries WHERE id = ?1",
+                                [row],
+                                |r| r.get(0),
+                            )
+                            .unwrap();
+                        redeliver(&conn, row, owner, now).unwrap();
+                    }
+                    "redeliver"
+                }
+                7 => {
+                    let from = Timestamp(next(3_000) as i64);
+                    redeliver_failed_batch(
+                        &conn,
+                        integration,
+                        (from, Timestamp(3_000)),
+                        None,
+                        now,
+                        7,
+                    )
+                    .unwrap();
+                    "bulk redeliver"
+                }
+                8 => {
+                    recover_interrupted(&conn, now).unwrap();
+                    "recover"
+                }
+                9 => {
+                    if let Some(row) = row
+                        && next(10) == 0
+                    {
+                        conn.execute("DELETE FROM attempts WHERE delivery_id = ?1", [row])
+                            .unwrap();
+                        conn.execute("DELETE FROM deliveries WHERE id = ?1", [row])
+                            .unwrap();
+                        rows.retain(|&r| r != row);
+                    }
+                    "delete"
+                }
+                10 => {
+                    conn.execute(
+                        "UPDATE integrations SET deleted_at = ?2 WHERE id = ?1 AND ?2 % 7 = 0",
+                        params![integration, step],
+                    )
+                    .unwrap();
+                    settle_batch(&conn, integration, now, 50).unwrap();
+                    conn.execute("UPDATE integrations SET deleted_at = NULL", [])
+                        .unwrap();
+                    "delete integration"
+                }
+                _ => {
+                    if let Some(row) = row {
+                        // A state "change" to the same state, and a change of another column.
+                        conn.execute(
+                            "UPDATE deliveries SET state = state, updated_at = ?2 WHERE id = ?1",
+                            params![row, step],
+                        )
+                        .unwrap();
+                    }
+                    "no change"
+                }
+            };
+            assert_counts_true(&conn, &format!("step {step} ({what})"));
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT state FROM deliveries")
+                .unwrap();
+            for state in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+                seen.insert(state.unwrap());
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            STATES.len(),
+            "the sequence reached every state: {seen:?}"
+        );
+        // And the counts refuse to be fooled by moving a delivery to another integration.
+        assert!(
+            conn.execute(
+                "UPDATE deliveries SET integration_id = 3 - integration_id",
+                []
+            )
+            .is_err()
+        );
+    }
+
+    /// Releasing a large hold goes in batches, oldest first, each delivery once; a batch after the
+    /// integration was paused again holds instead; deleting it cancels both queues.
+    #[test]
+    fn settling_goes_in_batches_oldest_first_and_follows_a_change_of_mind() {
+        let (_dir, conn) = database();
+        set_delivery(&conn, 1, false);
+        let held: Vec<i64> = (0..1_200).map(|i| add(&conn, 1, true, i)).collect();
+        let other = add(&conn, 2, true, 0);
+        // Paused: nothing to release, and nothing pending to hold.
+        assert_eq!(settle_batch(&conn, 1, Timestamp(10), 500).unwrap(), 0);
+
+        set_delivery(&conn, 1, true);
+        assert_eq!(settle_batch(&conn, 1, Timestamp(20), 500).unwrap(), 500);
+        let first = states(&conn, &held);
+        assert!(
+            first[..500].iter().all(|s| s == "pending"),
+            "the oldest first"
+        );
+        assert!(first[500..].iter().all(|s| s == "held"));
+        // The next batch takes the next 500, not the ones already released.
+        assert_eq!(settle_batch(&conn, 1, Timestamp(30), 500).unwrap(), 500);
+        assert!(states(&conn, &held)[..1_000].iter().all(|s| s == "pending"));
+        let due: Vec<i64> = conn
+            .prepare("SELECT next_attempt_at FROM deliveries WHERE integration_id = 1 AND state = 'pending' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            due.windows(2).all(|w| w[0] <= w[1]),
+            "due in the order they were held"
+        );
+
+        // Paused again before the last batch: the next batch holds, beginning with the oldest.
+        set_delivery(&conn, 1, false);
+        assert_eq!(settle_batch(&conn, 1, Timestamp(40), 500).unwrap(), 500);
+        let now = states(&conn, &held);
+        assert!(now[..500].iter().all(|s| s == "held"));
+        assert!(now[500..1_000].iter().all(|s| s == "pending"));
+        assert_eq!(settle_batch(&conn, 1, Timestamp(50), 500).unwrap(), 500);
+        assert_eq!(settle_batch(&conn, 1, Timestamp(60), 500).unwrap(), 0);
+        assert!(states(&conn, &held).iter().all(|s| s == "held"));
+
+        // Deleted: pending and held are cancelled, 500 per batch; the other integration is untouched.
+        set_delivery(&conn, 1, true);
+        assert_eq!(settle_batch(&conn, 1, Timestamp(70), 300).unwrap(), 300);
+        conn.execute("UPDATE integrations SET deleted_at = 1 WHERE id = 1", [])
+            .unwrap();
+        let mut cancelled = 0;
+        loop {
+            let n = settle_batch(&conn, 1, Timestamp(80), 500).unwrap();
+            cancelled += n;
+            if n < 500 {
+                break;
+            }
+        }
+        assert_eq!(cancelled, 1_200);
+        assert!(states(&conn, &held).iter().all(|s| s == "cancelled"));
+        assert_eq!(states(&conn, &[other]), ["held"]);
+        assert_counts_true(&conn, "settling");
+        assert_eq!(unsettled_candidates(&conn).unwrap(), [2]);
+    }
+
+    /// A bulk redelivery takes every failed delivery of the range once, in batches, even those that
+    /// fail again while it runs; nothing outside the range or of another integration.
+    #[test]
+    fn bulk_redelivery_takes_each_failed_delivery_of_the_range_once() {
+        let (_dir, conn) = database();
+        let fail = |integration, at| {
+            let row = add(&conn, integration, false, at);
+            claim(
+                &conn,
+                row,
+                Timestamp(at),
+                Timestamp(at + 5),
+                String::new(),
+                String::new(),
+            )
+            .unwrap();
+            record_attempt(
+                &conn,
+                row,
+                &attempt("http_status"),
+                &Next::Failed,
+                Timestamp(at),
+            )
+            .unwrap();
+            row
+        };
+        let before = fail(1, 999);
+        // Created at the same millisecond, several to a millisecond: the cursor is (created_at, id).
+        let in_range: Vec<i64> = (0..1_200).map(|i| fail(1, 1_000 + i / 3)).collect();
+        let after = fail(1, 2_000);
+        let other = fail(2, 1_500);
+        let range = (Timestamp(1_000), Timestamp(1_999));
+
+        let (n, cursor) =
+            redeliver_failed_batch(&conn, 1, range, None, Timestamp(5_000), 500).unwrap();
+        assert_eq!(n, 500);
+        // Some of the first batch fail again at once (a receiver that still refuses them).
+        for &row in &in_range[..10] {
+            claim(
+                &conn,
+                row,
+                Timestamp(5_001),
+                Timestamp(5_010),
+                String::new(),
+                String::new(),
+            )
+            .unwrap();
+            record_attempt(
+                &conn,
+                row,
+                &attempt("http_status"),
+                &Next::Failed,
+                Timestamp(5_001),
+            )
+            .unwrap();
+        }
+        let mut total = n;
+        let mut cursor = cursor;
+        // Paused before the rest: they are redelivered into the hold.
+        set_delivery(&conn, 1, false);
+        loop {
+            let (n, next) =
+                redeliver_failed_batch(&conn, 1, range, cursor, Timestamp(6_000), 500).unwrap();
+            total += n;
+            cursor = next;
+            if n < 500 {
+                break;
+            }
+        }
+        assert_eq!(total, 1_200, "each delivery of the range once");
+        let now = states(&conn, &in_range);
+        assert!(now[..10].iter().all(|s| s == "failed"), "not taken again");
+        assert!(now[10..500].iter().all(|s| s == "pending"));
+        assert!(now[500..].iter().all(|s| s == "held"));
+        assert_eq!(
+            states(&conn, &[before, after, other]),
+            ["failed", "failed", "failed"]
+        );
+        let manual: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE chain_trigger = 'manual' AND attempts = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(manual, 1_190);
+        assert_counts_true(&conn, "bulk redelivery");
+    }
 }

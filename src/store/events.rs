@@ -38,7 +38,12 @@ pub fn insert_presentation(
     Ok(())
 }
 
-/// The latest presentation of any version of `major` to this end user.
+pub(super) const LATEST_PRESENTATION: &str = "SELECT presented_at FROM presentations \
+     WHERE template_id = ?1 AND end_user_id = ?2 AND major = ?3 ORDER BY presented_at DESC LIMIT 1";
+
+/// The latest presentation of any version of `major` to this end user: the user's presentations of the
+/// template newest first, stopped at the first of `major` (usually the first one: the effective major
+/// is the latest), instead of all of them for a `max`.
 pub fn latest_presentation(
     conn: &Connection,
     template_row: i64,
@@ -46,10 +51,11 @@ pub fn latest_presentation(
     major: i64,
 ) -> Result<Option<Timestamp>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT max(presented_at) FROM presentations WHERE template_id = ?1 AND end_user_id = ?2 AND major = ?3",
-        )?
-        .query_row(params![template_row, end_user_id, major], |r| r.get::<_, Option<i64>>(0))?
+        .prepare_cached(LATEST_PRESENTATION)?
+        .query_row(params![template_row, end_user_id, major], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
         .map(Timestamp))
 }
 
@@ -142,9 +148,12 @@ pub fn mark_verified(
         .optional()?)
 }
 
-const EVENT_COLUMNS: &str = "e.event_id, t.template_id, e.major, e.minor, e.effective_at, e.end_user_id, e.action, \
-     e.template_placeholders, e.technical_metadata, e.presented_at, e.action_at, e.verified_at, \
-     (SELECT app_id FROM integrations WHERE id = e.integration_id)";
+/// The columns of [`ClickwrapEvent`], read from `events e`. The template's and the integration's public
+/// ids come from correlated lookups by primary key rather than joins, so the planner never considers
+/// starting from `templates` and sorting what it finds: `events` is always the table walked.
+const EVENT_COLUMNS: &str = "e.event_id, (SELECT template_id FROM templates WHERE id = e.template_id), \
+     e.major, e.minor, e.effective_at, e.end_user_id, e.action, e.template_placeholders, e.technical_metadata, \
+     e.presented_at, e.action_at, e.verified_at, (SELECT app_id FROM integrations WHERE id = e.integration_id)";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClickwrapEvent> {
     Ok(ClickwrapEvent {
@@ -167,25 +176,42 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClickwrapEvent> {
 pub fn get(conn: &Connection, row: i64) -> Result<Option<ClickwrapEvent>> {
     Ok(conn
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e JOIN templates t ON t.id = e.template_id WHERE e.id = ?1"
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"
         ))?
         .query_row([row], event_from_row)
         .optional()?)
 }
 
-/// A verified event of one integration by its public id.
+/// A verified event by its public id (`?1`), of the integration `?2` or, for the admin API, of any: two
+/// statements, so that neither has an `?2 IS NULL OR` in it.
+pub(super) fn get_verified_sql(of_integration: bool) -> String {
+    if of_integration {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events e \
+             WHERE e.event_id = ?1 AND e.verified_at IS NOT NULL AND e.integration_id = ?2"
+        )
+    } else {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = ?1 AND e.verified_at IS NOT NULL"
+        )
+    }
+}
+
+/// A verified event by its public id: of one integration, or (admin) of any.
 pub fn get_verified(
     conn: &Connection,
     integration_id: Option<i64>,
     event_id: &str,
 ) -> Result<Option<ClickwrapEvent>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e JOIN templates t ON t.id = e.template_id \
-             WHERE e.event_id = ?1 AND e.verified_at IS NOT NULL AND (?2 IS NULL OR e.integration_id = ?2)"
-        ))?
-        .query_row(params![event_id, integration_id], event_from_row)
-        .optional()?)
+    let found = match integration_id {
+        Some(integration) => conn
+            .prepare_cached(&get_verified_sql(true))?
+            .query_row(params![event_id, integration], event_from_row),
+        None => conn
+            .prepare_cached(&get_verified_sql(false))?
+            .query_row(params![event_id], event_from_row),
+    };
+    Ok(found.optional()?)
 }
 
 /// Filters of the event list; every `None` is "any".
@@ -199,50 +225,167 @@ pub struct Filter {
     pub to: Option<Timestamp>,
 }
 
-/// Verified events newest first by `(action_at, event_id)`, strictly after `cursor` in that order.
+/// Verified events newest first by `(action_at, event_id)`, strictly after `cursor` in that order; at
+/// most `limit`. Each page is one walk of the index that matches the filters given, stopped once the
+/// page is full (see [`list_statement`]).
 pub fn list_verified(
     conn: &Connection,
     f: &Filter,
     cursor: Option<(Timestamp, &str)>,
     limit: u32,
 ) -> Result<Vec<ClickwrapEvent>> {
-    let (c_at, c_id) = match cursor {
-        Some((at, id)) => (Some(at.millis()), Some(id)),
-        None => (None, None),
+    let template_row = match &f.template_id {
+        None => None,
+        Some(public) => match super::templates::row_id(conn, public)? {
+            Some(row) => Some(row),
+            // No such template: no event can match.
+            None => return Ok(Vec::new()),
+        },
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events e JOIN templates t ON t.id = e.template_id \
-         WHERE e.verified_at IS NOT NULL \
-           AND (?1 IS NULL OR e.integration_id = ?1) \
-           AND (?2 IS NULL OR t.template_id = ?2) \
-           AND (?3 IS NULL OR e.end_user_id = ?3) \
-           AND (?4 IS NULL OR e.action = ?4) \
-           AND (?5 IS NULL OR e.action_at >= ?5) \
-           AND (?6 IS NULL OR e.action_at <= ?6) \
-           AND (?7 IS NULL OR e.action_at < ?7 OR (e.action_at = ?7 AND e.event_id < ?8)) \
-         ORDER BY e.action_at DESC, e.event_id DESC LIMIT ?9"
-    ))?;
-    let rows = stmt.query_map(
-        params![
-            f.integration_id,
-            f.template_id,
-            f.end_user_id,
-            f.action.map(Action::as_str),
-            f.from.map(Timestamp::millis),
-            f.to.map(Timestamp::millis),
-            c_at,
-            c_id,
-            limit
-        ],
-        event_from_row,
-    )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let query = ListQuery {
+        integration: f.integration_id,
+        template_row,
+        end_user: f.end_user_id.clone(),
+        action: f.action,
+        from: f.from,
+        to: f.to,
+        cursor: cursor.map(|(at, id)| (at, id.to_string())),
+    };
+    let statement = list_statement(&query);
+    let mut stmt = conn.prepare_cached(&statement.sql)?;
+    let params: Vec<(&str, &dyn rusqlite::ToSql)> = statement
+        .params
+        .iter()
+        .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
+        .collect();
+    // No `LIMIT ?` (see `deliveries::expired_leases`): the rows stream in the index's order, and taking
+    // `limit` of them ends the walk there.
+    let rows = stmt
+        .query_map(params.as_slice(), event_from_row)?
+        .take(limit as usize)
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The event list's filters as its statement needs them: the template by row id.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ListQuery {
+    pub integration: Option<i64>,
+    pub template_row: Option<i64>,
+    pub end_user: Option<String>,
+    pub action: Option<Action>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub cursor: Option<(Timestamp, String)>,
+}
+
+/// A statement built from fixed fragments, with the values it takes by name and the index it walks.
+#[derive(Debug)]
+pub(crate) struct Statement {
+    pub sql: String,
+    pub params: Vec<(&'static str, rusqlite::types::Value)>,
+    /// Read by the query-plan tests, which check that this is the index the plan walks.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub index: &'static str,
+}
+
+/// The one statement a page of the event list runs. It names only the filters present (an
+/// `(?1 IS NULL OR col = ?1)` for an absent one keeps SQLite from using any index in order, and every
+/// page then walked and sorted every verified event), each as a fixed fragment of SQL with a named
+/// parameter; no value is ever written into the SQL. Every shape is a distinct string, so the
+/// connection's statement cache keeps one prepared statement per shape.
+///
+/// The index is chosen by the equality filters present and named with `INDEXED BY`: the end user's
+/// index when one is given (the integration and the template, if also given, are checked on each of
+/// the end user's few events: an end user is one person across the workspace, as for the consent
+/// status), else the template's (with or without the integration first), else the integration's,
+/// else the one over every verified event. Named, because with an end user and a template or an
+/// integration several indexes fit and SQLite, without statistics, cannot know that an end user has
+/// few events where a template or an integration may have millions; and so that a missing index
+/// fails loudly instead of turning into a scan. The page's upper bound is the cursor as a row value when it is within
+/// `to` (it then implies `to`), else `to`; the lower bound is `from`. Without an action filter the two
+/// actions' parts of the index are walked side by side and merged (`UNION ALL … ORDER BY`, which
+/// SQLite runs as a merge of two ordered walks, never a sort).
+pub(crate) fn list_statement(q: &ListQuery) -> Statement {
+    use rusqlite::types::Value;
+    let mut params: Vec<(&'static str, Value)> = Vec::new();
+    let mut terms: Vec<&'static str> = vec!["e.verified_at IS NOT NULL"];
+    let index = match (q.integration, &q.end_user, q.template_row) {
+        (_, Some(_), _) => "events_verified_by_user",
+        (Some(_), None, Some(_)) => "events_verified_by_integration_template",
+        (None, None, Some(_)) => "events_verified_by_template",
+        (Some(_), None, None) => "events_verified_by_integration",
+        (None, None, None) => "events_verified",
+    };
+    if let Some(integration) = q.integration {
+        terms.push("e.integration_id = :integration");
+        params.push((":integration", Value::Integer(integration)));
+    }
+    if let Some(user) = &q.end_user {
+        terms.push("e.end_user_id = :end_user");
+        params.push((":end_user", Value::Text(user.clone())));
+    }
+    if let Some(template) = q.template_row {
+        terms.push("e.template_id = :template");
+        params.push((":template", Value::Integer(template)));
+    }
+    if let Some(from) = q.from {
+        terms.push("e.action_at >= :from");
+        params.push((":from", Value::Integer(from.millis())));
+    }
+    let cursor = q
+        .cursor
+        .as_ref()
+        .filter(|(at, _)| q.to.is_none_or(|to| *at <= to));
+    if let Some((at, id)) = cursor {
+        terms.push("(e.action_at, e.event_id) < (:cursor_at, :cursor_id)");
+        params.push((":cursor_at", Value::Integer(at.millis())));
+        params.push((":cursor_id", Value::Text(id.clone())));
+    } else if let Some(to) = q.to {
+        terms.push("e.action_at <= :to");
+        params.push((":to", Value::Integer(to.millis())));
+    }
+    let select = |action: &'static str| -> String {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE {} AND e.action = {action}",
+            terms.join(" AND ")
+        )
+    };
+    let sql = match q.action {
+        Some(action) => {
+            params.push((":action", Value::Text(action.as_str().to_string())));
+            format!(
+                "{} ORDER BY e.action_at DESC, e.event_id DESC",
+                select(":action")
+            )
+        }
+        None => {
+            params.push((":accepted", Value::Text(Action::Accepted.as_str().into())));
+            params.push((":declined", Value::Text(Action::Declined.as_str().into())));
+            format!(
+                "{} UNION ALL {} ORDER BY e.action_at DESC, e.event_id DESC",
+                select(":accepted"),
+                select(":declined")
+            )
+        }
+    };
+    Statement { sql, params, index }
 }
 
 /// An end user's latest verified and unverified events on one major version of a template.
 pub struct UserEvents {
     pub latest_verified: Option<ClickwrapEvent>,
     pub latest_unverified: Option<ClickwrapEvent>,
+}
+
+/// The latest of one end user's events on one template's major, verified (`?4` true) or not: the
+/// user's events on the template newest first (`events_by_user`), stopped at the first that matches.
+pub(super) fn user_events_sql() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events e \
+         WHERE e.template_id = ?1 AND e.end_user_id = ?2 AND e.major = ?3 AND (e.verified_at IS NOT NULL) = ?4 \
+         ORDER BY e.action_at DESC, e.id DESC LIMIT 1"
+    )
 }
 
 pub fn user_events(
@@ -253,12 +396,11 @@ pub fn user_events(
 ) -> Result<UserEvents> {
     let latest = |verified: bool| -> Result<Option<ClickwrapEvent>> {
         Ok(conn
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events e JOIN templates t ON t.id = e.template_id \
-                 WHERE e.template_id = ?1 AND e.end_user_id = ?2 AND e.major = ?3 AND (e.verified_at IS NOT NULL) = ?4 \
-                 ORDER BY e.action_at DESC, e.id DESC LIMIT 1"
-            ))?
-            .query_row(params![template_row, end_user_id, major, verified], event_from_row)
+            .prepare_cached(&user_events_sql())?
+            .query_row(
+                params![template_row, end_user_id, major, verified],
+                event_from_row,
+            )
             .optional()?)
     };
     Ok(UserEvents {

@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -23,6 +23,77 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at) WHERE state = 'pending';
      CREATE INDEX deliveries_leases ON deliveries(lease_until) WHERE state = 'in_flight';
      CREATE INDEX deliveries_held ON deliveries(integration_id) WHERE state = 'held';",
+    // 2 → 3 (issue #13): every event list and every delivery-history filter gets the index it walks
+    // in the order asked, and the deliveries of each integration are counted by state in a table the
+    // triggers keep, filled here from the rows as they are. (Each statement is written exactly as in
+    // `schema.sql`, so a migrated database has the same schema text as a new one; a test compares.)
+    r"DROP INDEX events_verified_by_integration;
+CREATE INDEX events_verified ON events(action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_integration ON events(integration_id, action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_template ON events(template_id, action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_integration_template
+    ON events(integration_id, template_id, action, action_at, event_id) WHERE verified_at IS NOT NULL;
+CREATE INDEX events_verified_by_user ON events(end_user_id, action, action_at, event_id)
+    WHERE verified_at IS NOT NULL;
+CREATE INDEX deliveries_pending_by_id ON deliveries(integration_id) WHERE state = 'pending';
+CREATE INDEX deliveries_failed ON deliveries(integration_id) WHERE state = 'failed';
+CREATE INDEX deliveries_cancelled ON deliveries(integration_id) WHERE state = 'cancelled';
+CREATE INDEX deliveries_by_outcome ON deliveries(integration_id, last_outcome) WHERE last_outcome <> 'ok';
+CREATE INDEX deliveries_by_state_outcome ON deliveries(integration_id, state, last_outcome)
+    WHERE last_outcome <> 'ok';
+CREATE INDEX deliveries_failed_by_time ON deliveries(integration_id, created_at) WHERE state = 'failed';
+CREATE TABLE delivery_counts (
+    integration_id INTEGER PRIMARY KEY REFERENCES integrations(id),
+    pending        INTEGER NOT NULL DEFAULT 0,
+    in_flight      INTEGER NOT NULL DEFAULT 0,
+    succeeded      INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    held           INTEGER NOT NULL DEFAULT 0,
+    cancelled      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+INSERT INTO delivery_counts (integration_id, pending, in_flight, succeeded, failed, held, cancelled)
+SELECT integration_id, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in_flight'),
+       count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'),
+       count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'cancelled')
+FROM deliveries GROUP BY integration_id;
+CREATE TRIGGER deliveries_counted_on_insert AFTER INSERT ON deliveries
+BEGIN
+    INSERT INTO delivery_counts (integration_id, pending, in_flight, succeeded, failed, held, cancelled)
+    VALUES (NEW.integration_id, NEW.state = 'pending', NEW.state = 'in_flight', NEW.state = 'succeeded',
+            NEW.state = 'failed', NEW.state = 'held', NEW.state = 'cancelled')
+    ON CONFLICT (integration_id) DO UPDATE SET
+        pending = pending + excluded.pending, in_flight = in_flight + excluded.in_flight,
+        succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed,
+        held = held + excluded.held, cancelled = cancelled + excluded.cancelled;
+END;
+CREATE TRIGGER deliveries_counted_on_state AFTER UPDATE OF state ON deliveries
+    WHEN OLD.state <> NEW.state
+BEGIN
+    UPDATE delivery_counts SET
+        pending = pending + (NEW.state = 'pending') - (OLD.state = 'pending'),
+        in_flight = in_flight + (NEW.state = 'in_flight') - (OLD.state = 'in_flight'),
+        succeeded = succeeded + (NEW.state = 'succeeded') - (OLD.state = 'succeeded'),
+        failed = failed + (NEW.state = 'failed') - (OLD.state = 'failed'),
+        held = held + (NEW.state = 'held') - (OLD.state = 'held'),
+        cancelled = cancelled + (NEW.state = 'cancelled') - (OLD.state = 'cancelled')
+    WHERE integration_id = NEW.integration_id;
+END;
+CREATE TRIGGER deliveries_integration_fixed BEFORE UPDATE OF integration_id ON deliveries
+    WHEN OLD.integration_id <> NEW.integration_id
+BEGIN
+    SELECT RAISE(ABORT, 'a delivery belongs to one integration');
+END;
+CREATE TRIGGER deliveries_counted_on_delete AFTER DELETE ON deliveries
+BEGIN
+    UPDATE delivery_counts SET
+        pending = pending - (OLD.state = 'pending'), in_flight = in_flight - (OLD.state = 'in_flight'),
+        succeeded = succeeded - (OLD.state = 'succeeded'), failed = failed - (OLD.state = 'failed'),
+        held = held - (OLD.state = 'held'), cancelled = cancelled - (OLD.state = 'cancelled')
+    WHERE integration_id = OLD.integration_id;
+END;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
@@ -144,6 +215,30 @@ mod tests {
             ),
             1
         );
+        // The counts table was filled from the rows, and the triggers keep it from then on.
+        let counts = |c: &Connection| -> Vec<(String, i64)> {
+            super::super::deliveries::count_by_state(c, 1).unwrap()
+        };
+        let want = |pending, in_flight, succeeded, held| -> Vec<(String, i64)> {
+            [
+                ("pending", pending),
+                ("in_flight", in_flight),
+                ("succeeded", succeeded),
+                ("failed", 0),
+                ("held", held),
+                ("cancelled", 0),
+            ]
+            .into_iter()
+            .map(|(s, n)| (s.to_string(), n))
+            .collect()
+        };
+        assert_eq!(counts(&old), want(1, 1, 1, 1));
+        old.execute(
+            "UPDATE deliveries SET state = 'succeeded' WHERE delivery_id = 'd2'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(counts(&old), want(1, 0, 2, 1));
         let check: String = old
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
