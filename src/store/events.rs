@@ -250,20 +250,75 @@ pub fn list_verified(
         from: f.from,
         to: f.to,
         cursor: cursor.map(|(at, id)| (at, id.to_string())),
+        ..ListQuery::default()
     };
-    let statement = list_statement(&query);
+    list_query(conn, &query, limit)
+}
+
+/// A page of the list `q` asks for: one index walk when an integration or an end user is given,
+/// else the integrations' walks merged ([`list_across`]).
+pub(crate) fn list_query(
+    conn: &Connection,
+    q: &ListQuery,
+    limit: u32,
+) -> Result<Vec<ClickwrapEvent>> {
+    if q.integration.is_none() && q.end_user.is_none() {
+        return list_across(conn, q, limit);
+    }
+    let statement = list_statement(q);
     let mut stmt = conn.prepare_cached(&statement.sql)?;
-    let params: Vec<(&str, &dyn rusqlite::ToSql)> = statement
-        .params
-        .iter()
-        .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
-        .collect();
     // No `LIMIT ?` (see `deliveries::expired_leases`): the rows stream in the index's order, and taking
     // `limit` of them ends the walk there.
     let rows = stmt
-        .query_map(params.as_slice(), event_from_row)?
+        .query_map(statement.bound().as_slice(), event_from_row)?
         .take(limit as usize)
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The admin list across integrations: each integration's page of keys (a walk of its own index),
+/// merged newest first, then the page's rows. Once a page's worth of keys is in hand, each
+/// further walk starts above the oldest of them (`floor`) and mostly returns nothing, so a page costs
+/// about one index probe per integration — never a walk over the events of all of them. (An index
+/// over every integration's verified events would serve it too, at the price of an entry at every
+/// verify.)
+fn list_across(conn: &Connection, q: &ListQuery, limit: u32) -> Result<Vec<ClickwrapEvent>> {
+    let limit = limit as usize;
+    let integrations: Vec<i64> = conn
+        .prepare_cached("SELECT id FROM integrations ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // The best keys so far, newest first: (action_at, event_id, row).
+    let mut best: Vec<(i64, String, i64)> = Vec::new();
+    for integration in integrations {
+        let floor = (best.len() >= limit)
+            .then(|| best.last().map(|(at, id, _)| (Timestamp(*at), id.clone())))
+            .flatten();
+        let one = ListQuery {
+            integration: Some(integration),
+            keys_only: true,
+            floor,
+            ..q.clone()
+        };
+        let statement = list_statement(&one);
+        let mut stmt = conn.prepare_cached(&statement.sql)?;
+        let keys = stmt
+            .query_map(statement.bound().as_slice(), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .take(limit)
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            continue;
+        }
+        best.extend(keys);
+        best.sort_by(|a, b| b.cmp(a));
+        best.truncate(limit);
+    }
+    let mut rows = Vec::with_capacity(best.len());
+    for (_, _, row) in best {
+        rows.extend(get(conn, row)?);
+    }
     Ok(rows)
 }
 
@@ -277,6 +332,10 @@ pub(crate) struct ListQuery {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub cursor: Option<(Timestamp, String)>,
+    /// Only the keys (`action_at`, `event_id`, row id), for [`list_across`].
+    pub keys_only: bool,
+    /// Only events newer than this (for [`list_across`], once it holds a page).
+    pub floor: Option<(Timestamp, String)>,
 }
 
 /// A statement built from fixed fragments, with the values it takes by name and the index it walks.
@@ -289,33 +348,44 @@ pub(crate) struct Statement {
     pub index: &'static str,
 }
 
-/// The one statement a page of the event list runs. It names only the filters present (an
-/// `(?1 IS NULL OR col = ?1)` for an absent one keeps SQLite from using any index in order, and every
-/// page then walked and sorted every verified event), each as a fixed fragment of SQL with a named
-/// parameter; no value is ever written into the SQL. Every shape is a distinct string, so the
-/// connection's statement cache keeps one prepared statement per shape.
+impl Statement {
+    /// The parameters as rusqlite binds them.
+    pub fn bound(&self) -> Vec<(&str, &dyn rusqlite::ToSql)> {
+        self.params
+            .iter()
+            .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
+            .collect()
+    }
+}
+
+/// The one statement a page of the event list runs, for one integration or one end user (across
+/// integrations, [`list_across`] merges the integrations' statements). It names only the filters
+/// present (an `(?1 IS NULL OR col = ?1)` for an absent one keeps SQLite from using any index in
+/// order, and every page then walked and sorted every verified event), each as a fixed fragment of
+/// SQL with a named parameter; no value is ever written into the SQL. Every shape is a distinct
+/// string, so the connection's statement cache keeps one prepared statement per shape.
 ///
-/// The index is chosen by the equality filters present and named with `INDEXED BY`: the end user's
-/// index when one is given (the integration and the template, if also given, are checked on each of
-/// the end user's few events: an end user is one person across the workspace, as for the consent
-/// status), else the template's (with or without the integration first), else the integration's,
-/// else the one over every verified event. Named, because with an end user and a template or an
+/// The index is chosen by the filters present and named with `INDEXED BY`: the end user's when one is
+/// given (the integration and the template, if also given, are checked on each of the end user's few
+/// events: an end user is one person across the workspace, as for the consent status), else the
+/// integration's with or without the template. Named, because with an end user and a template or an
 /// integration several indexes fit and SQLite, without statistics, cannot know that an end user has
 /// few events where a template or an integration may have millions; and so that a missing index
-/// fails loudly instead of turning into a scan. The page's upper bound is the cursor as a row value when it is within
-/// `to` (it then implies `to`), else `to`; the lower bound is `from`. Without an action filter the two
-/// actions' parts of the index are walked side by side and merged (`UNION ALL … ORDER BY`, which
-/// SQLite runs as a merge of two ordered walks, never a sort).
+/// fails loudly instead of turning into a scan. The page's upper bound is the cursor as a row value
+/// when it is within `to` (it then implies `to`), else `to`; the lower bound is `from` (and `floor`).
+/// In an integration's index the action comes before the time: without an action filter its two
+/// parts are walked side by side and merged (`UNION ALL … ORDER BY`, which SQLite runs as a merge of
+/// two ordered walks, never a sort). The end user's index is in time order whatever the action.
 pub(crate) fn list_statement(q: &ListQuery) -> Statement {
     use rusqlite::types::Value;
     let mut params: Vec<(&'static str, Value)> = Vec::new();
     let mut terms: Vec<&'static str> = vec!["e.verified_at IS NOT NULL"];
+    let by_user = q.end_user.is_some();
     let index = match (q.integration, &q.end_user, q.template_row) {
-        (_, Some(_), _) => "events_verified_by_user",
+        (_, Some(_), _) => "events_by_user",
         (Some(_), None, Some(_)) => "events_verified_by_integration_template",
-        (None, None, Some(_)) => "events_verified_by_template",
         (Some(_), None, None) => "events_verified_by_integration",
-        (None, None, None) => "events_verified",
+        (None, None, _) => panic!("a list across integrations is merged by list_across"),
     };
     if let Some(integration) = q.integration {
         terms.push("e.integration_id = :integration");
@@ -333,6 +403,11 @@ pub(crate) fn list_statement(q: &ListQuery) -> Statement {
         terms.push("e.action_at >= :from");
         params.push((":from", Value::Integer(from.millis())));
     }
+    if let Some((at, id)) = &q.floor {
+        terms.push("(e.action_at, e.event_id) > (:floor_at, :floor_id)");
+        params.push((":floor_at", Value::Integer(at.millis())));
+        params.push((":floor_id", Value::Text(id.clone())));
+    }
     let cursor = q
         .cursor
         .as_ref()
@@ -345,27 +420,32 @@ pub(crate) fn list_statement(q: &ListQuery) -> Statement {
         terms.push("e.action_at <= :to");
         params.push((":to", Value::Integer(to.millis())));
     }
-    let select = |action: &'static str| -> String {
+    let columns = if q.keys_only {
+        "e.action_at, e.event_id, e.id".to_string()
+    } else {
+        EVENT_COLUMNS.to_string()
+    };
+    let select = |action: Option<&'static str>| -> String {
+        let action = action.map_or(String::new(), |a| format!(" AND e.action = {a}"));
         format!(
-            "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE {} AND e.action = {action}",
+            "SELECT {columns} FROM events e INDEXED BY {index} WHERE {}{action}",
             terms.join(" AND ")
         )
     };
+    let order = "ORDER BY e.action_at DESC, e.event_id DESC";
     let sql = match q.action {
         Some(action) => {
             params.push((":action", Value::Text(action.as_str().to_string())));
-            format!(
-                "{} ORDER BY e.action_at DESC, e.event_id DESC",
-                select(":action")
-            )
+            format!("{} {order}", select(Some(":action")))
         }
+        None if by_user => format!("{} {order}", select(None)),
         None => {
             params.push((":accepted", Value::Text(Action::Accepted.as_str().into())));
             params.push((":declined", Value::Text(Action::Declined.as_str().into())));
             format!(
-                "{} UNION ALL {} ORDER BY e.action_at DESC, e.event_id DESC",
-                select(":accepted"),
-                select(":declined")
+                "{} UNION ALL {} {order}",
+                select(Some(":accepted")),
+                select(Some(":declined"))
             )
         }
     };
@@ -379,12 +459,13 @@ pub struct UserEvents {
 }
 
 /// The latest of one end user's events on one template's major, verified (`?4` true) or not: the
-/// user's events on the template newest first (`events_by_user`), stopped at the first that matches.
+/// user's events newest first (`events_by_user`), stopped at the first that matches. (Two actions of
+/// one user in one millisecond are told apart by their event id, not by which came first.)
 pub(super) fn user_events_sql() -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events e \
-         WHERE e.template_id = ?1 AND e.end_user_id = ?2 AND e.major = ?3 AND (e.verified_at IS NOT NULL) = ?4 \
-         ORDER BY e.action_at DESC, e.id DESC LIMIT 1"
+        "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY events_by_user \
+         WHERE e.end_user_id = ?2 AND e.template_id = ?1 AND e.major = ?3 AND (e.verified_at IS NOT NULL) = ?4 \
+         ORDER BY e.action_at DESC, e.event_id DESC LIMIT 1"
     )
 }
 

@@ -28,16 +28,12 @@ const MIGRATIONS: &[&str] = &[
     // triggers keep, filled here from the rows as they are. (Each statement is written exactly as in
     // `schema.sql`, so a migrated database has the same schema text as a new one; a test compares.)
     r"DROP INDEX events_verified_by_integration;
-CREATE INDEX events_verified ON events(action, action_at, event_id)
-    WHERE verified_at IS NOT NULL;
 CREATE INDEX events_verified_by_integration ON events(integration_id, action, action_at, event_id)
-    WHERE verified_at IS NOT NULL;
-CREATE INDEX events_verified_by_template ON events(template_id, action, action_at, event_id)
     WHERE verified_at IS NOT NULL;
 CREATE INDEX events_verified_by_integration_template
     ON events(integration_id, template_id, action, action_at, event_id) WHERE verified_at IS NOT NULL;
-CREATE INDEX events_verified_by_user ON events(end_user_id, action, action_at, event_id)
-    WHERE verified_at IS NOT NULL;
+DROP INDEX events_by_user;
+CREATE INDEX events_by_user ON events(end_user_id, action_at, event_id);
 CREATE INDEX deliveries_pending_by_id ON deliveries(integration_id) WHERE state = 'pending';
 CREATE INDEX deliveries_failed ON deliveries(integration_id) WHERE state = 'failed';
 CREATE INDEX deliveries_cancelled ON deliveries(integration_id) WHERE state = 'cancelled';
