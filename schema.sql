@@ -227,7 +227,10 @@ CREATE TABLE deliveries (
     chain_trigger   TEXT NOT NULL DEFAULT 'automatic' CHECK (chain_trigger IN ('automatic', 'manual')),
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
-) STRICT;
+, event_type TEXT NOT NULL DEFAULT 'CLICKWRAP_EVENT_VERIFIED') STRICT;
+-- `event_type` (schema 3) is the payload's `eventType`, one of `model::EventType`; it is written as
+-- SQLite stores a column added by `ALTER TABLE`, so a migrated database and a new one have the same
+-- schema text. No CHECK: another event type is a new value, not a rebuild of the table.
 
 -- The dispatcher's queues: each integration's pending deliveries in due order, the leases of those in
 -- flight, and those held. Partial, so a row is in one of them only while it waits in that state, and a

@@ -13,7 +13,8 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Action, ClickwrapEvent, EndUserId, Language, PublishedVersion, TemplateText, Timestamp,
+    Action, ClickwrapEvent, EndUserId, EventType, Language, PublishedVersion, TemplateText,
+    Timestamp,
 };
 use crate::signature::{Invalid, SignatureKey};
 use crate::store::deliveries::{self, NewDelivery};
@@ -458,7 +459,7 @@ pub fn webhook_payload(e: &ClickwrapEvent) -> Vec<u8> {
         data: Data<'a>,
     }
     serde_json::to_vec(&Body {
-        event_type: "CLICKWRAP_EVENT_VERIFIED",
+        event_type: EventType::ClickwrapEventVerified.as_str(),
         data: Data {
             clickwrap_event_id: &e.event_id,
             clickwrap_template_id: &e.template_id,
@@ -521,8 +522,10 @@ pub async fn verify(
                 return Err(Error::Gone("this clicktermSignature has expired".into()));
             };
             let verified = events::get(c, row)?.ok_or(Error::NotFound("event"))?;
-            let target = integrations::webhook_target(c, integration_id)?.ok_or_else(not_ours)?;
-            if target.has_callback {
+            let target = integrations::webhook_target(c, integration_id)?
+                .filter(|t| !t.deleted)
+                .ok_or_else(not_ours)?;
+            if target.callback_url.is_some() {
                 deliveries::insert(
                     c,
                     &NewDelivery {
@@ -530,6 +533,7 @@ pub async fn verify(
                         integration_id,
                         event_row: Some(row),
                         is_test: false,
+                        event_type: EventType::ClickwrapEventVerified,
                         payload: &webhook_payload(&verified),
                         held: !target.sending,
                         at: now,

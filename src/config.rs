@@ -143,7 +143,7 @@ pub struct WebhookConfig {
     /// Extra trusted root certificates (PEM) for callback TLS.
     pub extra_ca_file: Option<PathBuf>,
     /// DNS servers for callback host names, `"ip"` or `"ip:port"`; empty means the system's.
-    pub dns_servers: Vec<String>,
+    pub dns_servers: Vec<DnsServer>,
     /// Attempts in flight at once, in total.
     pub max_in_flight: usize,
     /// Attempts in flight at once for one integration, so a dead endpoint cannot take every slot.
@@ -405,14 +405,6 @@ impl Config {
         if w.max_retries > 20 {
             return fail("webhooks.max_retries", "must be at most 20");
         }
-        for server in &w.dns_servers {
-            if parse_dns_server(server).is_none() {
-                return fail(
-                    "webhooks.dns_servers",
-                    &format!("{server:?} is not an IP address or ip:port"),
-                );
-            }
-        }
         Ok(())
     }
 
@@ -422,14 +414,32 @@ impl Config {
     }
 }
 
-/// Parses a `dns_servers` entry: `"1.2.3.4"`, `"1.2.3.4:5353"`, `"::1"` or `"[::1]:5353"`.
-pub fn parse_dns_server(s: &str) -> Option<SocketAddr> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Some(addr);
+/// A `webhooks.dns_servers` entry, parsed when the configuration is read: `"1.2.3.4"`,
+/// `"1.2.3.4:5353"`, `"::1"` or `"[::1]:5353"` (port 53 when none is given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DnsServer(pub SocketAddr);
+
+impl std::str::FromStr for DnsServer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DnsServer, String> {
+        s.parse::<SocketAddr>()
+            .or_else(|_| {
+                s.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map(DnsServer)
+            .map_err(|_| format!("webhooks.dns_servers: {s:?} is not an IP address or ip:port"))
     }
-    s.parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, 53))
+}
+
+impl TryFrom<String> for DnsServer {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<DnsServer, String> {
+        s.parse()
+    }
 }
 
 /// Applies `CLICKTERMD_SECTION__KEY=value` to the table. The value is read as a TOML value when it is one
@@ -681,19 +691,14 @@ mod tests {
 
     #[test]
     fn dns_server_spellings() {
+        let parse = |s: &str| s.parse::<DnsServer>().ok().map(|d| d.0);
+        assert_eq!(parse("127.0.0.1"), Some("127.0.0.1:53".parse().unwrap()));
         assert_eq!(
-            parse_dns_server("127.0.0.1"),
-            Some("127.0.0.1:53".parse().unwrap())
-        );
-        assert_eq!(
-            parse_dns_server("127.0.0.1:5353"),
+            parse("127.0.0.1:5353"),
             Some("127.0.0.1:5353".parse().unwrap())
         );
-        assert_eq!(parse_dns_server("::1"), Some("[::1]:53".parse().unwrap()));
-        assert_eq!(
-            parse_dns_server("[::1]:5353"),
-            Some("[::1]:5353".parse().unwrap())
-        );
-        assert_eq!(parse_dns_server("dns.example"), None);
+        assert_eq!(parse("::1"), Some("[::1]:53".parse().unwrap()));
+        assert_eq!(parse("[::1]:5353"), Some("[::1]:5353".parse().unwrap()));
+        assert_eq!(parse("dns.example"), None);
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clicktermd::config::{Config, DEFAULT_CONFIG_TOML, LogFormat};
-use clicktermd::model::{CallbackUrl, Domain, Name, Username};
+use clicktermd::model::{Domain, Name, Username};
 use clicktermd::{admins, integrations, store};
 
 #[derive(Parser)]
@@ -347,10 +347,9 @@ async fn integration(config: &Config, command: IntegrationCommand) -> anyhow::Re
                         Some(config.server.listen),
                     )
                     .map_err(|e| anyhow::anyhow!(e))?;
-                    let judged = guard.judge(raw.trim()).await.map_err(|r| {
+                    Some(guard.admit(&raw).await.map_err(|r| {
                         UsageError(format!("--callback-url refused ({}): {r}", r.code()))
-                    })?;
-                    Some(CallbackUrl::approved(&judged.target.url))
+                    })?)
                 }
             };
             let created = integrations::create(&store, "cli", name, domains, callback).await?;

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::model::Timestamp;
+use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
 use crate::store::WriterStats;
 use crate::store::deliveries::QueueStats;
 
@@ -33,12 +33,12 @@ const DURATION_BUCKETS: [f64; 12] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
-    outcome: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct State {
-    state: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,23 +141,22 @@ impl Metrics {
 
     /// One webhook attempt ended with `outcome` after `seconds`; `finished` names the final state it
     /// led to, if any.
-    pub fn attempt(&self, outcome: &str, seconds: f64, finished: Option<&str>) {
+    pub fn attempt(&self, outcome: AttemptOutcome, seconds: f64, finished: Option<DeliveryState>) {
         self.attempts
             .get_or_create(&Outcome {
-                outcome: outcome.to_string(),
+                outcome: outcome.as_str(),
             })
             .inc();
         self.attempt_duration.observe(seconds);
         if let Some(state) = finished {
             self.finished
                 .get_or_create(&State {
-                    state: state.to_string(),
+                    state: state.as_str(),
                 })
                 .inc();
         }
     }
 
-    /// Reports the database writer's totals ([`WriterStats`]) at every scrape.
     /// Reports the database writer's totals ([`WriterStats`]) and the free space of `data_dir`'s file
     /// system at every scrape.
     pub fn register_store(&mut self, stats: Arc<WriterStats>, data_dir: std::path::PathBuf) {
@@ -188,13 +187,13 @@ impl Metrics {
     /// The text for a scrape, with the queue figures read just before.
     pub fn render(&self, queue: &QueueStats, now: Timestamp) -> String {
         for (state, n) in [
-            ("pending", queue.pending),
-            ("in_flight", queue.in_flight),
-            ("held", queue.held),
+            (DeliveryState::Pending, queue.pending),
+            (DeliveryState::InFlight, queue.in_flight),
+            (DeliveryState::Held, queue.held),
         ] {
             self.queue
                 .get_or_create(&State {
-                    state: state.to_string(),
+                    state: state.as_str(),
                 })
                 .set(n);
         }
@@ -296,8 +295,8 @@ mod tests {
         let mut m = Metrics::new();
         m.register_store(Arc::new(WriterStats::default()), std::env::temp_dir());
         m.heartbeat();
-        m.attempt("ok", 0.02, Some("succeeded"));
-        m.attempt("timeout", 10.0, None);
+        m.attempt(AttemptOutcome::Ok, 0.02, Some(DeliveryState::Succeeded));
+        m.attempt(AttemptOutcome::Timeout, 10.0, None);
         m.verify_request(200);
         m.verify_request(409);
         let now = Timestamp::now();

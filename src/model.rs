@@ -7,6 +7,47 @@ use std::fmt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// A closed vocabulary: an enum each of whose values has one spelling, the same on the wire, in the
+/// database and in the metrics. The spelling is written here and nowhere else; `parse` is its inverse
+/// and `ALL` lists the values in order (for checks and for "one of …" messages).
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($wire => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Every spelling, comma-separated, for a message that names the allowed values.
+            pub fn spellings() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// An instant in UTC with millisecond precision, stored as Unix milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
@@ -52,26 +93,20 @@ impl fmt::Display for Timestamp {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntegrationStatus {
-    Enabled,
-    Disabled,
+vocabulary! {
+    /// Whether an integration's App Key is accepted.
+    pub enum IntegrationStatus {
+        Enabled = "ENABLED",
+        Disabled = "DISABLED",
+    }
 }
 
 impl IntegrationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IntegrationStatus::Enabled => "ENABLED",
-            IntegrationStatus::Disabled => "DISABLED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<IntegrationStatus> {
-        match s {
-            "ENABLED" => Some(IntegrationStatus::Enabled),
-            "DISABLED" => Some(IntegrationStatus::Disabled),
-            _ => None,
-        }
+    /// Whether an integration's webhooks may be sent now: it is enabled and its delivery is switched
+    /// on. The one statement of the rule: the dispatcher, verify and the test webhook all ask it
+    /// (through `store::integrations::webhook_target`); otherwise its deliveries are held.
+    pub fn sends_webhooks(self, webhook_delivery_enabled: bool) -> bool {
+        self == IntegrationStatus::Enabled && webhook_delivery_enabled
     }
 }
 
@@ -386,27 +421,72 @@ impl PublishedVersion {
     }
 }
 
-/// What the end user did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Accepted,
-    Declined,
+vocabulary! {
+    /// What the end user did.
+    pub enum Action {
+        Accepted = "ACCEPTED",
+        Declined = "DECLINED",
+    }
 }
 
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Accepted => "ACCEPTED",
-            Action::Declined => "DECLINED",
-        }
+vocabulary! {
+    /// Where a webhook delivery is (SPEC §5.4). `Pending` waits for its next attempt, `InFlight` has
+    /// one running under a lease; `Held` waits for its integration's delivery to be switched on;
+    /// `Succeeded`, `Failed` and `Cancelled` (its integration was deleted) are final until a
+    /// redelivery starts a new chain.
+    pub enum DeliveryState {
+        Pending = "pending",
+        InFlight = "in_flight",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Held = "held",
+        Cancelled = "cancelled",
     }
+}
 
-    pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "ACCEPTED" => Some(Action::Accepted),
-            "DECLINED" => Some(Action::Declined),
-            _ => None,
-        }
+impl DeliveryState {
+    /// Whether the delivery still waits for an attempt (or runs one).
+    pub fn is_unfinished(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Pending | DeliveryState::InFlight | DeliveryState::Held
+        )
+    }
+}
+
+vocabulary! {
+    /// What one attempt came to (SPEC §5.4): `Ok` is the only success (a 200).
+    pub enum AttemptOutcome {
+        Ok = "ok",
+        HttpStatus = "http_status",
+        RedirectRefused = "redirect_refused",
+        Timeout = "timeout",
+        DnsError = "dns_error",
+        BlockedAddress = "blocked_address",
+        ConnectError = "connect_error",
+        TlsError = "tls_error",
+        InvalidUrl = "invalid_url",
+    }
+}
+
+impl AttemptOutcome {
+    pub fn is_success(self) -> bool {
+        self == AttemptOutcome::Ok
+    }
+}
+
+vocabulary! {
+    /// What started an attempt chain: the dispatcher on its own, or an admin's redelivery.
+    pub enum Trigger {
+        Automatic = "automatic",
+        Manual = "manual",
+    }
+}
+
+vocabulary! {
+    /// The kind of webhook a delivery carries, its payload's `eventType` (SPEC §5.2).
+    pub enum EventType {
+        ClickwrapEventVerified = "CLICKWRAP_EVENT_VERIFIED",
     }
 }
 

@@ -2,7 +2,7 @@
 //! webhook. Sending itself is the dispatcher's; these only write rows it picks up.
 
 use crate::error::{Error, Result};
-use crate::model::Timestamp;
+use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp};
 use crate::store::deliveries::{self, Attempt, DeliveryRow, NewDelivery};
 use crate::store::{Store, audit, integrations};
 
@@ -15,8 +15,8 @@ pub struct DeliveryView {
 pub async fn list(
     store: &Store,
     app_id: &str,
-    state: Option<String>,
-    outcome: Option<String>,
+    state: Option<DeliveryState>,
+    outcome: Option<AttemptOutcome>,
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<DeliveryRow>> {
@@ -24,14 +24,7 @@ pub async fn list(
     store
         .read(move |c| -> Result<_> {
             let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
-            Ok(deliveries::list(
-                c,
-                id,
-                state.as_deref(),
-                outcome.as_deref(),
-                before,
-                limit,
-            )?)
+            Ok(deliveries::list(c, id, state, outcome, before, limit)?)
         })
         .await
 }
@@ -57,7 +50,7 @@ pub async fn for_event(store: &Store, event_id: &str) -> Result<Vec<DeliveryRow>
 
 /// How many of an integration's deliveries are in each state (deleted integrations included, so their
 /// history still adds up).
-pub async fn counts(store: &Store, app_id: &str) -> Result<Vec<(String, i64)>> {
+pub async fn counts(store: &Store, app_id: &str) -> Result<Vec<(DeliveryState, i64)>> {
     let app = app_id.to_string();
     store
         .read(move |c| -> Result<_> {
@@ -118,6 +111,9 @@ pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<Deliv
                 verified_at: Some(now),
             };
             let payload = crate::clickwrap::webhook_payload(&sample);
+            let target = integrations::webhook_target(c, facts.id)?
+                .filter(|t| !t.deleted)
+                .ok_or(Error::NotFound("integration"))?;
             let delivery_id = deliveries::new_delivery_id();
             deliveries::insert(
                 c,
@@ -126,8 +122,9 @@ pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<Deliv
                     integration_id: facts.id,
                     event_row: None,
                     is_test: true,
+                    event_type: EventType::ClickwrapEventVerified,
                     payload: &payload,
-                    held: !facts.enabled || !facts.webhook_delivery_enabled,
+                    held: !target.sending,
                     at: now,
                 },
             )?;

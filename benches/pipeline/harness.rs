@@ -1,5 +1,5 @@
 //! The end-to-end benchmark of SPEC §10 and issue #7, shared by `benches/pipeline.rs` (the real release
-//! binary, full scale) and `tests/bench_quick.rs` (the debug binary, quick mode, as a smoke test).
+//! binary, full scale) and `tests/e2e/bench_quick.rs` (the debug binary, quick mode, as a smoke test).
 //!
 //! It starts the real `clicktermd` binary as a child process with a temporary data directory (under
 //! cargo's `target/tmp`, so on the project's disk, never a tmpfs) and loopback-only settings: it listens on

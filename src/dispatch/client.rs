@@ -31,14 +31,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::SetupError;
 use super::policy::{Policy, Refusal};
-use super::resolve::DnsResolver;
+use super::resolve::{DnsResolver, LookupError};
 
 /// Why the connector refused or failed; the dispatcher maps it to an attempt outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("{0}")]
-    Dns(String),
+    Dns(LookupError),
     #[error("{0}")]
     Blocked(Refusal),
     #[error("connecting to {addr} failed: {error}")]
@@ -237,9 +238,7 @@ impl PinnedConnector {
             }
         }
         let Some((tcp, addr)) = tcp else {
-            return Err(
-                last.unwrap_or_else(|| ConnectError::Dns(format!("{host} has no addresses")))
-            );
+            return Err(last.unwrap_or(ConnectError::Dns(LookupError::NoRecords { host })));
         };
         let _ = tcp.set_nodelay(true);
         if !https {
@@ -358,38 +357,31 @@ pub fn build(connector: PinnedConnector) -> HttpClient {
 /// host's CA bundle) plus `extra_ca_file`; HTTP/2 and HTTP/1.1 offered by ALPN.
 pub fn tls_config(
     extra_ca_file: Option<&std::path::Path>,
-) -> Result<tokio_rustls::TlsConnector, String> {
+) -> Result<tokio_rustls::TlsConnector, SetupError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca_file {
+        let ca = |why: String| SetupError::CaFile {
+            path: path.to_path_buf(),
+            why,
+        };
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| {
-                format!(
-                    "webhooks.extra_ca_file: cannot read {}: {e}",
-                    path.display()
-                )
-            })?
+            .map_err(|e| ca(format!("cannot be read: {e}")))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("webhooks.extra_ca_file: {} is not PEM: {e}", path.display()))?;
+            .map_err(|e| ca(format!("is not PEM: {e}")))?;
         if certs.is_empty() {
-            return Err(format!(
-                "webhooks.extra_ca_file: {} holds no certificate",
-                path.display()
-            ));
+            return Err(ca("holds no certificate".into()));
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("webhooks.extra_ca_file: {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| ca(e.to_string()))?;
         }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

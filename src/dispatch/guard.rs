@@ -7,23 +7,28 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::SetupError;
 use super::policy::{CallbackTarget, Policy, Refusal, TargetHost};
-use super::resolve::DnsResolver;
+use super::resolve::{DnsResolver, LookupError};
 use crate::config::WebhookConfig;
+use crate::model::CallbackUrl;
 
-/// Why a URL is refused: by the policy, or because its name could not be resolved.
+/// Why a URL is refused: too long to store, by the policy, or because its name could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum UrlRefused {
+    #[error("must be at most {} characters", CallbackUrl::MAX_LEN)]
+    TooLong,
     #[error(transparent)]
     Policy(#[from] Refusal),
     #[error("{0}")]
-    Dns(String),
+    Dns(LookupError),
 }
 
 impl UrlRefused {
     /// The stable word of the refusal (`blocked_address`, `localhost`, `dns_error` …).
     pub fn code(&self) -> &'static str {
         match self {
+            UrlRefused::TooLong => "too_long",
             UrlRefused::Policy(r) => r.code(),
             UrlRefused::Dns(_) => "dns_error",
         }
@@ -60,12 +65,8 @@ impl UrlGuard {
     pub fn from_config(
         config: &WebhookConfig,
         self_addr: Option<SocketAddr>,
-    ) -> Result<UrlGuard, String> {
-        let servers: Vec<SocketAddr> = config
-            .dns_servers
-            .iter()
-            .filter_map(|s| crate::config::parse_dns_server(s))
-            .collect();
+    ) -> Result<UrlGuard, SetupError> {
+        let servers: Vec<SocketAddr> = config.dns_servers.iter().map(|s| s.0).collect();
         let dns_budget = Duration::from_secs_f64(config.timeout_secs).mul_f64(0.6);
         Ok(UrlGuard {
             policy: Arc::new(super::policy_from_config(config, self_addr)),
@@ -74,9 +75,19 @@ impl UrlGuard {
         })
     }
 
-    /// The static checks, then (for a name) resolution and the judgement of every address. An IP
-    /// literal was already judged by the static checks.
+    /// Whether a callback URL may be saved, and the URL to save: the one admission of the admin API
+    /// and the command line. Surrounding white space is ignored; then [`UrlGuard::judge`].
+    pub async fn admit(&self, raw: &str) -> Result<CallbackUrl, UrlRefused> {
+        let judged = self.judge(raw.trim()).await?;
+        Ok(CallbackUrl::approved(&judged.target.url))
+    }
+
+    /// The length limit, the static checks, then (for a name) resolution and the judgement of every
+    /// address. An IP literal was already judged by the static checks.
     pub async fn judge(&self, raw: &str) -> Result<Judged, UrlRefused> {
+        if raw.len() > CallbackUrl::MAX_LEN {
+            return Err(UrlRefused::TooLong);
+        }
         let target = self.policy.check_url(raw)?;
         let addrs = match &target.host {
             TargetHost::Ip(ip) => vec![*ip],

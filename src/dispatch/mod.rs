@@ -23,11 +23,25 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::WebhookConfig;
-use crate::model::Timestamp;
+use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
 use crate::store::deliveries::{self, Attempt, Claimed, Gate, Next};
 use crate::store::{Store, StoreError};
 use client::{ConnectError, HttpClient, PinnedConnector, RemoteAddr};
 use policy::{Policy, Refusal};
+
+/// Why the dispatcher or the URL guard cannot be built from `[webhooks]`.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("webhooks.extra_ca_file: {} {why}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        why: String,
+    },
+    #[error("the TLS settings for callbacks: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Resolver(#[from] resolve::ResolverError),
+}
 
 /// The first bytes of a response body kept in the history; reading stops there.
 pub const BODY_EXCERPT: usize = 4096;
@@ -50,6 +64,20 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+/// The headers of one attempt, in the order they are sent: built once, sent as they are, and
+/// recorded in the delivery history exactly so.
+pub fn attempt_headers(secret: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 4] {
+    [
+        ("Content-Type", "application/json".to_string()),
+        ("User-Agent", USER_AGENT.to_string()),
+        ("X-Clickterm-Timestamp", timestamp.to_string()),
+        ("X-Clickterm-Signature", sign(secret, timestamp, body)),
+    ]
+}
+
+/// The `User-Agent` of every attempt.
+const USER_AGENT: &str = concat!("clicktermd/", env!("CARGO_PKG_VERSION"));
 
 /// The wait before retry number `retry` (1 for the first retry): `base`, doubling, at most `cap`.
 pub fn backoff(base_secs: f64, cap_secs: f64, retry: u32) -> Duration {
@@ -106,7 +134,7 @@ impl Dispatcher {
         guard: &guard::UrlGuard,
         wake: Arc<Notify>,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Result<Dispatcher, String> {
+    ) -> Result<Dispatcher, SetupError> {
         let settings = Settings::from_config(config);
         let policy = guard.policy.clone();
         let tls = client::tls_config(config.extra_ca_file.as_deref())?;
@@ -278,32 +306,21 @@ impl Dispatcher {
         let started_at = Timestamp::now();
         let start = Instant::now();
         let timestamp = started_at.millis().div_euclid(1000);
-        let signature = sign(&claim.secret, timestamp, &claim.payload);
-        let user_agent = concat!("clicktermd/", env!("CARGO_PKG_VERSION"));
-        let headers = serde_json::json!({
-            "Content-Type": "application/json",
-            "User-Agent": user_agent,
-            "X-Clickterm-Timestamp": timestamp.to_string(),
-            "X-Clickterm-Signature": signature,
-        });
-        let observed = match tokio::time::timeout(
-            self.settings.timeout,
-            self.send(&claim, timestamp, &signature, user_agent),
-        )
-        .await
-        {
-            Ok(o) => o,
-            Err(_) => Observed::failed(
-                "timeout",
-                format!(
-                    "no complete answer within {} ms",
-                    self.settings.timeout.as_millis()
+        let headers = attempt_headers(&claim.secret, timestamp, &claim.payload);
+        let observed =
+            match tokio::time::timeout(self.settings.timeout, self.send(&claim, &headers)).await {
+                Ok(o) => o,
+                Err(_) => Observed::failed(
+                    AttemptOutcome::Timeout,
+                    format!(
+                        "no complete answer within {} ms",
+                        self.settings.timeout.as_millis()
+                    ),
                 ),
-            ),
-        };
+            };
         let elapsed = start.elapsed();
         let duration_ms = elapsed.as_millis() as i64;
-        let next = if observed.outcome == "ok" {
+        let next = if observed.outcome.is_success() {
             Next::Succeeded
         } else if number <= self.settings.max_retries as i64 {
             let wait = backoff(
@@ -319,23 +336,26 @@ impl Dispatcher {
         };
         exchanged();
         let finished = match next {
-            Next::Succeeded => Some("succeeded"),
-            Next::Failed => Some("failed"),
+            Next::Succeeded => Some(DeliveryState::Succeeded),
+            Next::Failed => Some(DeliveryState::Failed),
             Next::Retry(_) => None,
         };
         self.metrics
             .attempt(observed.outcome, elapsed.as_secs_f64(), finished);
         // Every attempt is in the delivery history; the log names the failed ones at `info` and the
         // successful ones only at `debug` (at thousands a second they would drown everything else).
-        let failed = observed.outcome != "ok";
+        let failed = !observed.outcome.is_success();
         if failed || tracing::enabled!(tracing::Level::DEBUG) {
             // The host only: a callback URL's path or query may carry a customer's token.
             let host = url::Url::parse(&claim.url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_default();
-            let (delivery, outcome, status) =
-                (&claim.delivery_id, observed.outcome, observed.status);
+            let (delivery, outcome, status) = (
+                &claim.delivery_id,
+                observed.outcome.as_str(),
+                observed.status,
+            );
             if failed {
                 tracing::info!(%delivery, %host, attempt = number, outcome, status, duration_ms,
                     "webhook attempt failed");
@@ -344,17 +364,21 @@ impl Dispatcher {
                     "webhook attempt");
             }
         }
+        let recorded: serde_json::Map<String, serde_json::Value> = headers
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.into()))
+            .collect();
         let record = Attempt {
             number,
-            manual: claim.manual,
+            trigger: claim.trigger,
             started_at,
             duration_ms,
             url: claim.url.clone(),
             remote_addr: observed.remote.map(|a| a.to_string()),
-            request_headers: headers.to_string(),
+            request_headers: serde_json::Value::Object(recorded).to_string(),
             response_status: observed.status,
             response_body: observed.body,
-            outcome: observed.outcome.to_string(),
+            outcome: observed.outcome,
             detail: observed.detail,
         };
         let row = claim.row;
@@ -368,27 +392,24 @@ impl Dispatcher {
         }
     }
 
-    async fn send(
-        &self,
-        claim: &Claimed,
-        timestamp: i64,
-        signature: &str,
-        user_agent: &str,
-    ) -> Observed {
+    async fn send(&self, claim: &Claimed, headers: &[(&'static str, String)]) -> Observed {
         // The URL was judged when it was saved; judge it again, since the policy or the URL may differ.
         if let Err(refusal) = self.policy.check_url(&claim.url) {
             return Observed::refused(&refusal);
         }
-        let request = http::Request::post(&claim.url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, user_agent)
-            .header("X-Clickterm-Timestamp", timestamp.to_string())
-            .header("X-Clickterm-Signature", signature)
+        let request = headers
+            .iter()
+            .fold(http::Request::post(&claim.url), |r, (name, value)| {
+                r.header(*name, value)
+            })
             .body(Full::new(Bytes::from(claim.payload.clone())));
         let request = match request {
             Ok(r) => r,
             Err(e) => {
-                return Observed::failed("invalid_url", format!("cannot build the request: {e}"));
+                return Observed::failed(
+                    AttemptOutcome::InvalidUrl,
+                    format!("cannot build the request: {e}"),
+                );
             }
         };
         let response = match self.client.request(request).await {
@@ -417,10 +438,10 @@ impl Dispatcher {
             }
         }
         let (outcome, detail) = if status == http::StatusCode::OK {
-            ("ok", None)
+            (AttemptOutcome::Ok, None)
         } else if status.is_redirection() {
             (
-                "redirect_refused",
+                AttemptOutcome::RedirectRefused,
                 Some(format!(
                     "{status} to {} not followed",
                     location.as_deref().unwrap_or("(no Location)")
@@ -428,7 +449,7 @@ impl Dispatcher {
             )
         } else {
             (
-                "http_status",
+                AttemptOutcome::HttpStatus,
                 Some(format!("{status}: only 200 counts as delivered")),
             )
         };
@@ -492,7 +513,7 @@ pub async fn run_pruning(store: Store, retention_days: u32, mut shutdown: watch:
 
 /// What one attempt saw.
 struct Observed {
-    outcome: &'static str,
+    outcome: AttemptOutcome,
     status: Option<u16>,
     remote: Option<SocketAddr>,
     body: Vec<u8>,
@@ -500,7 +521,7 @@ struct Observed {
 }
 
 impl Observed {
-    fn failed(outcome: &'static str, detail: String) -> Observed {
+    fn failed(outcome: AttemptOutcome, detail: String) -> Observed {
         Observed {
             outcome,
             status: None,
@@ -513,10 +534,10 @@ impl Observed {
     fn refused(r: &Refusal) -> Observed {
         let outcome = match r {
             Refusal::Forbidden { .. } | Refusal::SelfAddress(_) | Refusal::LocalhostName(_) => {
-                "blocked_address"
+                AttemptOutcome::BlockedAddress
             }
-            Refusal::NoAddresses(_) => "dns_error",
-            _ => "invalid_url",
+            Refusal::NoAddresses(_) => AttemptOutcome::DnsError,
+            _ => AttemptOutcome::InvalidUrl,
         };
         Observed::failed(outcome, format!("blocked: {r}"))
     }
@@ -526,20 +547,25 @@ impl Observed {
         while let Some(s) = source {
             if let Some(ce) = s.downcast_ref::<ConnectError>() {
                 return match ce {
-                    ConnectError::Dns(m) => Observed::failed("dns_error", m.clone()),
-                    ConnectError::Blocked(r) => Observed::refused(r),
-                    ConnectError::Connect { .. } => {
-                        Observed::failed("connect_error", ce.to_string())
+                    ConnectError::Dns(m) => {
+                        Observed::failed(AttemptOutcome::DnsError, m.to_string())
                     }
-                    ConnectError::Tls { .. } => Observed::failed("tls_error", ce.to_string()),
-                    ConnectError::InvalidUrl(m) => Observed::failed("invalid_url", m.clone()),
-                    ConnectError::Shared(_) => Observed::failed("connect_error", ce.to_string()),
+                    ConnectError::Blocked(r) => Observed::refused(r),
+                    ConnectError::Connect { .. } | ConnectError::Shared(_) => {
+                        Observed::failed(AttemptOutcome::ConnectError, ce.to_string())
+                    }
+                    ConnectError::Tls { .. } => {
+                        Observed::failed(AttemptOutcome::TlsError, ce.to_string())
+                    }
+                    ConnectError::InvalidUrl(m) => {
+                        Observed::failed(AttemptOutcome::InvalidUrl, m.clone())
+                    }
                 };
             }
             source = s.source();
         }
         Observed::failed(
-            "connect_error",
+            AttemptOutcome::ConnectError,
             format!("the connection failed: {}", error_chain(e)),
         )
     }
@@ -564,7 +590,8 @@ pub async fn check_url(
     self_addr: SocketAddr,
     raw: &str,
 ) -> Result<String, String> {
-    guard::UrlGuard::from_config(config, Some(self_addr))?
+    guard::UrlGuard::from_config(config, Some(self_addr))
+        .map_err(|e| e.to_string())?
         .explain(raw)
         .await
 }
@@ -601,12 +628,12 @@ impl Claims {
             return Ok(());
         }
         match deliveries::gate(c, integration)? {
-            Gate::Cancel => rows
-                .iter()
-                .try_for_each(|&row| deliveries::set_aside(c, row, "cancelled", self.now)),
+            Gate::Cancel => rows.iter().try_for_each(|&row| {
+                deliveries::set_aside(c, row, DeliveryState::Cancelled, self.now)
+            }),
             Gate::Hold => rows
                 .iter()
-                .try_for_each(|&row| deliveries::set_aside(c, row, "held", self.now)),
+                .try_for_each(|&row| deliveries::set_aside(c, row, DeliveryState::Held, self.now)),
             Gate::Send { url, secret } => {
                 for &row in rows {
                     if self.room(counts, integration) == 0 {

@@ -16,12 +16,37 @@ pub struct DnsResolver {
     resolver: TokioResolver,
 }
 
+/// Why no resolver could be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("cannot read the system DNS configuration: {0}")]
+    SystemConf(String),
+    #[error("no DNS servers are configured (webhooks.dns_servers or /etc/resolv.conf)")]
+    NoServers,
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(String),
+}
+
+/// Why a name gave no address to connect to.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    #[error("DNS lookup of {host} took longer than {budget_ms} ms")]
+    Timeout { host: String, budget_ms: u128 },
+    #[error("DNS lookup of {host} failed: {reason}")]
+    Failed { host: String, reason: String },
+    #[error("{host} has no A or AAAA records")]
+    NoRecords { host: String },
+}
+
 impl DnsResolver {
     /// With `servers` empty, the name servers of /etc/resolv.conf (but none of its search domains).
-    pub fn new(servers: &[SocketAddr], per_query_timeout: Duration) -> Result<DnsResolver, String> {
+    pub fn new(
+        servers: &[SocketAddr],
+        per_query_timeout: Duration,
+    ) -> Result<DnsResolver, ResolverError> {
         let (name_servers, mut opts) = if servers.is_empty() {
             let (config, opts) = hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?;
+                .map_err(|e| ResolverError::SystemConf(e.to_string()))?;
             let (_, _, name_servers) = config.into_parts();
             (name_servers, opts)
         } else {
@@ -38,9 +63,7 @@ impl DnsResolver {
             (name_servers, ResolverOpts::default())
         };
         if name_servers.is_empty() {
-            return Err(
-                "no DNS servers are configured (webhooks.dns_servers or /etc/resolv.conf)".into(),
-            );
+            return Err(ResolverError::NoServers);
         }
         opts.ndots = 0;
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
@@ -50,12 +73,12 @@ impl DnsResolver {
         let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
-            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+            .map_err(|e| ResolverError::Build(e.to_string()))?;
         Ok(DnsResolver { resolver })
     }
 
     /// Every A and AAAA address of `host`, within `budget`.
-    pub async fn lookup(&self, host: &str, budget: Duration) -> Result<Vec<IpAddr>, String> {
+    pub async fn lookup(&self, host: &str, budget: Duration) -> Result<Vec<IpAddr>, LookupError> {
         // A trailing dot makes the name absolute: no search list, no ndots games.
         let fqdn = if host.ends_with('.') {
             host.to_string()
@@ -64,17 +87,20 @@ impl DnsResolver {
         };
         let lookup = tokio::time::timeout(budget, self.resolver.lookup_ip(fqdn.as_str()))
             .await
-            .map_err(|_| {
-                format!(
-                    "DNS lookup of {host} took longer than {} ms",
-                    budget.as_millis()
-                )
+            .map_err(|_| LookupError::Timeout {
+                host: host.to_string(),
+                budget_ms: budget.as_millis(),
             })?
-            .map_err(|e| format!("DNS lookup of {host} failed: {e}"))?;
+            .map_err(|e| LookupError::Failed {
+                host: host.to_string(),
+                reason: e.to_string(),
+            })?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
         addrs.dedup();
         if addrs.is_empty() {
-            return Err(format!("{host} has no A or AAAA records"));
+            return Err(LookupError::NoRecords {
+                host: host.to_string(),
+            });
         }
         Ok(addrs)
     }

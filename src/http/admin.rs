@@ -15,6 +15,7 @@ use super::extract::{
     Actor, ApiJson, ApiPath, ApiQuery, SESSION_COOKIE, same_origin, session_cookie,
 };
 use super::ratelimit::Locked;
+use crate::dispatch::guard::UrlRefused;
 use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
 use crate::store::integrations::Changes;
 use crate::{admins, integrations};
@@ -281,20 +282,18 @@ fn parse_domains(raw: &[String]) -> Result<Vec<Domain>, ApiError> {
 /// user-info, `localhost`, IP literals in any spelling, our own address), then resolution and every
 /// address. The reason is returned when it does not; the dispatcher decides again at every attempt.
 async fn parse_callback(state: &AppState, raw: &str) -> Result<CallbackUrl, ApiError> {
-    if raw.len() > CallbackUrl::MAX_LEN {
-        return Err(ApiError::invalid(
-            "callbackUrl",
-            format!("must be at most {} characters", CallbackUrl::MAX_LEN),
-        ));
-    }
-    let judged = state.guard.judge(raw.trim()).await.map_err(|refusal| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "callback_url_refused",
-            format!("callbackUrl: {refusal}"),
-        )
-    })?;
-    Ok(CallbackUrl::approved(&judged.target.url))
+    state
+        .guard
+        .admit(raw)
+        .await
+        .map_err(|refusal| match refusal {
+            UrlRefused::TooLong => ApiError::invalid("callbackUrl", refusal.to_string()),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "callback_url_refused",
+                format!("callbackUrl: {refusal}"),
+            ),
+        })
 }
 
 #[derive(Deserialize)]

@@ -4,53 +4,113 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Actor, ApiPath, ApiQuery};
-use crate::model::Timestamp;
-use crate::store::deliveries::{Attempt, DeliveryRow, OUTCOMES, STATES};
+use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
+use crate::store::deliveries::{Attempt, DeliveryRow};
 use crate::webhooks::{self, DeliveryView};
 
-pub(super) fn delivery_json(d: &DeliveryRow) -> Value {
-    json!({
-        "id": d.delivery_id,
-        "appId": d.app_id,
-        "clickwrapEventId": d.event_id,
-        "isTest": d.is_test,
-        "state": d.state,
-        "attempts": d.attempts,
-        "lastOutcome": d.last_outcome,
-        "nextAttemptAt": d.next_attempt_at.map(Timestamp::to_rfc3339),
-        "trigger": if d.manual { "manual" } else { "automatic" },
-        "createdAt": d.created_at.to_rfc3339(),
-        "updatedAt": d.updated_at.to_rfc3339(),
-    })
+/// A delivery as the history lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeliveryJson<'a> {
+    id: &'a str,
+    app_id: &'a str,
+    clickwrap_event_id: Option<&'a str>,
+    is_test: bool,
+    event_type: &'static str,
+    state: &'static str,
+    attempts: i64,
+    last_outcome: Option<&'static str>,
+    next_attempt_at: Option<String>,
+    trigger: &'static str,
+    created_at: String,
+    updated_at: String,
 }
 
-fn attempt_json(a: &Attempt) -> Value {
-    json!({
-        "number": a.number,
-        "trigger": if a.manual { "manual" } else { "automatic" },
-        "startedAt": a.started_at.to_rfc3339(),
-        "durationMs": a.duration_ms,
-        "url": a.url,
-        "remoteAddr": a.remote_addr,
-        "requestHeaders": serde_json::from_str::<Value>(&a.request_headers).unwrap_or(Value::Null),
-        "responseStatus": a.response_status,
-        "responseBody": String::from_utf8_lossy(&a.response_body),
-        "outcome": a.outcome,
-        "detail": a.detail,
-    })
+impl<'a> DeliveryJson<'a> {
+    pub(super) fn of(d: &'a DeliveryRow) -> DeliveryJson<'a> {
+        DeliveryJson {
+            id: &d.delivery_id,
+            app_id: &d.app_id,
+            clickwrap_event_id: d.event_id.as_deref(),
+            is_test: d.is_test,
+            event_type: d.event_type.as_str(),
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            last_outcome: d.last_outcome.map(AttemptOutcome::as_str),
+            next_attempt_at: d.next_attempt_at.map(Timestamp::to_rfc3339),
+            trigger: d.trigger.as_str(),
+            created_at: d.created_at.to_rfc3339(),
+            updated_at: d.updated_at.to_rfc3339(),
+        }
+    }
 }
 
-fn view_json(v: &DeliveryView) -> Value {
-    let mut out = delivery_json(&v.delivery);
-    out["payload"] = String::from_utf8_lossy(&v.delivery.payload).into();
-    out["attemptList"] = v.attempts.iter().map(attempt_json).collect();
-    out
+/// One attempt in a delivery's detail: what was sent (the request headers exactly as recorded) and
+/// what came back.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttemptJson<'a> {
+    number: i64,
+    trigger: &'static str,
+    started_at: String,
+    duration_ms: i64,
+    url: &'a str,
+    remote_addr: Option<&'a str>,
+    request_headers: Value,
+    response_status: Option<u16>,
+    response_body: std::borrow::Cow<'a, str>,
+    outcome: &'static str,
+    detail: Option<&'a str>,
+}
+
+impl<'a> AttemptJson<'a> {
+    fn of(a: &'a Attempt) -> AttemptJson<'a> {
+        AttemptJson {
+            number: a.number,
+            trigger: a.trigger.as_str(),
+            started_at: a.started_at.to_rfc3339(),
+            duration_ms: a.duration_ms,
+            url: &a.url,
+            remote_addr: a.remote_addr.as_deref(),
+            request_headers: serde_json::from_str(&a.request_headers).unwrap_or(Value::Null),
+            response_status: a.response_status,
+            response_body: String::from_utf8_lossy(&a.response_body),
+            outcome: a.outcome.as_str(),
+            detail: a.detail.as_deref(),
+        }
+    }
+}
+
+/// A delivery with its payload and attempts.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryDetail<'a> {
+    #[serde(flatten)]
+    delivery: DeliveryJson<'a>,
+    payload: std::borrow::Cow<'a, str>,
+    attempt_list: Vec<AttemptJson<'a>>,
+}
+
+fn detail(v: &DeliveryView) -> Json<Value> {
+    let out = DeliveryDetail {
+        delivery: DeliveryJson::of(&v.delivery),
+        payload: String::from_utf8_lossy(&v.delivery.payload),
+        attempt_list: v.attempts.iter().map(AttemptJson::of).collect(),
+    };
+    Json(serde_json::to_value(out).expect("a delivery serialises"))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryPage<'a> {
+    items: Vec<DeliveryJson<'a>>,
+    next_before: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,18 +128,24 @@ pub async fn list(
     ApiPath(app_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(ApiError::invalid(
-            "state",
-            format!("{s:?} is not one of {}", STATES.join(", ")),
-        ));
-    }
-    if let Some(o) = q.outcome.as_deref().filter(|o| !OUTCOMES.contains(o)) {
-        return Err(ApiError::invalid(
-            "outcome",
-            format!("{o:?} is not one of {}", OUTCOMES.join(", ")),
-        ));
-    }
+    let wanted_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "state",
+                format!("{s:?} is not one of {}", DeliveryState::spellings()),
+            )
+        })?),
+    };
+    let outcome = match q.outcome.as_deref() {
+        None => None,
+        Some(o) => Some(AttemptOutcome::parse(o).ok_or_else(|| {
+            ApiError::invalid(
+                "outcome",
+                format!("{o:?} is not one of {}", AttemptOutcome::spellings()),
+            )
+        })?),
+    };
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 200"));
@@ -91,13 +157,15 @@ pub async fn list(
                 .map_err(|_| ApiError::invalid("before", "is not a cursor from this list"))?,
         ),
     };
-    let rows = webhooks::list(&state.store, &app_id, q.state, q.outcome, before, limit).await?;
-    let next = (rows.len() == limit as usize)
+    let rows = webhooks::list(&state.store, &app_id, wanted_state, outcome, before, limit).await?;
+    let next_before = (rows.len() == limit as usize)
         .then(|| rows.last().map(|d| d.row.to_string()))
         .flatten();
-    Ok(Json(
-        json!({"items": rows.iter().map(delivery_json).collect::<Vec<_>>(), "nextBefore": next}),
-    ))
+    let page = DeliveryPage {
+        items: rows.iter().map(DeliveryJson::of).collect(),
+        next_before,
+    };
+    Ok(Json(serde_json::to_value(page).expect("a page serialises")))
 }
 
 /// `GET /api/v1/integrations/{appId}/delivery-counts`: how many deliveries are in each state, every
@@ -107,8 +175,10 @@ pub async fn counts(
     ApiPath(app_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let counted = webhooks::counts(&state.store, &app_id).await?;
-    let out: serde_json::Map<String, Value> =
-        counted.into_iter().map(|(s, n)| (s, n.into())).collect();
+    let out: serde_json::Map<String, Value> = counted
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), n.into()))
+        .collect();
     Ok(Json(Value::Object(out)))
 }
 
@@ -117,7 +187,7 @@ pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view_json(&webhooks::get(&state.store, &id).await?)))
+    Ok(detail(&webhooks::get(&state.store, &id).await?))
 }
 
 /// `POST /api/v1/deliveries/{id}/redeliver`
@@ -128,7 +198,7 @@ pub async fn redeliver(
 ) -> Result<Json<Value>, ApiError> {
     let view = webhooks::redeliver(&state.store, &actor, &id).await?;
     state.wake.notify_one();
-    Ok(Json(view_json(&view)))
+    Ok(detail(&view))
 }
 
 /// `POST /api/v1/integrations/{appId}/test-webhook`
@@ -139,7 +209,7 @@ pub async fn test_webhook(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let view = webhooks::send_test(&state.store, &actor, &app_id).await?;
     state.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(view_json(&view))))
+    Ok((StatusCode::ACCEPTED, detail(&view)))
 }
 
 #[derive(Deserialize)]
@@ -173,5 +243,5 @@ pub async fn redeliver_failed(
     )
     .await?;
     state.wake.notify_one();
-    Ok(Json(json!({"redelivered": n})))
+    Ok(Json(serde_json::json!({"redelivered": n})))
 }

@@ -9,12 +9,8 @@
 //! bound on what a connection may make the server hold. A head beyond them is refused by hyper with
 //! the same status and an empty body, and the connection is closed.
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::ApiError;
 
 /// The longest request target accepted (scheme, authority, path and query), in bytes.
@@ -26,15 +22,8 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// hyper's bound on a buffered request head: the HTTP/1.1 read buffer and the HTTP/2 header list.
 pub const MAX_BUFFERED_HEAD: usize = 64 * 1024;
 
-/// Middleware: refuses a request whose head breaks one of the rules above.
-pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(e) = judge(req.uri(), req.headers(), state.config.server.max_body_bytes) {
-        return e.into_response();
-    }
-    next.run(req).await
-}
-
-fn judge(uri: &Uri, headers: &HeaderMap, max_body_bytes: usize) -> Result<(), ApiError> {
+/// Whether a request's head keeps the rules above; every request is judged before its route runs.
+pub fn judge(uri: &Uri, headers: &HeaderMap, max_body_bytes: usize) -> Result<(), ApiError> {
     let target = uri.scheme_str().map_or(0, str::len)
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(0, |p| p.as_str().len());

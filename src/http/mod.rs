@@ -34,9 +34,21 @@ use error::ApiError;
 pub use ratelimit::LoginLimiter;
 pub use serve::{ConnectionBudget, Limits, raise_file_limit, serve};
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. One reference count to clone: axum clones the state for every
+/// handler and middleware a request passes through.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub config: Arc<Config>,
     pub login_limiter: Arc<LoginLimiter>,
@@ -83,7 +95,7 @@ impl AppState {
             crate::credentials::PasswordChecker::new(config.auth.max_concurrent_logins);
         let tls = config.server.tls_cert.is_some();
         let limits = Arc::new(limits::RequestLimits::new(&config.limits, metrics.clone()));
-        AppState {
+        AppState(Arc::new(Shared {
             limits,
             store,
             config,
@@ -95,7 +107,7 @@ impl AppState {
             wake: signals.wake,
             settle: signals.settle,
             metrics,
-        }
+        }))
     }
 }
 
@@ -227,8 +239,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), head::check))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
 }
 
@@ -264,11 +275,20 @@ async fn require_json_accept(req: Request, next: Next) -> Response {
 }
 
 /// One line per request: method, path (never the query: it may carry identifiers), status, duration.
-async fn log_request(req: Request, next: Next) -> Response {
+/// Every request's way in and out, in one middleware: the checks on its head ([`head::judge`]), then
+/// the route; its log line and the headers every answer carries on the way out.
+async fn edge(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let start = Instant::now();
-    let mut res = next.run(req).await;
+    let mut res = match head::judge(req.uri(), req.headers(), state.config.server.max_body_bytes) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
     let status = res.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     // Refusals that come in floods — rate limited, busy, disk full — are counted in /metrics and

@@ -421,9 +421,12 @@ pub async fn admin_event(
     let deliveries = crate::webhooks::for_event(&state.store, &id).await?;
     let mut v = serde_json::to_value(EventItemJson::from(&event)).expect("serialisable");
     v["appId"] = event.app_id.clone().into();
-    v["deliveries"] = deliveries
-        .iter()
-        .map(super::deliveries::delivery_json)
-        .collect();
+    v["deliveries"] = serde_json::to_value(
+        deliveries
+            .iter()
+            .map(super::deliveries::DeliveryJson::of)
+            .collect::<Vec<_>>(),
+    )
+    .expect("serialisable");
     Ok(Json(v))
 }

@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Result, StoreError};
-use crate::model::Timestamp;
+use super::Result;
+use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp, Trigger};
 
 /// A new delivery id: a UUID, version 7 (time-ordered, 74 random bits), so the unique index on
 /// `delivery_id` grows at its end instead of taking a write on a random page of it per delivery.
@@ -18,6 +18,7 @@ pub struct NewDelivery<'a> {
     pub integration_id: i64,
     pub event_row: Option<i64>,
     pub is_test: bool,
+    pub event_type: EventType,
     pub payload: &'a [u8],
     /// `pending` when it may be sent now, `held` while delivery is paused or the integration disabled.
     pub held: bool,
@@ -26,16 +27,21 @@ pub struct NewDelivery<'a> {
 
 pub fn insert(conn: &Connection, d: &NewDelivery<'_>) -> Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO deliveries (delivery_id, integration_id, event_id, is_test, payload, state, next_attempt_at, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+        "INSERT INTO deliveries (delivery_id, integration_id, event_id, is_test, event_type, payload, state, \
+         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
     )?
     .execute(params![
         d.delivery_id,
         d.integration_id,
         d.event_row,
         d.is_test,
+        d.event_type,
         d.payload,
-        if d.held { "held" } else { "pending" },
+        if d.held {
+            DeliveryState::Held
+        } else {
+            DeliveryState::Pending
+        },
         d.at.millis()
     ])?;
     Ok(conn.last_insert_rowid())
@@ -49,7 +55,7 @@ pub struct Claimed {
     pub payload: Vec<u8>,
     /// Attempts already made in this chain; this one is `attempts + 1`.
     pub attempts: i64,
-    pub manual: bool,
+    pub trigger: Trigger,
     pub url: String,
     pub secret: String,
 }
@@ -136,20 +142,22 @@ pub enum Gate {
 }
 
 pub fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
-    let row = conn
-        .prepare_cached(
-            "SELECT deleted_at IS NOT NULL, status = 'ENABLED' AND webhook_delivery_enabled = 1, callback_url, \
-             signing_secret FROM integrations WHERE id = ?1",
-        )?
-        .query_row([integration_id], |r| {
-            Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
-        })
-        .optional()?;
-    Ok(match row {
-        None | Some((true, ..)) => Gate::Cancel,
-        Some((false, true, Some(url), secret)) => Gate::Send { url, secret },
-        Some(_) => Gate::Hold,
-    })
+    Ok(
+        match super::integrations::webhook_target(conn, integration_id)? {
+            None => Gate::Cancel,
+            Some(t) if t.deleted => Gate::Cancel,
+            Some(super::integrations::WebhookTarget {
+                sending: true,
+                callback_url: Some(url),
+                signing_secret,
+                ..
+            }) => Gate::Send {
+                url,
+                secret: signing_secret,
+            },
+            Some(_) => Gate::Hold,
+        },
+    )
 }
 
 /// Claims one due delivery for an attempt until `lease_until`; `None` if someone else took it meanwhile.
@@ -165,7 +173,7 @@ pub fn claim(
         .prepare_cached(
             "UPDATE deliveries SET state = 'in_flight', lease_until = ?3, updated_at = ?2 \
              WHERE id = ?1 AND ((state = 'pending' AND next_attempt_at <= ?2) OR (state = 'in_flight' AND lease_until <= ?2)) \
-             RETURNING delivery_id, integration_id, payload, attempts, chain_trigger = 'manual'",
+             RETURNING delivery_id, integration_id, payload, attempts, chain_trigger",
         )?
         .query_row(params![row, now.millis(), lease_until.millis()], |r| {
             Ok(Claimed {
@@ -174,7 +182,7 @@ pub fn claim(
                 integration_id: r.get(1)?,
                 payload: r.get(2)?,
                 attempts: r.get(3)?,
-                manual: r.get(4)?,
+                trigger: r.get(4)?,
                 url: url.clone(),
                 secret: secret.clone(),
             })
@@ -196,7 +204,7 @@ pub fn recover_interrupted(conn: &Connection, now: Timestamp) -> Result<usize> {
 }
 
 /// Sets a delivery that cannot be sent now aside: `held` or `cancelled`.
-pub fn set_aside(conn: &Connection, row: i64, state: &str, now: Timestamp) -> Result<()> {
+pub fn set_aside(conn: &Connection, row: i64, state: DeliveryState, now: Timestamp) -> Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET state = ?2, lease_until = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state IN ('pending', 'in_flight')",
@@ -270,7 +278,7 @@ pub fn unsettled_candidates(conn: &Connection) -> Result<Vec<i64>> {
 /// One attempt as observed, as it is stored and read back.
 pub struct Attempt {
     pub number: i64,
-    pub manual: bool,
+    pub trigger: Trigger,
     pub started_at: Timestamp,
     pub duration_ms: i64,
     pub url: String,
@@ -279,7 +287,7 @@ pub struct Attempt {
     pub response_status: Option<u16>,
     /// The first 4 KiB of the response body.
     pub response_body: Vec<u8>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub detail: Option<String>,
 }
 
@@ -306,7 +314,7 @@ pub fn record_attempt(
     .execute(params![
         row,
         a.number,
-        if a.manual { "manual" } else { "automatic" },
+        a.trigger,
         a.started_at.millis(),
         a.duration_ms,
         a.url,
@@ -318,9 +326,9 @@ pub fn record_attempt(
         a.detail
     ])?;
     let (state, next_at) = match next {
-        Next::Succeeded => ("succeeded", None),
-        Next::Retry(at) => ("pending", Some(at.millis())),
-        Next::Failed => ("failed", None),
+        Next::Succeeded => (DeliveryState::Succeeded, None),
+        Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
+        Next::Failed => (DeliveryState::Failed, None),
     };
     // A delivery set aside while its attempt ran (held, cancelled) keeps that state.
     conn.prepare_cached(
@@ -398,24 +406,25 @@ pub struct DeliveryRow {
     pub app_id: String,
     pub event_id: Option<String>,
     pub is_test: bool,
+    pub event_type: EventType,
     pub payload: Vec<u8>,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: Option<Timestamp>,
-    pub last_outcome: Option<String>,
-    pub manual: bool,
+    pub last_outcome: Option<AttemptOutcome>,
+    pub trigger: Trigger,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 /// The columns of [`DeliveryRow`] up to `FROM`; the history names the index after the table.
 const DELIVERY_COLUMNS_OF: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, \
-     d.attempts, d.next_attempt_at, d.last_outcome, d.chain_trigger = 'manual', d.created_at, d.updated_at FROM ";
+     d.attempts, d.next_attempt_at, d.last_outcome, d.chain_trigger, d.created_at, d.updated_at, d.event_type FROM ";
 const DELIVERY_JOINS: &str =
     "JOIN integrations i ON i.id = d.integration_id LEFT JOIN events e ON e.id = d.event_id";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
-    let state: String = r.get(6)?;
+    let state: DeliveryState = r.get(6)?;
     Ok(DeliveryRow {
         row: r.get(0)?,
         delivery_id: r.get(1)?,
@@ -424,7 +433,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         is_test: r.get(4)?,
         payload: r.get(5)?,
         // Only pending deliveries have a next attempt worth showing.
-        next_attempt_at: if state == "pending" {
+        next_attempt_at: if state == DeliveryState::Pending {
             r.get::<_, Option<i64>>(8)?.map(Timestamp)
         } else {
             None
@@ -432,25 +441,25 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         state,
         attempts: r.get(7)?,
         last_outcome: r.get(9)?,
-        manual: r.get(10)?,
+        trigger: r.get(10)?,
         created_at: Timestamp(r.get(11)?),
         updated_at: Timestamp(r.get(12)?),
+        event_type: r.get(13)?,
     })
 }
 
 /// One integration's deliveries, newest first, before the row id `before`, optionally only those in
-/// `state` and with the last outcome `outcome` (values from the closed lists of SPEC §5.4; any other
-/// is refused). At most `limit`; each page is one walk of the index for the filters given, stopped
+/// `state` and with the last outcome `outcome`. At most `limit`; each page is one walk of the index for the filters given, stopped
 /// once the page is full (see [`list_statement`]).
 pub fn list(
     conn: &Connection,
     integration_id: i64,
-    state: Option<&str>,
-    outcome: Option<&str>,
+    state: Option<DeliveryState>,
+    outcome: Option<AttemptOutcome>,
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<DeliveryRow>> {
-    let statement = list_statement(integration_id, state, outcome, before)?;
+    let statement = list_statement(integration_id, state, outcome, before);
     let mut stmt = conn.prepare_cached(&statement.sql)?;
     let params: Vec<(&str, &dyn rusqlite::ToSql)> = statement
         .params
@@ -465,48 +474,22 @@ pub fn list(
     Ok(rows)
 }
 
-/// The delivery states of SPEC §5.4.
-pub const STATES: &[&str] = &[
-    "pending",
-    "in_flight",
-    "succeeded",
-    "failed",
-    "held",
-    "cancelled",
-];
-
-/// The delivery states (in the order of [`STATES`]) with the index a history filtered by one walks and
-/// the fixed terms that select it. Every state but `succeeded` is rare among an integration's
-/// deliveries and has a partial index of its own; succeeded ones are most of the history, so their
-/// filter walks all of it newest first and skips the few others (a page costs more than another only
-/// when an integration's deliveries mostly fail, in proportion). In flight are at most
-/// `max_in_flight` deliveries in all, found through the leases; sorting those few is the one sort of
-/// the history.
-const STATE_WALKS: &[(&str, &str, &str)] = &[
-    ("pending", "deliveries_pending_by_id", "d.state = 'pending'"),
-    ("in_flight", "deliveries_leases", "d.state = 'in_flight'"),
-    (
-        "succeeded",
-        "deliveries_by_integration",
-        "d.state = 'succeeded'",
-    ),
-    ("failed", "deliveries_failed", "d.state = 'failed'"),
-    ("held", "deliveries_held", "d.state = 'held'"),
-    ("cancelled", "deliveries_cancelled", "d.state = 'cancelled'"),
-];
-
-/// The outcomes of SPEC §5.4; every one but `ok` is a failure.
-pub const OUTCOMES: &[&str] = &[
-    "ok",
-    "http_status",
-    "redirect_refused",
-    "timeout",
-    "dns_error",
-    "blocked_address",
-    "connect_error",
-    "tls_error",
-    "invalid_url",
-];
+/// The index a history filtered by a delivery state walks, with the fixed terms that select it.
+/// Every state but `succeeded` is rare among an integration's deliveries and has a partial index of
+/// its own; succeeded ones are most of the history, so their filter walks all of it newest first and
+/// skips the few others (a page costs more than another only when an integration's deliveries mostly
+/// fail, in proportion). In flight are at most `max_in_flight` deliveries in all, found through the
+/// leases; sorting those few is the one sort of the history.
+fn state_walk(state: DeliveryState) -> (&'static str, &'static str) {
+    match state {
+        DeliveryState::Pending => ("deliveries_pending_by_id", "d.state = 'pending'"),
+        DeliveryState::InFlight => ("deliveries_leases", "d.state = 'in_flight'"),
+        DeliveryState::Succeeded => ("deliveries_by_integration", "d.state = 'succeeded'"),
+        DeliveryState::Failed => ("deliveries_failed", "d.state = 'failed'"),
+        DeliveryState::Held => ("deliveries_held", "d.state = 'held'"),
+        DeliveryState::Cancelled => ("deliveries_cancelled", "d.state = 'cancelled'"),
+    }
+}
 
 /// The statement a page of the delivery history runs, built like the event list's
 /// ([`super::events::list_statement`]): only the filters present, as fixed fragments with named
@@ -516,33 +499,23 @@ pub const OUTCOMES: &[&str] = &[
 /// checks the outcome.
 pub(crate) fn list_statement(
     integration_id: i64,
-    state: Option<&str>,
-    outcome: Option<&str>,
+    state: Option<DeliveryState>,
+    outcome: Option<AttemptOutcome>,
     before: Option<i64>,
-) -> Result<super::events::Statement> {
+) -> super::events::Statement {
     use rusqlite::types::Value;
-    let walk = |state: &str| {
-        STATE_WALKS
-            .iter()
-            .find(|(name, ..)| *name == state)
-            .map(|&(_, index, terms)| (index, terms))
-            .ok_or_else(|| StoreError::Io(format!("{state:?} is not a delivery state")))
-    };
-    if let Some(o) = outcome.filter(|o| !OUTCOMES.contains(o)) {
-        return Err(StoreError::Io(format!("{o:?} is not an attempt outcome")));
-    }
     let mut params: Vec<(&'static str, Value)> =
         vec![(":integration", Value::Integer(integration_id))];
     let mut terms: Vec<&'static str> = vec!["d.integration_id = :integration"];
     let index = match (state, outcome) {
         (None, None) => "deliveries_by_integration",
         (Some(state), None) => {
-            let (index, state_terms) = walk(state)?;
+            let (index, state_terms) = state_walk(state);
             terms.push(state_terms);
             index
         }
         // Like `succeeded`: most deliveries end with `ok`.
-        (None, Some("ok")) => {
+        (None, Some(AttemptOutcome::Ok)) => {
             terms.push("d.last_outcome = 'ok'");
             "deliveries_by_integration"
         }
@@ -551,14 +524,13 @@ pub(crate) fn list_statement(
             params.push((":outcome", Value::Text(outcome.to_string())));
             "deliveries_by_outcome"
         }
-        (Some(state), Some("ok")) => {
-            let (index, state_terms) = walk(state)?;
+        (Some(state), Some(AttemptOutcome::Ok)) => {
+            let (index, state_terms) = state_walk(state);
             terms.push(state_terms);
             terms.push("d.last_outcome = 'ok'");
             index
         }
         (Some(state), Some(outcome)) => {
-            walk(state)?;
             terms.push("d.state = :state AND d.last_outcome = :outcome AND d.last_outcome <> 'ok'");
             params.push((":state", Value::Text(state.to_string())));
             params.push((":outcome", Value::Text(outcome.to_string())));
@@ -574,7 +546,7 @@ pub(crate) fn list_statement(
          WHERE {} ORDER BY d.id DESC",
         terms.join(" AND ")
     );
-    Ok(super::events::Statement { sql, params, index })
+    super::events::Statement { sql, params, index }
 }
 
 pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> {
@@ -600,7 +572,7 @@ pub(super) const COUNTS: &str = "SELECT pending, in_flight, succeeded, failed, h
 
 /// How many of an integration's deliveries are in each state (every state, zeros included), from
 /// `delivery_counts`: one row, however many deliveries it has.
-pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(String, i64)>> {
+pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(DeliveryState, i64)>> {
     let counts: Option<[i64; 6]> = conn
         .prepare_cached(COUNTS)?
         .query_row([integration_id], |r| {
@@ -615,22 +587,19 @@ pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(Str
         })
         .optional()?;
     let counts = counts.unwrap_or_default();
-    Ok(STATE_WALKS
-        .iter()
-        .zip(counts)
-        .map(|((state, ..), n)| ((*state).to_string(), n))
-        .collect())
+    // `COUNTS` names the columns in the order of `DeliveryState::ALL`.
+    Ok(DeliveryState::ALL.iter().copied().zip(counts).collect())
 }
 
 pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT number, trigger = 'manual', started_at, duration_ms, url, remote_addr, request_headers, \
+        "SELECT number, trigger, started_at, duration_ms, url, remote_addr, request_headers, \
          response_status, response_body, outcome, detail FROM attempts WHERE delivery_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([row], |r| {
         Ok(Attempt {
             number: r.get(0)?,
-            manual: r.get(1)?,
+            trigger: r.get(1)?,
             started_at: Timestamp(r.get(2)?),
             duration_ms: r.get(3)?,
             url: r.get(4)?,
@@ -658,11 +627,11 @@ pub fn redeliver(conn: &Connection, row: i64, integration_id: i64, now: Timestam
 }
 
 /// The state a delivery made due now takes under its integration's settings.
-fn gated_state(conn: &Connection, integration_id: i64) -> Result<&'static str> {
+fn gated_state(conn: &Connection, integration_id: i64) -> Result<DeliveryState> {
     Ok(match gate(conn, integration_id)? {
-        Gate::Send { .. } => "pending",
-        Gate::Hold => "held",
-        Gate::Cancel => "cancelled",
+        Gate::Send { .. } => DeliveryState::Pending,
+        Gate::Hold => DeliveryState::Held,
+        Gate::Cancel => DeliveryState::Cancelled,
     })
 }
 
@@ -757,6 +726,7 @@ mod tests {
                 integration_id: integration,
                 event_row: None,
                 is_test: true,
+                event_type: EventType::ClickwrapEventVerified,
                 payload: b"{}",
                 held,
                 at: Timestamp(at),
@@ -788,9 +758,9 @@ mod tests {
     fn assert_counts_true(conn: &Connection, after: &str) {
         for integration in [1, 2] {
             let kept = count_by_state(conn, integration).unwrap();
-            let counted: Vec<(String, i64)> = STATES
+            let counted: Vec<(DeliveryState, i64)> = DeliveryState::ALL
                 .iter()
-                .map(|s| {
+                .map(|&s| {
                     let n = conn
                         .query_row(
                             "SELECT count(*) FROM deliveries WHERE integration_id = ?1 AND state = ?2",
@@ -798,17 +768,17 @@ mod tests {
                             |r| r.get(0),
                         )
                         .unwrap();
-                    (s.to_string(), n)
+                    (s, n)
                 })
                 .collect();
             assert_eq!(kept, counted, "integration {integration} after {after}");
         }
     }
 
-    fn attempt(outcome: &str) -> Attempt {
+    fn attempt(outcome: AttemptOutcome) -> Attempt {
         Attempt {
             number: 1,
-            manual: false,
+            trigger: Trigger::Automatic,
             started_at: Timestamp(0),
             duration_ms: 1,
             url: "https://a.test/".into(),
@@ -816,7 +786,7 @@ mod tests {
             request_headers: "{}".into(),
             response_status: None,
             response_body: Vec::new(),
-            outcome: outcome.into(),
+            outcome,
             detail: None,
         }
     }
@@ -867,9 +837,9 @@ mod tests {
                             _ => Next::Failed,
                         };
                         let outcome = if matches!(next_state, Next::Succeeded) {
-                            "ok"
+                            AttemptOutcome::Ok
                         } else {
-                            "timeout"
+                            AttemptOutcome::Timeout
                         };
                         claim(
                             &conn,
@@ -889,7 +859,11 @@ mod tests {
                         set_aside(
                             &conn,
                             row,
-                            if next(2) == 0 { "held" } else { "cancelled" },
+                            if next(2) == 0 {
+                                DeliveryState::Held
+                            } else {
+                                DeliveryState::Cancelled
+                            },
                             now,
                         )
                         .unwrap();
@@ -976,7 +950,7 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            STATES.len(),
+            DeliveryState::ALL.len(),
             "the sequence reached every state: {seen:?}"
         );
         // And the counts refuse to be fooled by moving a delivery to another integration.
@@ -1072,7 +1046,7 @@ mod tests {
             record_attempt(
                 &conn,
                 row,
-                &attempt("http_status"),
+                &attempt(AttemptOutcome::HttpStatus),
                 &Next::Failed,
                 Timestamp(at),
             )
@@ -1103,7 +1077,7 @@ mod tests {
             record_attempt(
                 &conn,
                 row,
-                &attempt("http_status"),
+                &attempt(AttemptOutcome::HttpStatus),
                 &Next::Failed,
                 Timestamp(5_001),
             )

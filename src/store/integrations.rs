@@ -254,23 +254,29 @@ pub fn facts(conn: &Connection, app_id: &str) -> Result<Option<Facts>> {
     }))
 }
 
-/// Where a live integration's webhooks go, as verify needs it: whether it has a callback URL, and
-/// whether a delivery may be sent now (enabled, delivery on) or must be held. `None` if it was deleted.
+/// Where an integration's webhooks go now: whether it was deleted, its callback URL and signing
+/// secret, and whether its deliveries may be sent now ([`IntegrationStatus::sends_webhooks`]) or must
+/// be held. `None` if there is no such integration.
 pub struct WebhookTarget {
-    pub has_callback: bool,
+    pub deleted: bool,
+    pub callback_url: Option<String>,
+    pub signing_secret: String,
     pub sending: bool,
 }
 
 pub fn webhook_target(conn: &Connection, id: i64) -> Result<Option<WebhookTarget>> {
     Ok(conn
         .prepare_cached(
-            "SELECT callback_url IS NOT NULL, status = 'ENABLED' AND webhook_delivery_enabled = 1 \
-             FROM integrations WHERE id = ?1 AND deleted_at IS NULL",
+            "SELECT deleted_at IS NOT NULL, callback_url, signing_secret, status, webhook_delivery_enabled \
+             FROM integrations WHERE id = ?1",
         )?
         .query_row([id], |r| {
+            let status: IntegrationStatus = r.get(3)?;
             Ok(WebhookTarget {
-                has_callback: r.get(0)?,
-                sending: r.get(1)?,
+                deleted: r.get(0)?,
+                callback_url: r.get(1)?,
+                signing_secret: r.get(2)?,
+                sending: status.sends_webhooks(r.get(4)?),
             })
         })
         .optional()?)

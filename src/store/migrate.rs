@@ -23,11 +23,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at) WHERE state = 'pending';
      CREATE INDEX deliveries_leases ON deliveries(lease_until) WHERE state = 'in_flight';
      CREATE INDEX deliveries_held ON deliveries(integration_id) WHERE state = 'held';",
-    // 2 → 3 (issue #13): every event list and every delivery-history filter gets the index it walks
-    // in the order asked, and the deliveries of each integration are counted by state in a table the
-    // triggers keep, filled here from the rows as they are. (Each statement is written exactly as in
-    // `schema.sql`, so a migrated database has the same schema text as a new one; a test compares.)
-    r"DROP INDEX events_verified_by_integration;
+    // 2 → 3 (issues #13, #15): each delivery records its event type (every delivery so far was a
+    // verified event's, or a test webhook shaped like one); every event list and every
+    // delivery-history filter gets the index it walks in the order asked, and the deliveries of each
+    // integration are counted by state in a table the triggers keep, filled here from the rows as
+    // they are. (Each statement is written exactly as in `schema.sql`, so a migrated database has the
+    // same schema text as a new one; a test compares.)
+    r"ALTER TABLE deliveries ADD COLUMN event_type TEXT NOT NULL DEFAULT 'CLICKWRAP_EVENT_VERIFIED';
+DROP INDEX events_verified_by_integration;
 CREATE INDEX events_verified_by_integration ON events(integration_id, action, action_at, event_id)
     WHERE verified_at IS NOT NULL;
 CREATE INDEX events_verified_by_integration_template
@@ -167,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         let mut old = Connection::open(&path).unwrap();
-        old.execute_batch(include_str!("../../tests/fixtures/schema-v1.sql"))
+        old.execute_batch(include_str!("../../tests/e2e/fixtures/schema-v1.sql"))
             .unwrap();
         old.execute_batch(
             "INSERT INTO integrations VALUES (1, 'app', 'A', x'00', 's', 'ENABLED', NULL, 1, 0, NULL);
@@ -190,9 +193,13 @@ mod tests {
         migrate(&mut fresh, &fresh_path).unwrap();
         assert_eq!(objects(&old), objects(&fresh));
 
-        // The rows are there, and the new partial indexes hold them.
+        // The rows are there, and the new partial indexes hold them; each delivery has its event type.
         let count = |sql: &str| -> i64 { old.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(count("SELECT count(*) FROM deliveries"), 4);
+        assert_eq!(
+            count("SELECT count(*) FROM deliveries WHERE event_type = 'CLICKWRAP_EVENT_VERIFIED'"),
+            4
+        );
         assert_eq!(
             count(
                 "SELECT count(*) FROM deliveries INDEXED BY deliveries_pending WHERE state = 'pending'"
@@ -213,7 +220,11 @@ mod tests {
         );
         // The counts table was filled from the rows, and the triggers keep it from then on.
         let counts = |c: &Connection| -> Vec<(String, i64)> {
-            super::super::deliveries::count_by_state(c, 1).unwrap()
+            super::super::deliveries::count_by_state(c, 1)
+                .unwrap()
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect()
         };
         let want = |pending, in_flight, succeeded, held| -> Vec<(String, i64)> {
             [

@@ -30,6 +30,7 @@ mod migrate;
 mod plans;
 pub mod settings;
 pub mod templates;
+mod vocabulary;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -11,7 +11,7 @@ use rusqlite::types::Value;
 
 use super::events::{self, ListQuery, Statement};
 use super::{audit, deliveries};
-use crate::model::{Action, Timestamp};
+use crate::model::{Action, AttemptOutcome, DeliveryState, Timestamp};
 
 /// Tables that grow with the data (and their aliases in our statements): no plan may scan them.
 const BIG: &[&str] = &[
@@ -224,11 +224,13 @@ fn check_event_lists(conn: &Connection) {
 
 fn check_delivery_history(conn: &Connection) {
     let mut shapes = 0;
-    for state in std::iter::once(None).chain(deliveries::STATES.iter().copied().map(Some)) {
-        for outcome in std::iter::once(None).chain(deliveries::OUTCOMES.iter().copied().map(Some)) {
+    for state in std::iter::once(None).chain(DeliveryState::ALL.iter().copied().map(Some)) {
+        for outcome in std::iter::once(None).chain(AttemptOutcome::ALL.iter().copied().map(Some)) {
             for before in [None, Some(3_000)] {
-                let statement = deliveries::list_statement(1, state, outcome, before).unwrap();
-                let allowed = if state == Some("in_flight") && outcome.is_none_or(|o| o == "ok") {
+                let statement = deliveries::list_statement(1, state, outcome, before);
+                let allowed = if state == Some(DeliveryState::InFlight)
+                    && outcome.is_none_or(AttemptOutcome::is_success)
+                {
                     Allowed::WalkAndSortInFlight
                 } else {
                     Allowed::Nothing
@@ -245,8 +247,6 @@ fn check_delivery_history(conn: &Connection) {
         }
     }
     assert_eq!(shapes, 7 * 10 * 2);
-    assert!(deliveries::list_statement(1, Some("lost"), None, None).is_err());
-    assert!(deliveries::list_statement(1, None, Some("fine"), None).is_err());
 }
 
 /// A statement with its parameters, the index it must walk and what else it may do.
@@ -490,8 +490,8 @@ fn every_shape_returns_what_the_filters_select() {
     }
     assert!(nonempty >= 120, "only {nonempty} of 288 shapes found rows");
 
-    for state in std::iter::once(None).chain(deliveries::STATES.iter().copied().map(Some)) {
-        for outcome in std::iter::once(None).chain(deliveries::OUTCOMES.iter().copied().map(Some)) {
+    for state in std::iter::once(None).chain(DeliveryState::ALL.iter().copied().map(Some)) {
+        for outcome in std::iter::once(None).chain(AttemptOutcome::ALL.iter().copied().map(Some)) {
             for before in [None, Some(3_000)] {
                 let got: Vec<i64> = deliveries::list(&conn, 1, state, outcome, before, 10_000)
                     .unwrap()

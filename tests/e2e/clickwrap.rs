@@ -4,9 +4,8 @@
 //! through the admin API; the live SQLite file is opened read-side (or to install a failing trigger)
 //! where the API alone cannot show that nothing was written.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, TestServer, expect_error, keys};
+use crate::common::{DEADLINE, TestServer, expect_error, keys};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use time::OffsetDateTime;

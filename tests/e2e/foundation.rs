@@ -2,14 +2,13 @@
 //! integration lifecycle, error shapes, secrets at rest, file permissions, health and shutdown. Each test
 //! runs the real server in-process on an ephemeral loopback port with its own data directory.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{ADMIN, TestServer, bearer_client, client, cookie_client, expect_error, keys};
+use crate::common::{ADMIN, TestServer, bearer_client, client, cookie_client, expect_error, keys};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -249,7 +248,7 @@ fn admin_routes(
 /// The (method, path) pairs that src/http/mod.rs registers, read from its source so a route added there
 /// is covered by the tests below without a line of its own.
 fn registered_routes() -> BTreeSet<(String, String)> {
-    let source = include_str!("../src/http/mod.rs");
+    let source = include_str!("../../src/http/mod.rs");
     let mut routes = BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
         let path = chunk.split('"').nth(1).expect("a quoted route path");

@@ -9,9 +9,8 @@
 //! needs root, as CI has. Without root it fails, saying so, unless `NO_PACKAGE_INSTALL_TEST=1` opts out
 //! explicitly. It refuses to touch a clicktermd package that it did not install itself.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -21,8 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::{DEADLINE, assert_success, clicktermd_bin, free_port, stderr, stdout};
 use clicktermd::config::{Config, DEFAULT_CONFIG_TOML};
-use common::{DEADLINE, assert_success, clicktermd_bin, free_port, stderr, stdout};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

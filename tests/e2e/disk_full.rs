@@ -6,16 +6,16 @@
 //!
 //! Mounting needs root (as the packaging test does); run as another user, the test fails saying so.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Call;
-use common::serving::serve;
-use common::{DEADLINE, assert_success, clicktermd, clicktermd_command};
+use crate::common::Call;
+use crate::common::serving::serve;
+use crate::common::{DEADLINE, assert_success, clicktermd, clicktermd_command};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

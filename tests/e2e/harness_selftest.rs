@@ -3,14 +3,12 @@
 //! with a certificate from our CA, checks signatures on its own and behaves as its paths say. Everything on
 //! loopback.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::DEADLINE;
-use common::dns::DnsServer;
-use common::receiver::{Receiver, signature, unix_now};
+use crate::common::DEADLINE;
+use crate::common::dns::DnsServer;
+use crate::common::receiver::{Receiver, signature, unix_now};
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts,

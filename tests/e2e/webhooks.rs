@@ -3,15 +3,14 @@
 //! real DNS server. Loopback only: the receiver listens on 127.0.0.1 (and 127.0.0.2 for "blocked" cases,
 //! which are refused before anything connects there); `allow_private_cidrs = ["127.0.0.1/32"]`.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::time::{Duration, Instant};
 
-use common::dns::DnsServer;
-use common::receiver::Receiver;
-use common::{DEADLINE, TestServer};
+use crate::common::dns::DnsServer;
+use crate::common::receiver::Receiver;
+use crate::common::{DEADLINE, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -32,7 +31,7 @@ async fn world(timeout_secs: f64, tweak: impl FnOnce(&mut clicktermd::config::Co
     dns.set("receiver.test", &["127.0.0.1".parse().unwrap()]);
     let (ca, dns_server) = (receiver.ca_file.clone(), dns.server_string());
     let server = TestServer::start_with(|c| {
-        c.webhooks.dns_servers = vec![dns_server];
+        c.webhooks.dns_servers = vec![dns_server.parse().unwrap()];
         c.webhooks.extra_ca_file = Some(ca);
         c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
         c.webhooks.timeout_secs = timeout_secs;
@@ -218,9 +217,26 @@ async fn a_verified_event_arrives_signed_over_pinned_tls() {
     assert_eq!(a["outcome"], "ok");
     assert_eq!(a["responseStatus"], 200);
     assert_eq!(a["remoteAddr"], format!("127.0.0.1:{}", w.receiver.port));
-    assert_eq!(
-        a["requestHeaders"]["X-Clickterm-Signature"],
-        req.header("x-clickterm-signature").unwrap()
+    // The history records exactly the headers that were sent: each one byte for byte as the
+    // receiver got it, signature included, and the receiver got no other but those the HTTP layer
+    // adds for any request (its host and the body's length).
+    let recorded = a["requestHeaders"].as_object().unwrap();
+    assert_eq!(d["eventType"], "CLICKWRAP_EVENT_VERIFIED", "{d}");
+    for (name, value) in recorded {
+        assert_eq!(
+            req.header(&name.to_ascii_lowercase()),
+            Some(value.as_str().unwrap()),
+            "{name}"
+        );
+    }
+    let mut sent: Vec<String> = recorded.keys().map(|k| k.to_ascii_lowercase()).collect();
+    sent.extend(["content-length".to_string(), "host".to_string()]);
+    sent.sort();
+    assert_eq!(req.headers.keys().cloned().collect::<Vec<_>>(), sent);
+    assert!(
+        recorded.contains_key("X-Clickterm-Signature")
+            && recorded.contains_key("X-Clickterm-Timestamp"),
+        "{recorded:?}"
     );
     // The payload the receiver got is byte for byte the frozen one.
     assert_eq!(d["payload"].as_str().unwrap(), req.body);
@@ -398,6 +414,19 @@ async fn names_are_judged_again_at_every_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_urls_are_resolved_and_judged_when_saved() {
     let w = world(3.0, |_| {}).await;
+    // Over the length limit is refused before anything else, with the sentence the CLI prints too.
+    let res = w
+        .admin
+        .post(w.server.url("/api/v1/integrations"))
+        .json(&json!({"name": "Long", "callbackUrl": w.receiver.url("receiver.test", &format!("/{}", "a".repeat(2048)))}))
+        .send()
+        .await
+        .unwrap();
+    let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        err["message"], "callbackUrl: must be at most 2048 characters",
+        "{err}"
+    );
     w.dns.set("bad.test", &["127.0.0.2".parse().unwrap()]);
     w.dns.set(
         "mixed.test",
@@ -1186,7 +1215,7 @@ async fn a_first_release_database_is_upgraded_and_its_queue_still_delivers() {
     let (ca, dns_server) = (receiver.ca_file.clone(), dns.server_string());
     let callback = receiver.url("receiver.test", "/ok");
     let server = TestServer::start_with(|c| {
-        c.webhooks.dns_servers = vec![dns_server];
+        c.webhooks.dns_servers = vec![dns_server.parse().unwrap()];
         c.webhooks.extra_ca_file = Some(ca);
         c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
         std::fs::create_dir_all(&c.storage.data_dir).unwrap();

@@ -2,7 +2,7 @@
 //! runs end to end against the debug binary at a small scale and must report every figure. Timing is not
 //! asserted: a debug build on a shared machine says nothing about speed.
 
-#[path = "../benches/pipeline/harness.rs"]
+#[path = "../../benches/pipeline/harness.rs"]
 mod harness;
 
 use std::path::PathBuf;

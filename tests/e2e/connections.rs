@@ -6,15 +6,15 @@
 //! request. Everything through the real server on a real loopback port, with raw sockets where a
 //! client library would be too polite.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::raw::{closed_within, connect, read_response};
+use crate::common::{TestServer, client};
 use bytes::Bytes;
 use clicktermd::config::Config;
-use common::raw::{closed_within, connect, read_response};
-use common::{TestServer, client};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;

@@ -7,16 +7,15 @@
 //! browser (the receiver's log, the public API). Loopback only: the receiver listens on 127.0.0.1; the
 //! refused name resolves to 127.0.0.2, which is judged and refused before anything connects.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::browser::Browser;
-use common::receiver::{Receiver, ReceiverCa};
-use common::{ADMIN, DEADLINE, TestServer};
+use crate::common::browser::Browser;
+use crate::common::receiver::{Receiver, ReceiverCa};
+use crate::common::{ADMIN, DEADLINE, TestServer};
 use fantoccini::Locator;
 use fantoccini::elements::Element;
 use reqwest::StatusCode;

@@ -1,7 +1,7 @@
 //! Shared harness for the end-to-end tests: the real server in-process on an ephemeral loopback port with
 //! its data in a temporary directory, HTTP clients for it, and the real binary for command-line tests.
 //!
-//! Every test file includes it with `mod common;` and uses only part of it.
+//! `main.rs` declares it once; each module uses the part it needs.
 #![allow(dead_code)]
 
 pub mod browser;
@@ -84,7 +84,7 @@ impl TestServer {
         dns.set(HOOKS_HOST, &[SINK.parse().expect("sink address")]);
         let mut config = Config::default();
         config.storage.data_dir = dir.path().join("data");
-        config.webhooks.dns_servers = vec![dns.server_string()];
+        config.webhooks.dns_servers = vec![dns.server_string().parse().expect("dns server")];
         config.webhooks.allow_private_cidrs =
             vec![format!("{SINK}/32").parse().expect("sink network")];
         tweak(&mut config);

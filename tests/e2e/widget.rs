@@ -2,12 +2,11 @@
 //! sees the rendered template, clicks Accept, the page receives a clicktermSignature, and the customer's
 //! backend (here: this test, with the App Key) verifies it.
 
-mod common;
+use crate::common;
+use crate::common::Call;
 
-use common::Call;
-
-use common::TestServer;
-use common::browser::Browser;
+use crate::common::TestServer;
+use crate::common::browser::Browser;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -3,18 +3,17 @@
 //! the (loopback, TLS) receiver at least once. Also: one serving process per data directory, and a clean
 //! stop leaves the database file complete on its own.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::dns::DnsServer;
-use common::receiver::Receiver;
-use common::serving::serve;
-use common::{DEADLINE, assert_success, clicktermd, read_admin_password, stderr};
+use crate::common::dns::DnsServer;
+use crate::common::receiver::Receiver;
+use crate::common::serving::serve;
+use crate::common::{DEADLINE, assert_success, clicktermd, read_admin_password, stderr};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,13 +1,12 @@
 //! Templates and the public client API's authentication, end to end: the real server on a real port,
 //! admin API calls to set things up, the public API (`X-APP-ID` / `X-APP-KEY`) to observe them.
 
-mod common;
-
-use common::Call;
+use crate::common;
+use crate::common::Call;
 
 use std::time::Duration;
 
-use common::{TestServer, expect_error, keys};
+use crate::common::{TestServer, expect_error, keys};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -3,13 +3,13 @@
 //! other holes an attacker on the public endpoints would try. Through the real server on a real port
 //! (the real binary where the process's own memory is the subject).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use common::Call;
-use common::serving::serve;
+use crate::common::Call;
+use crate::common::serving::serve;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,0 +1,20 @@
+//! The end-to-end tests: one test binary (so the crate is linked once, not once per file), one module
+//! per subject. Each drives the real server on a real loopback port, the real binary, real TLS
+//! receivers, a real DNS server or a real browser; `common` is the harness they share.
+
+mod common;
+
+mod bench_quick;
+mod cli;
+mod clickwrap;
+mod connections;
+mod crash;
+mod dashboard;
+mod disk_full;
+mod foundation;
+mod hardening;
+mod harness_selftest;
+mod packaging;
+mod templates;
+mod webhooks;
+mod widget;
