@@ -574,12 +574,67 @@ attempt_retention_days = 90
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn load_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load(
             None,
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    /// The README's configuration table names every key of the defaults file, each with its default
+    /// as written there: a key is `unset` when the file only shows it commented out, and the table's
+    /// cell lists the values of a row's keys in order.
+    #[test]
+    fn the_readme_table_holds_every_key_with_its_default() {
+        let mut defaults: BTreeMap<String, String> = BTreeMap::new();
+        let mut section = String::new();
+        for line in DEFAULT_CONFIG_TOML.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_string();
+                continue;
+            }
+            let (commented, line) = match line.strip_prefix("# ") {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let Some((key, value)) = line.split_once(" = ") else {
+                continue;
+            };
+            if key.contains(' ') || section.is_empty() {
+                continue;
+            }
+            let value = if commented {
+                "unset".to_string()
+            } else {
+                value.trim_matches('"').to_string()
+            };
+            defaults.insert(format!("{section}.{key}"), value);
+        }
+        let readme = include_str!("../README.md");
+        let mut table: BTreeMap<String, String> = BTreeMap::new();
+        for row in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let ticked = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_string)
+                    .collect()
+            };
+            let keys = ticked(cells[0].trim_start_matches("| "));
+            if !keys.iter().all(|k| defaults.contains_key(k)) {
+                continue;
+            }
+            let values = match cells[1] {
+                "unset" => vec!["unset".to_string(); keys.len()],
+                cell => ticked(cell),
+            };
+            assert_eq!(keys.len(), values.len(), "README row {row:?}");
+            table.extend(keys.into_iter().zip(values));
+        }
+        assert_eq!(table, defaults, "the README's configuration table");
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub async fn login(
     let cookie = format!(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"
     );
-    let mut res = Json(serde_json::json!({"username": body.username})).into_response();
+    let mut res = Json(SessionJson {
+        username: body.username,
+    })
+    .into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
@@ -90,9 +93,29 @@ pub async fn logout(
     Ok(res)
 }
 
+/// Who is logged in.
+#[derive(Serialize)]
+pub struct SessionJson {
+    username: String,
+}
+
 /// Who am I: lets the dashboard find out whether its session is still alive.
-pub async fn session(Actor(actor): Actor) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"username": actor}))
+pub async fn session(Actor(actor): Actor) -> Json<SessionJson> {
+    Json(SessionJson { username: actor })
+}
+
+/// A new App Key, shown this once.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppKeyJson {
+    app_key: String,
+}
+
+/// An integration's signing secret.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSecretJson {
+    signing_secret: String,
 }
 
 #[derive(Serialize)]
@@ -246,27 +269,27 @@ pub async fn regenerate_app_key(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(app_id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let key = integrations::regenerate_app_key(&state.store, &actor, &app_id).await?;
-    Ok(Json(serde_json::json!({"appKey": key})))
+) -> Result<Json<AppKeyJson>, ApiError> {
+    let app_key = integrations::regenerate_app_key(&state.store, &actor, &app_id).await?;
+    Ok(Json(AppKeyJson { app_key }))
 }
 
 pub async fn reveal_signing_secret(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(app_id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let secret = integrations::reveal_signing_secret(&state.store, &actor, &app_id).await?;
-    Ok(Json(serde_json::json!({"signingSecret": secret})))
+) -> Result<Json<SigningSecretJson>, ApiError> {
+    let signing_secret = integrations::reveal_signing_secret(&state.store, &actor, &app_id).await?;
+    Ok(Json(SigningSecretJson { signing_secret }))
 }
 
 pub async fn rotate_signing_secret(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(app_id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let secret = integrations::rotate_signing_secret(&state.store, &actor, &app_id).await?;
-    Ok(Json(serde_json::json!({"signingSecret": secret})))
+) -> Result<Json<SigningSecretJson>, ApiError> {
+    let signing_secret = integrations::rotate_signing_secret(&state.store, &actor, &app_id).await?;
+    Ok(Json(SigningSecretJson { signing_secret }))
 }
 
 fn parse_domains(raw: &[String]) -> Result<Vec<Domain>, ApiError> {
@@ -306,7 +329,7 @@ pub struct AuditQuery {
 pub async fn audit_log(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
@@ -315,21 +338,40 @@ pub async fn audit_log(
         .store
         .read(move |c| crate::store::audit::list(c, limit, q.before))
         .await?;
-    let next = (entries.len() == limit as usize)
+    let next_before = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
-    let items: Vec<_> = entries
+    let items = entries
         .into_iter()
-        .map(|e| {
-            serde_json::json!({
-                "id": e.id, "at": e.at.to_rfc3339(), "actor": e.actor,
-                "action": e.action, "target": e.target, "detail": e.detail,
-            })
+        .map(|e| AuditJson {
+            id: e.id,
+            at: e.at.to_rfc3339(),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            detail: e.detail,
         })
         .collect();
-    Ok(Json(
-        serde_json::json!({"items": items, "nextBefore": next}),
-    ))
+    Ok(Json(AuditPage { items, next_before }))
+}
+
+/// One audit log entry.
+#[derive(Serialize)]
+pub struct AuditJson {
+    id: i64,
+    at: String,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    detail: Option<String>,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    items: Vec<AuditJson>,
+    next_before: Option<i64>,
 }
 
 #[derive(Serialize)]

@@ -225,7 +225,7 @@ pub async fn redeliver_failed(
     Actor(actor): Actor,
     ApiPath(app_id): ApiPath<String>,
     super::extract::ApiJson(body): super::extract::ApiJson<BulkBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Redelivered>, ApiError> {
     let time = |field: &str, raw: &str| {
         Timestamp::parse_rfc3339(raw)
             .ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 timestamp"))
@@ -243,5 +243,11 @@ pub async fn redeliver_failed(
     )
     .await?;
     state.wake.notify_one();
-    Ok(Json(serde_json::json!({"redelivered": n})))
+    Ok(Json(Redelivered { redelivered: n }))
+}
+
+/// How many failed deliveries a bulk redelivery took.
+#[derive(Serialize)]
+pub struct Redelivered {
+    redelivered: usize,
 }

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::error::Error;
 use crate::store::StoreError;
@@ -90,11 +89,21 @@ impl ApiError {
     }
 }
 
+/// The error body of SPEC §3.
+#[derive(serde::Serialize)]
+struct ErrorJson<'a> {
+    message: &'a str,
+    code: &'a str,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (
             self.status,
-            Json(json!({"message": self.message, "code": self.code})),
+            Json(ErrorJson {
+                message: &self.message,
+                code: self.code,
+            }),
         )
             .into_response();
         if let Some(secs) = self.retry_after {

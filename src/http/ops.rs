@@ -11,33 +11,38 @@ use crate::model::Timestamp;
 
 use super::AppState;
 
+/// The health answer: `ok`, or what is wrong.
+#[derive(serde::Serialize)]
+pub struct HealthJson {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
 /// 200 when the process is up, the database answers a query and can be written; 503 otherwise, with
 /// what is wrong.
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    if state.store.disk_full() {
-        return (
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthJson>) {
+    let unavailable = |status, message| {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "disk full",
-                "message": crate::store::StoreError::DiskFull.to_string(),
-            })),
-        );
+            Json(HealthJson { status, message }),
+        )
+    };
+    if state.store.disk_full() {
+        let message = crate::store::StoreError::DiskFull.to_string();
+        return unavailable("disk full", Some(message));
     }
-    let probe = state
-        .store
-        .read(|c| {
-            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map_err(crate::store::StoreError::from)
-        })
-        .await;
-    match probe {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(HealthJson {
+                status: "ok",
+                message: None,
+            }),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "database unreachable"})),
-            )
+            unavailable("database unreachable", None)
         }
     }
 }

@@ -231,17 +231,34 @@ pub async fn events(
     State(state): State<AppState>,
     caller: AppCaller,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EventPage<EventItemJson>>, ApiError> {
     if q.app_id.is_some() {
         return Err(ApiError::invalid("appId", "unknown query parameter"));
     }
     let (mut filter, cursor, limit) = event_filter(&q)?;
     filter.integration_id = Some(caller.integration_id);
     let page = clickwrap::list_events(&state.store, filter, cursor, limit).await?;
-    let items: Vec<EventItemJson> = page.items.iter().map(EventItemJson::from).collect();
-    Ok(Json(
-        serde_json::json!({"items": items, "nextPageCursor": page.next}),
-    ))
+    Ok(Json(EventPage {
+        items: page.items.iter().map(EventItemJson::from).collect(),
+        next_page_cursor: page.next,
+    }))
+}
+
+/// A page of the event list, with the cursor of the next one.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage<T> {
+    items: Vec<T>,
+    next_page_cursor: Option<String>,
+}
+
+/// An event in the admin list: the public item and its integration.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminEventItem<'a> {
+    #[serde(flatten)]
+    event: EventItemJson,
+    app_id: &'a str,
 }
 
 /// `GET /clickwrap-events/{id}/details`.
@@ -361,24 +378,53 @@ pub async fn reaccept(
     )
     .await?;
     let requested = results.iter().filter(|r| r.requested).count();
-    let items: Vec<serde_json::Value> = results
+    let items = results
         .iter()
-        .map(|r| {
-            let mut item = serde_json::json!({
-                "endUserId": r.end_user_id,
-                "clickwrapTemplateId": r.template_id,
-                "status": if r.requested { "re_accept_requested" } else { "skipped" },
-            });
-            if let Some(why) = r.reason {
-                item["reason"] = why.into();
-            }
-            item
+        .map(|r| ReacceptItem {
+            end_user_id: &r.end_user_id,
+            clickwrap_template_id: &r.template_id,
+            status: if r.requested {
+                "re_accept_requested"
+            } else {
+                "skipped"
+            },
+            reason: r.reason,
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "results": items,
-        "summary": {"total": results.len(), "reAcceptRequested": requested, "skipped": results.len() - requested},
-    })))
+    let out = ReacceptJson {
+        results: items,
+        summary: ReacceptSummary {
+            total: results.len(),
+            re_accept_requested: requested,
+            skipped: results.len() - requested,
+        },
+    };
+    Ok(Json(serde_json::to_value(out).expect("serialisable")))
+}
+
+/// The answer to a re-accept request: one result per pair asked for, and their counts.
+#[derive(Serialize)]
+pub struct ReacceptJson<'a> {
+    results: Vec<ReacceptItem<'a>>,
+    summary: ReacceptSummary,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReacceptItem<'a> {
+    end_user_id: &'a str,
+    clickwrap_template_id: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReacceptSummary {
+    total: usize,
+    re_accept_requested: usize,
+    skipped: usize,
 }
 
 /// `GET /api/v1/events`: verified events across integrations (or one, with `appId`), for the dashboard.
@@ -397,17 +443,20 @@ pub async fn admin_events(
             Some(row.ok_or_else(|| ApiError::invalid("appId", "no such integration"))?);
     }
     let page = clickwrap::list_events(&state.store, filter, cursor, limit).await?;
-    let items: Vec<serde_json::Value> = page
+    let items = page
         .items
         .iter()
-        .map(|e| {
-            let mut v = serde_json::to_value(EventItemJson::from(e)).expect("serialisable");
-            v["appId"] = e.app_id.clone().into();
-            v
+        .map(|e| AdminEventItem {
+            event: EventItemJson::from(e),
+            app_id: &e.app_id,
         })
         .collect();
     Ok(Json(
-        serde_json::json!({"items": items, "nextPageCursor": page.next}),
+        serde_json::to_value(EventPage {
+            items,
+            next_page_cursor: page.next,
+        })
+        .expect("a page serialises"),
     ))
 }
 

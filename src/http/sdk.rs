@@ -230,9 +230,11 @@ pub async fn act(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let user_agent: String = user_agent.chars().take(512).collect();
-    let metadata =
-        serde_json::json!({"userAgent": user_agent, "ip": peer.ip().to_canonical().to_string()})
-            .to_string();
+    let metadata = serde_json::to_string(&TechnicalMetadata {
+        user_agent: &user_agent,
+        ip: peer.ip().to_canonical().to_string(),
+    })
+    .expect("serialisable");
     let acted = clickwrap::act(
         &state.store,
         &state.signature_key,
@@ -249,7 +251,10 @@ pub async fn act(
         Ok(a) => origin.apply(
             (
                 StatusCode::CREATED,
-                Json(serde_json::json!({"clicktermSignature": a.signature, "clickwrapEventId": a.event_id})),
+                Json(ActedJson {
+                    clickterm_signature: a.signature,
+                    clickwrap_event_id: a.event_id,
+                }),
             )
                 .into_response(),
         ),
@@ -315,4 +320,21 @@ pub async fn limit_address(
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// What the SDK records about the end user's client with each action (the event's
+/// `technicalMetadata`).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TechnicalMetadata<'a> {
+    user_agent: &'a str,
+    ip: String,
+}
+
+/// The answer to an end user's action: the signature their backend verifies.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActedJson {
+    clickterm_signature: String,
+    clickwrap_event_id: String,
 }

@@ -327,7 +327,7 @@ pub async fn preview(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PreviewBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PreviewJson>, ApiError> {
     let language = body
         .language
         .as_deref()
@@ -344,10 +344,20 @@ pub async fn preview(
         &placeholders,
     )
     .ok_or_else(|| ApiError::not_found("template text"))?;
-    Ok(Json(serde_json::json!({
-        "language": r.language.as_str(),
-        "title": r.title,
-        "content": r.content,
-        "inlineContent": r.inline_content,
-    })))
+    Ok(Json(PreviewJson {
+        language: r.language.as_str().to_string(),
+        title: r.title,
+        content: r.content,
+        inline_content: r.inline_content,
+    }))
+}
+
+/// A template text rendered with the placeholders given, as an end user would see it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewJson {
+    language: String,
+    title: String,
+    content: String,
+    inline_content: Option<String>,
 }

@@ -445,6 +445,15 @@ impl Store {
         Ok(found)
     }
 
+    /// Whether the database answers a query on a pooled connection.
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
+    }
+
     /// Runs `f` on a pooled read connection, off the async workers.
     pub async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The customer's webhook endpoint for the end-to-end tests: an HTTPS server (standard library only).
 
-Started by tests/common/receiver.rs as a child process. It checks the webhook contract independently of the
+Started by tests/e2e/common/receiver.rs as a child process. It checks the webhook contract independently of the
 Rust code, the way the ClickTerm guide's sample receiver does it: POST, Content-Type application/json,
 X-Clickterm-Timestamp (Unix seconds, at most 300 s from now) and
 X-Clickterm-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{rawBody}")>, compared with
