@@ -16,5 +16,6 @@ mod hardening;
 mod harness_selftest;
 mod packaging;
 mod templates;
+mod tls;
 mod webhooks;
 mod widget;
