@@ -54,6 +54,23 @@ pub struct ServerConfig {
     /// connection waits briefly for a slot, else is closed at once. Clamped at start to what the
     /// process's file limit leaves after the reserve for the database and the dispatcher.
     pub max_connections: usize,
+    /// Reverse proxies trusted to say who their client was (`Forwarded`, `X-Forwarded-For`,
+    /// `X-Forwarded-Proto`); from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header the trusted proxies write the client's address into.
+    pub proxy_header: ProxyHeader,
+}
+
+/// Which forwarding header the trusted proxies append to. Only the one they write can be believed:
+/// a header they pass through untouched holds whatever the client put in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For`, with the protocol from `X-Forwarded-Proto` (nginx, HAProxy's
+    /// `option forwardfor`, most load balancers).
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for` and `proto` (HAProxy's `option forwarded`, Envoy, Caddy can).
+    Forwarded,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -164,6 +181,8 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             tls_handshake_timeout_secs: 10,
             max_connections: 4096,
+            trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::XForwardedFor,
         }
     }
 }
@@ -507,6 +526,14 @@ tls_handshake_timeout_secs = 10
 # Connections open at once; when full, idle ones are closed to make room. Clamped at
 # start to what the file limit (ulimit -n) leaves after the database and the webhooks.
 max_connections = 4096
+# Reverse proxies (CIDRs) trusted to say who their client was: only from these peers are
+# Forwarded / X-Forwarded-For / X-Forwarded-Proto believed. Behind nginx on this machine:
+# ["127.0.0.1/32", "::1/128"].
+trusted_proxies = []
+# The header those proxies append the client's address to: "x-forwarded-for" (with
+# X-Forwarded-Proto) or "forwarded" (RFC 7239). The other one is ignored: it holds what the
+# client wrote.
+proxy_header = "x-forwarded-for"
 
 [storage]
 # Database and state. Created 0700; the database file is 0600.

@@ -1,15 +1,14 @@
 //! The admin API under `/api/v1`: login and logout, integrations, the audit log. Handlers parse the wire
 //! type into domain types, call the service, and map the result back.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
+use super::client::Client;
 use super::error::ApiError;
 use super::extract::{
     Actor, ApiJson, ApiPath, ApiQuery, SESSION_COOKIE, same_origin, session_cookie,
@@ -29,7 +28,7 @@ pub struct LoginBody {
 
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
@@ -38,7 +37,7 @@ pub async fn login(
     if headers.contains_key("sec-fetch-site") || headers.contains_key(header::ORIGIN) {
         same_origin(&headers)?;
     }
-    let ip = peer.ip().to_canonical();
+    let ip = client.ip;
     // Reserved before the password is hashed: see `ratelimit`.
     let attempt = match state.login_limiter.begin(ip, &body.username) {
         Ok(attempt) => attempt,
@@ -61,7 +60,8 @@ pub async fn login(
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
     attempt.succeeded();
-    let secure = if state.tls { "; Secure" } else { "" };
+    // Over HTTPS, ours or a trusted proxy's, the cookie is only ever sent back over HTTPS.
+    let secure = if client.https { "; Secure" } else { "" };
     let cookie = format!(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"
     );
@@ -78,12 +78,13 @@ pub async fn login(
 
 pub async fn logout(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(session) = session_cookie(&headers) {
         admins::logout(&state.store, session).await?;
     }
-    let secure = if state.tls { "; Secure" } else { "" };
+    let secure = if client.https { "; Secure" } else { "" };
     let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(

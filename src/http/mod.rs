@@ -4,6 +4,7 @@
 
 mod admin;
 mod assets;
+mod client;
 mod deliveries;
 pub mod error;
 mod extract;
@@ -279,12 +280,25 @@ async fn require_json_accept(req: Request, next: Next) -> Response {
 /// the route; its log line and the headers every answer carries on the way out.
 async fn edge(
     axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let start = Instant::now();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let client = client::client_of(
+        peer,
+        req.headers(),
+        &state.config.server.trusted_proxies,
+        state.config.server.proxy_header,
+        state.tls,
+    );
+    req.extensions_mut().insert(client);
+    let client = client.ip;
     let mut res = match head::judge(req.uri(), req.headers(), state.config.server.max_body_bytes) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -295,13 +309,13 @@ async fn edge(
     // their episodes logged once where they start; a line per request would let a flood fill the log.
     let shed = matches!(status, 429 | 503 | 507);
     if shed {
-        tracing::debug!(%method, %path, status, ms, "request");
+        tracing::debug!(%client, %method, %path, status, ms, "request");
     } else if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request");
+        tracing::warn!(%client, %method, %path, status, ms, "request");
     } else if status >= 400 {
-        tracing::info!(%method, %path, status, ms, "request");
+        tracing::info!(%client, %method, %path, status, ms, "request");
     } else {
-        tracing::debug!(%method, %path, status, ms, "request");
+        tracing::debug!(%client, %method, %path, status, ms, "request");
     }
     res.headers_mut().insert(
         "x-content-type-options",

@@ -7,15 +7,14 @@
 //! touched. A request without `Origin` (a server, curl) is not a browser and CORS does not apply to it.
 //! The appliance's own origin is always allowed, so its demo page works without configuration.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::client::Client;
 use super::error::ApiError;
 use super::extract::{ApiJson, origin_is_host};
 use crate::clickwrap::{self, Placeholders};
@@ -194,7 +193,7 @@ pub struct ActBody {
 /// `POST /clickwrap`: records the end user's action, unverified, and returns its signature.
 pub async fn act(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ActBody>,
 ) -> Response {
@@ -232,7 +231,7 @@ pub async fn act(
     let user_agent: String = user_agent.chars().take(512).collect();
     let metadata = serde_json::to_string(&TechnicalMetadata {
         user_agent: &user_agent,
-        ip: peer.ip().to_canonical().to_string(),
+        ip: client.ip.to_string(),
     })
     .expect("serialisable");
     let acted = clickwrap::act(
@@ -312,11 +311,11 @@ pub async fn preflight(
 /// Middleware for the SDK route: the client address's rate limit, before anything is parsed or read.
 pub async fn limit_address(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match state.limits.address(peer.ip()) {
+    match state.limits.address(client.ip) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }

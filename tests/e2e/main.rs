@@ -15,6 +15,7 @@ mod foundation;
 mod hardening;
 mod harness_selftest;
 mod packaging;
+mod proxy;
 mod templates;
 mod tls;
 mod webhooks;
