@@ -60,7 +60,9 @@ CREATE TABLE audit_log (
     action TEXT NOT NULL,
     target TEXT,
     detail TEXT
-) STRICT;
+, client TEXT) STRICT;
+-- `client` (schema 3): the address the change came from (behind a trusted proxy, the client's);
+-- none for the command line. Written as SQLite stores an added column, like `deliveries.event_type`.
 
 -- Clickwrap templates. The template row holds the editable draft (texts per language); publishing
 -- freezes a copy as an immutable version (major.minor) with the time it becomes effective.

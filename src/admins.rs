@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::credentials::{self, ADMIN_TOKEN_PREFIX, SecretDigest};
 use crate::error::{Error, Result};
-use crate::model::{Name, Timestamp, Username};
+use crate::model::{Actor, Name, Timestamp, Username};
 use crate::store::{Store, StoreError, admin, audit};
 
 /// The name of the user created at first start.
@@ -50,7 +50,7 @@ pub async fn ensure_initial_admin(store: &Store, data_dir: &Path) -> Result<Opti
             audit::record(
                 c,
                 now,
-                "system",
+                &Actor::local("system"),
                 "admin.create",
                 Some(INITIAL_ADMIN),
                 Some("first start"),
@@ -85,13 +85,13 @@ fn write_private_file(path: &Path, text: &str) -> std::result::Result<(), String
 
 pub async fn create_user(
     store: &Store,
-    actor: &str,
+    actor: &Actor,
     username: Username,
     password: String,
 ) -> Result<()> {
     check_password(&password)?;
     let phc = hash(password).await?;
-    let actor = actor.to_string();
+    let actor = actor.clone();
     let name = username.as_str().to_string();
     let created = store
         .write(move |c| -> Result<_> {
@@ -123,13 +123,13 @@ pub async fn create_user(
 pub async fn set_password(
     store: &Store,
     data_dir: &Path,
-    actor: &str,
+    actor: &Actor,
     username: Username,
     password: String,
 ) -> Result<()> {
     check_password(&password)?;
     let phc = hash(password).await?;
-    let actor = actor.to_string();
+    let actor = actor.clone();
     let is_initial = username.as_str() == INITIAL_ADMIN;
     let done = store
         .write(move |c| -> Result<_> {
@@ -162,11 +162,11 @@ pub const MAX_TOKENS_LISTED: u32 = 1000;
 
 /// Mints an admin bearer token named `name` (shown in the audit log as `token:NAME`) and returns it;
 /// only its digest is kept.
-pub async fn create_token(store: &Store, actor: &str, name: &str) -> Result<String> {
+pub async fn create_token(store: &Store, actor: &Actor, name: &str) -> Result<String> {
     let name = Name::parse(name).map_err(|e| Error::invalid("name", e))?;
     let token = credentials::random_token(ADMIN_TOKEN_PREFIX);
     let digest = SecretDigest::of(&token);
-    let (actor, name) = (actor.to_string(), name.as_str().to_string());
+    let (actor, name) = (actor.clone(), name.as_str().to_string());
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
@@ -191,8 +191,8 @@ pub async fn list_tokens(store: &Store) -> Result<Vec<admin::TokenInfo>> {
 }
 
 /// Revokes the admin token `id`: requests bearing it are refused from now on.
-pub async fn revoke_token(store: &Store, actor: &str, id: i64) -> Result<()> {
-    let actor = actor.to_string();
+pub async fn revoke_token(store: &Store, actor: &Actor, id: i64) -> Result<()> {
+    let actor = actor.clone();
     let revoked = store
         .write(move |c| -> Result<_> {
             let Some(name) = admin::delete_token(c, id)? else {

@@ -4,7 +4,7 @@
 
 use crate::credentials::{self, APP_KEY_PREFIX, SIGNING_SECRET_PREFIX, SecretDigest};
 use crate::error::{Error, Result};
-use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name, Timestamp};
+use crate::model::{Actor, CallbackUrl, Domain, Integration, IntegrationStatus, Name, Timestamp};
 use crate::store::integrations::{self as rows, Changes, NewIntegration};
 use crate::store::{Store, audit, deliveries};
 
@@ -17,7 +17,7 @@ pub struct Created {
 
 pub async fn create(
     store: &Store,
-    actor: &str,
+    actor: &Actor,
     name: Name,
     domains: Vec<Domain>,
     callback_url: Option<CallbackUrl>,
@@ -26,7 +26,7 @@ pub async fn create(
     let app_key = credentials::random_token(APP_KEY_PREFIX);
     let signing_secret = credentials::random_token(SIGNING_SECRET_PREFIX);
     let digest = SecretDigest::of(&app_key);
-    let actor = actor.to_string();
+    let actor = actor.clone();
     let (id, secret) = (app_id.clone(), signing_secret.clone());
     let integration = store
         .write(move |c| -> Result<_> {
@@ -76,7 +76,7 @@ pub async fn get(store: &Store, app_id: &str) -> Result<Integration> {
 
 pub async fn update(
     store: &Store,
-    actor: &str,
+    actor: &Actor,
     app_id: &str,
     changes: Changes,
 ) -> Result<Integration> {
@@ -99,7 +99,7 @@ pub async fn update(
     if let Some(on) = changes.webhook_delivery_enabled {
         what.push(format!("webhookDeliveryEnabled={on}"));
     }
-    let (actor, id) = (actor.to_string(), app_id.to_string());
+    let (actor, id) = (actor.clone(), app_id.to_string());
     store
         .write(move |c| -> Result<_> {
             let updated = rows::update(c, &id, &changes)?;
@@ -126,10 +126,10 @@ pub async fn update(
 }
 
 /// Replaces the App Key; the old one stops working with this commit. Returns the new key, once.
-pub async fn regenerate_app_key(store: &Store, actor: &str, app_id: &str) -> Result<String> {
+pub async fn regenerate_app_key(store: &Store, actor: &Actor, app_id: &str) -> Result<String> {
     let key = credentials::random_token(APP_KEY_PREFIX);
     let digest = SecretDigest::of(&key);
-    let (actor, id) = (actor.to_string(), app_id.to_string());
+    let (actor, id) = (actor.clone(), app_id.to_string());
     let done = store
         .write(move |c| -> Result<_> {
             let done = rows::set_app_key_digest(c, &id, digest)?;
@@ -154,8 +154,8 @@ pub async fn regenerate_app_key(store: &Store, actor: &str, app_id: &str) -> Res
 }
 
 /// The signing secret, on purpose: revealing it is audited.
-pub async fn reveal_signing_secret(store: &Store, actor: &str, app_id: &str) -> Result<String> {
-    let (actor, id) = (actor.to_string(), app_id.to_string());
+pub async fn reveal_signing_secret(store: &Store, actor: &Actor, app_id: &str) -> Result<String> {
+    let (actor, id) = (actor.clone(), app_id.to_string());
     store
         .write(move |c| -> Result<_> {
             let secret = rows::signing_secret(c, &id)?;
@@ -176,9 +176,9 @@ pub async fn reveal_signing_secret(store: &Store, actor: &str, app_id: &str) -> 
 }
 
 /// Replaces the signing secret; deliveries attempted after this commit are signed with the new one.
-pub async fn rotate_signing_secret(store: &Store, actor: &str, app_id: &str) -> Result<String> {
+pub async fn rotate_signing_secret(store: &Store, actor: &Actor, app_id: &str) -> Result<String> {
     let secret = credentials::random_token(SIGNING_SECRET_PREFIX);
-    let (actor, id, s) = (actor.to_string(), app_id.to_string(), secret.clone());
+    let (actor, id, s) = (actor.clone(), app_id.to_string(), secret.clone());
     let done = store
         .write(move |c| -> Result<_> {
             let done = rows::set_signing_secret(c, &id, &s)?;
@@ -203,8 +203,8 @@ pub async fn rotate_signing_secret(store: &Store, actor: &str, app_id: &str) -> 
 }
 
 /// Deletes the integration: its credentials stop working at once; its events and history are kept.
-pub async fn delete(store: &Store, actor: &str, app_id: &str) -> Result<()> {
-    let (actor, id) = (actor.to_string(), app_id.to_string());
+pub async fn delete(store: &Store, actor: &Actor, app_id: &str) -> Result<()> {
+    let (actor, id) = (actor.clone(), app_id.to_string());
     let done = store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();

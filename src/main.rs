@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clicktermd::config::{Config, DEFAULT_CONFIG_TOML, LogFormat};
-use clicktermd::model::{Domain, Name, Username};
+use clicktermd::model::{Actor, Domain, Name, Username};
 use clicktermd::{admins, integrations, store};
 
 #[derive(Parser)]
@@ -262,7 +262,7 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let user = Username::parse(&username).map_err(UsageError)?;
             let (password, generated) = read_password(password_stdin)?;
-            admins::create_user(&store, "cli", user, password.clone())
+            admins::create_user(&store, &Actor::local("cli"), user, password.clone())
                 .await
                 .map_err(usage_if_invalid)?;
             if generated {
@@ -278,7 +278,7 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             admins::set_password(
                 &store,
                 &config.storage.data_dir,
-                "cli",
+                &Actor::local("cli"),
                 user,
                 password.clone(),
             )
@@ -291,7 +291,7 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Token {
             command: TokenCommand::Create { name },
         } => {
-            let token = admins::create_token(&store, "cli", &name)
+            let token = admins::create_token(&store, &Actor::local("cli"), &name)
                 .await
                 .map_err(usage_if_invalid)?;
             println!("{token}");
@@ -318,7 +318,7 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Token {
             command: TokenCommand::Revoke { id },
         } => {
-            admins::revoke_token(&store, "cli", id).await?;
+            admins::revoke_token(&store, &Actor::local("cli"), id).await?;
             println!("revoked admin token {id}");
         }
     }
@@ -352,7 +352,8 @@ async fn integration(config: &Config, command: IntegrationCommand) -> anyhow::Re
                     })?)
                 }
             };
-            let created = integrations::create(&store, "cli", name, domains, callback).await?;
+            let created =
+                integrations::create(&store, &Actor::local("cli"), name, domains, callback).await?;
             if json {
                 let out = serde_json::json!({
                     "appId": created.integration.app_id,

@@ -110,6 +110,30 @@ impl IntegrationStatus {
     }
 }
 
+/// Who made an admin change, as the audit log records it: the admin's name (`admin`,
+/// `token:deploy`, `cli`) and the client address the change came from (none on the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub from: Option<std::net::IpAddr>,
+}
+
+impl Actor {
+    /// An actor on this machine: the command line.
+    pub fn local(name: &str) -> Actor {
+        Actor {
+            name: name.to_string(),
+            from: None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// A connected application, as the admin sees it. Credentials are not part of it: the App Key exists
 /// only as a digest and the signing secret is read on purpose, never by accident.
 #[derive(Debug, Clone, PartialEq, Eq)]

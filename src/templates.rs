@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Language, Name, PublishedVersion, Tag, Template, TemplateText, Timestamp, VersionKind,
+    Actor, Language, Name, PublishedVersion, Tag, Template, TemplateText, Timestamp, VersionKind,
 };
 use crate::store::templates::{self as rows, Changes as RowChanges};
 use crate::store::{Store, audit, integrations};
@@ -84,9 +84,9 @@ fn check_default_text(default: &Language, texts: &BTreeMap<Language, TemplateTex
     Ok(())
 }
 
-pub async fn create(store: &Store, actor: &str, new: NewTemplate) -> Result<TemplateView> {
+pub async fn create(store: &Store, actor: &Actor, new: NewTemplate) -> Result<TemplateView> {
     check_default_text(&new.default_language, &new.texts)?;
-    let actor = actor.to_string();
+    let actor = actor.clone();
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
@@ -144,11 +144,11 @@ pub async fn list(store: &Store) -> Result<Vec<TemplateView>> {
 
 pub async fn update(
     store: &Store,
-    actor: &str,
+    actor: &Actor,
     template_id: &str,
     changes: Changes,
 ) -> Result<TemplateView> {
-    let (actor, tid) = (actor.to_string(), template_id.to_string());
+    let (actor, tid) = (actor.clone(), template_id.to_string());
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
@@ -187,13 +187,13 @@ pub async fn update(
 /// effective time defaults to now and may be in the future; `must_accept_by` must come after it.
 pub async fn publish(
     store: &Store,
-    actor: &str,
+    actor: &Actor,
     template_id: &str,
     kind: VersionKind,
     effective_at: Option<Timestamp>,
     must_accept_by: Option<Timestamp>,
 ) -> Result<PublishedVersion> {
-    let (actor, tid) = (actor.to_string(), template_id.to_string());
+    let (actor, tid) = (actor.clone(), template_id.to_string());
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();

@@ -2,7 +2,7 @@
 //! webhook. Sending itself is the dispatcher's; these only write rows it picks up.
 
 use crate::error::{Error, Result};
-use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp};
+use crate::model::{Actor, AttemptOutcome, DeliveryState, EventType, Timestamp};
 use crate::store::deliveries::{self, Attempt, DeliveryRow, NewDelivery};
 use crate::store::{Store, audit, integrations};
 
@@ -61,8 +61,8 @@ pub async fn counts(store: &Store, app_id: &str) -> Result<Vec<(DeliveryState, i
 }
 
 /// Starts a new, manual attempt chain (held instead, if the integration cannot be delivered to now).
-pub async fn redeliver(store: &Store, actor: &str, delivery_id: &str) -> Result<DeliveryView> {
-    let (actor, id) = (actor.to_string(), delivery_id.to_string());
+pub async fn redeliver(store: &Store, actor: &Actor, delivery_id: &str) -> Result<DeliveryView> {
+    let (actor, id) = (actor.clone(), delivery_id.to_string());
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
@@ -83,8 +83,8 @@ pub async fn redeliver(store: &Store, actor: &str, delivery_id: &str) -> Result<
 }
 
 /// Queues a sample `CLICKWRAP_EVENT_VERIFIED` to the integration's callback URL, marked as a test.
-pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<DeliveryView> {
-    let (actor, app) = (actor.to_string(), app_id.to_string());
+pub async fn send_test(store: &Store, actor: &Actor, app_id: &str) -> Result<DeliveryView> {
+    let (actor, app) = (actor.clone(), app_id.to_string());
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
@@ -156,12 +156,12 @@ pub async fn send_test(store: &Store, actor: &str, app_id: &str) -> Result<Deliv
 /// with the last.
 pub async fn redeliver_failed(
     store: &Store,
-    actor: &str,
+    actor: &Actor,
     app_id: &str,
     (from, to): (Timestamp, Timestamp),
     wake: std::sync::Arc<tokio::sync::Notify>,
 ) -> Result<usize> {
-    let (store, actor, app) = (store.clone(), actor.to_string(), app_id.to_string());
+    let (store, actor, app) = (store.clone(), actor.clone(), app_id.to_string());
     let work = tokio::spawn(async move {
         let range = format!("failed deliveries from {from} to {to}");
         let mut total = 0usize;

@@ -102,7 +102,9 @@ pub struct SessionJson {
 
 /// Who am I: lets the dashboard find out whether its session is still alive.
 pub async fn session(Actor(actor): Actor) -> Json<SessionJson> {
-    Json(SessionJson { username: actor })
+    Json(SessionJson {
+        username: actor.name,
+    })
 }
 
 /// A new App Key, shown this once.
@@ -348,6 +350,7 @@ pub async fn audit_log(
             id: e.id,
             at: e.at.to_rfc3339(),
             actor: e.actor,
+            from: e.from,
             action: e.action,
             target: e.target,
             detail: e.detail,
@@ -362,6 +365,8 @@ pub struct AuditJson {
     id: i64,
     at: String,
     actor: String,
+    /// The client address the change came from; null for the command line.
+    from: Option<String>,
     action: String,
     target: Option<String>,
     detail: Option<String>,

@@ -87,7 +87,7 @@ impl FromRequestParts<AppState> for AppCaller {
 /// The admin behind a request, as named in the audit log (`admin`, `token:deploy`, …). Put in the request
 /// by [`require_admin`].
 #[derive(Clone)]
-pub struct Actor(pub String);
+pub struct Actor(pub crate::model::Actor);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
@@ -124,7 +124,12 @@ pub async fn require_admin(
         tracing::info!(method = %req.method(), path = %req.uri().path(), "refused a cross-origin admin change");
         return e.into_response();
     }
-    req.extensions_mut().insert(Actor(actor));
+    let from = req
+        .extensions()
+        .get::<super::client::Client>()
+        .map(|c| c.ip);
+    req.extensions_mut()
+        .insert(Actor(crate::model::Actor { name: actor, from }));
     next.run(req).await
 }
 

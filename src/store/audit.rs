@@ -3,12 +3,14 @@
 use rusqlite::{Connection, params};
 
 use super::Result;
-use crate::model::Timestamp;
+use crate::model::{Actor, Timestamp};
 
 pub struct Entry {
     pub id: i64,
     pub at: Timestamp,
     pub actor: String,
+    /// The client address the change came from; none for the command line.
+    pub from: Option<String>,
     pub action: String,
     pub target: Option<String>,
     pub detail: Option<String>,
@@ -18,15 +20,23 @@ pub struct Entry {
 pub fn record(
     conn: &Connection,
     at: Timestamp,
-    actor: &str,
+    actor: &Actor,
     action: &str,
     target: Option<&str>,
     detail: Option<&str>,
 ) -> Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO audit_log (at, actor, action, target, detail, client) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![at.millis(), actor, action, target, detail])?;
+    .execute(params![
+        at.millis(),
+        actor.name,
+        action,
+        target,
+        detail,
+        actor.from.map(|ip| ip.to_string())
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -38,7 +48,8 @@ pub fn set_detail(conn: &Connection, id: i64, detail: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) const LIST: &str = "SELECT id, at, actor, action, target, detail FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2";
+pub(super) const LIST: &str = "SELECT id, at, actor, action, target, detail, client FROM audit_log \
+     WHERE id < ?1 ORDER BY id DESC LIMIT ?2";
 
 /// Newest first; `before` is the id of the last entry of the previous page.
 pub fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
@@ -51,6 +62,7 @@ pub fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<En
             action: r.get(3)?,
             target: r.get(4)?,
             detail: r.get(5)?,
+            from: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -23,13 +23,15 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at) WHERE state = 'pending';
      CREATE INDEX deliveries_leases ON deliveries(lease_until) WHERE state = 'in_flight';
      CREATE INDEX deliveries_held ON deliveries(integration_id) WHERE state = 'held';",
-    // 2 → 3 (issues #13, #15): each delivery records its event type (every delivery so far was a
-    // verified event's, or a test webhook shaped like one); every event list and every
+    // 2 → 3 (issues #13, #15, #16): each delivery records its event type (every delivery so far was
+    // a verified event's, or a test webhook shaped like one), each audit entry the client address it
+    // came from (none for the entries before); every event list and every
     // delivery-history filter gets the index it walks in the order asked, and the deliveries of each
     // integration are counted by state in a table the triggers keep, filled here from the rows as
     // they are. (Each statement is written exactly as in `schema.sql`, so a migrated database has the
     // same schema text as a new one; a test compares.)
     r"ALTER TABLE deliveries ADD COLUMN event_type TEXT NOT NULL DEFAULT 'CLICKWRAP_EVENT_VERIFIED';
+ALTER TABLE audit_log ADD COLUMN client TEXT;
 DROP INDEX events_verified_by_integration;
 CREATE INDEX events_verified_by_integration ON events(integration_id, action, action_at, event_id)
     WHERE verified_at IS NOT NULL;

@@ -644,6 +644,7 @@ async fn integration_lifecycle_through_the_admin_api() {
             .find(|e| e["action"] == action)
             .unwrap_or_else(|| panic!("{action} missing from {audit}"));
         assert_eq!(entry["actor"], ADMIN, "{entry}");
+        assert_eq!(entry["from"], "127.0.0.1", "the client it came from: {entry}");
         assert_eq!(entry["target"], app_id.as_str(), "{entry}");
         assert!(entry["at"].as_str().unwrap().ends_with('Z'), "{entry}");
     }

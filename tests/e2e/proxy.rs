@@ -224,6 +224,20 @@ async fn behind_a_trusted_proxy_the_client_address_is_the_clients_own() {
     let direct = login(server.url("")).await;
     assert_eq!(direct.status(), StatusCode::OK);
     assert!(!cookie(&direct).contains("Secure"), "{}", cookie(&direct));
+
+    // An admin change through the proxy is audited with the admin's own address.
+    let token = server.admin_token().await;
+    let res = client_from_127_0_0_5(false)
+        .post(format!("{proxied}/api/v1/integrations/{app_id}/app-key"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let audit: Value = admin.get(server.url("/api/v1/audit")).json_ok().await;
+    let entry = &audit["items"][0];
+    assert_eq!(entry["action"], "integration.app_key.regenerate", "{audit}");
+    assert_eq!(entry["from"], CLIENT.to_string(), "{entry}");
     drop(nginx);
     server.stop().await;
 }
