@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -93,6 +93,65 @@ BEGIN
         held = held - (OLD.state = 'held'), cancelled = cancelled - (OLD.state = 'cancelled')
     WHERE integration_id = OLD.integration_id;
 END;",
+    // 3 → 4 (issue #14): each delivery's latest HTTP status (not filled in: the deliveries attempted
+    // before show theirs in their attempts); the dashboard's kept aggregates — attempts per integration, hour and
+    // outcome; each integration's latest success and failure; verified events per integration, day
+    // and action, with the trigger that keeps them — filled here from the attempts still kept and
+    // from every verified event (one pass over each; the aggregates of attempts already pruned are
+    // lost, as the attempts are).
+    r"ALTER TABLE deliveries ADD COLUMN last_status INTEGER;
+CREATE TABLE attempt_hours (
+    integration_id  INTEGER NOT NULL REFERENCES integrations(id),
+    hour            INTEGER NOT NULL,
+    outcome         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    gave_up         INTEGER NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    max_duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, hour, outcome)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX attempt_hours_by_hour ON attempt_hours(hour);
+CREATE TABLE webhook_health (
+    integration_id   INTEGER PRIMARY KEY REFERENCES integrations(id),
+    last_success_at  INTEGER,
+    last_failure_at  INTEGER,
+    failure_delivery INTEGER,
+    failure_outcome  TEXT,
+    failure_status   INTEGER,
+    failure_detail   TEXT
+) STRICT;
+CREATE TABLE event_days (
+    integration_id INTEGER NOT NULL REFERENCES integrations(id),
+    day            INTEGER NOT NULL,
+    action         TEXT NOT NULL,
+    events         INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, day, action)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX event_days_by_day ON event_days(day);
+CREATE TRIGGER events_counted_on_verify AFTER UPDATE OF verified_at ON events
+    WHEN OLD.verified_at IS NULL AND NEW.verified_at IS NOT NULL
+BEGIN
+    INSERT INTO event_days (integration_id, day, action, events)
+    VALUES (NEW.integration_id, NEW.action_at - NEW.action_at % 86400000, NEW.action, 1)
+    ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
+END;
+INSERT INTO attempt_hours (integration_id, hour, outcome, attempts, gave_up, duration_ms, max_duration_ms)
+SELECT d.integration_id, a.started_at - a.started_at % 3600000, a.outcome, count(*),
+       count(*) FILTER (WHERE d.state = 'failed'
+                        AND a.id = (SELECT max(id) FROM attempts WHERE delivery_id = d.id)),
+       sum(a.duration_ms), max(a.duration_ms)
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id GROUP BY 1, 2, 3;
+INSERT INTO webhook_health (integration_id, last_failure_at, failure_delivery, failure_outcome, failure_status,
+    failure_detail)
+SELECT d.integration_id, max(a.started_at), a.delivery_id, a.outcome, a.response_status, a.detail
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.outcome <> 'ok' GROUP BY d.integration_id;
+INSERT INTO webhook_health (integration_id, last_success_at)
+SELECT d.integration_id, max(a.started_at)
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.outcome = 'ok' GROUP BY d.integration_id
+ON CONFLICT (integration_id) DO UPDATE SET last_success_at = excluded.last_success_at;
+INSERT INTO event_days (integration_id, day, action, events)
+SELECT integration_id, action_at - action_at % 86400000, action, count(*)
+FROM events WHERE verified_at IS NOT NULL GROUP BY 1, 2, 3;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
