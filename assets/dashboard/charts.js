@@ -3,7 +3,8 @@
 // figures, and every chart has a text summary for screen readers.
 
 const SVG = "http://www.w3.org/2000/svg";
-const W = 640;
+// Each chart is drawn in its own coordinates, about as wide as it shows on a desktop, so its text
+// keeps its size; on a narrower screen the whole drawing scales down.
 const H = 220;
 const PAD = { left: 44, right: 12, top: 12, bottom: 28 };
 
@@ -24,14 +25,14 @@ function niceMax(v, min) {
   return 10 * p;
 }
 
-function frame(label, max, unit) {
+function frame(W, label, max) {
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart-svg", preserveAspectRatio: "xMidYMid meet" });
   const plotH = H - PAD.top - PAD.bottom;
   for (const f of [0, 0.5, 1]) {
     const y = PAD.top + plotH * (1 - f);
     svg.append(s("line", { x1: PAD.left, x2: W - PAD.right, y1: y, y2: y, class: f === 0 ? "axis" : "grid" }));
     const v = max * f;
-    svg.append(s("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "tick" }, formatTick(v) + (unit && f === 1 ? " " + unit : "")));
+    svg.append(s("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "tick" }, formatTick(v)));
   }
   return svg;
 }
@@ -46,10 +47,11 @@ function formatTick(v) {
  * Stacked bars: `buckets` in time order, `series` = [{label, cls, value(bucket)}], `xLabel(bucket, i)`
  * gives the axis label (or null to skip one).
  */
-export function stackedBars({ label, buckets, series, xLabel, title }) {
+export function stackedBars({ label, buckets, series, xLabel, title, width }) {
+  const W = width || 640;
   const totals = buckets.map((b) => series.reduce((n, ser) => n + ser.value(b), 0));
   const max = niceMax(Math.max(0, ...totals), 4);
-  const svg = frame(label, max);
+  const svg = frame(W, label, max);
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
   const step = plotW / Math.max(buckets.length, 1);
@@ -75,11 +77,13 @@ export function stackedBars({ label, buckets, series, xLabel, title }) {
   return svg;
 }
 
-/** Lines over time: `lines` = [{label, cls, value(bucket) → number|null}]; null leaves a gap. */
-export function lineChart({ label, buckets, lines, xLabel, title, unit }) {
+/** Lines over time: `lines` = [{label, cls, value(bucket) → number|null}]; null leaves a gap. The
+ * chart's caption names the unit. */
+export function lineChart({ label, buckets, lines, xLabel, title, width }) {
+  const W = width || 640;
   const all = buckets.flatMap((b) => lines.map((l) => l.value(b))).filter((v) => v !== null && v !== undefined);
   const max = niceMax(Math.max(0, ...all), 10);
-  const svg = frame(label, max, unit);
+  const svg = frame(W, label, max);
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
   const step = plotW / Math.max(buckets.length, 1);

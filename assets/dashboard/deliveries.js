@@ -64,7 +64,7 @@ function lastOutcomeCell(d) {
 function nextAttemptCell(d, long) {
   if (d.state === "held") return h("span", { class: "muted" }, long ? "when webhook delivery is on and the integration enabled" : "when delivery is on");
   if (d.state === "in_flight") return h("span", { class: "muted" }, "sending now");
-  return timeAndRelative(d.nextAttemptAt);
+  return timeAndRelative(d.nextAttemptAt, true);
 }
 
 export async function deliveriesPage(view, appId) {

@@ -128,7 +128,8 @@ export async function overviewPage(view) {
     label: "Delivery attempts per hour by outcome, last 24 hours",
     buckets: attempts.buckets,
     series,
-    xLabel: hourLabel,
+    xLabel: (b, i) => (i % 2 === 0 ? hourFormat.format(new Date(b.start)) : null),
+    width: 1240,
     title: (b, total) => `${hourFormat.format(new Date(b.start))}: ${total} attempts` + Object.entries(b.byOutcome).map(([k, n]) => `\n${(OUTCOMES[k] || [k])[0]}: ${n}`).join(""),
   });
   const eventsChart = stackedBars({
@@ -149,7 +150,6 @@ export async function overviewPage(view) {
       { label: "Mean", cls: "c-avg", value: (b) => b.avgDurationMs },
     ],
     xLabel: hourLabel,
-    unit: "ms",
     title: (b, l, v) => `${hourFormat.format(new Date(b.start))}: ${l.label.toLowerCase()} ${v} ms`,
   });
   const totalAttempts = attempts.buckets.reduce((n, b) => n + b.attempts, 0);
@@ -161,7 +161,7 @@ export async function overviewPage(view) {
       { label: "Accepted", cls: "c-accepted" },
       { label: "Declined", cls: "c-declined" },
     ]),
-    chart("chart-latency", "Attempt latency", "mean and slowest attempt per hour", latencyChart, [
+    chart("chart-latency", "Attempt latency", "mean and slowest attempt per hour, in milliseconds", latencyChart, [
       { label: "Mean", cls: "c-avg" },
       { label: "Slowest", cls: "c-max" },
     ]),

@@ -59,17 +59,19 @@ export function time(iso) {
 /** "in 2 min", "5 min ago", "just now": how far `iso` is from now, in words. */
 export function relativeWords(iso, now) {
   if (!iso) return "";
-  const secs = Math.round((new Date(iso) - (now || Date.now())) / 1000);
+  const ms = new Date(iso) - (now || Date.now());
+  const secs = Math.round(ms / 1000);
   const a = Math.abs(secs);
-  if (a < 5) return secs >= 0 ? "now" : "just now";
+  if (a < 5) return ms > 0 ? "now" : "just now";
   const span = a < 60 ? `${a} s` : a < 3600 ? `${Math.round(a / 60)} min` : a < 86400 ? `${Math.round(a / 3600)} h` : `${Math.round(a / 86400)} d`;
   return secs > 0 ? `in ${span}` : `${span} ago`;
 }
 
 /** A time in words relative to now ("in 2 min"), with the exact local time beside it. */
-export function timeAndRelative(iso) {
+export function timeAndRelative(iso, due) {
   if (!iso) return h("span", { class: "muted" }, "—");
-  return h("span", { class: "when" }, h("span", { class: "relative", dataset: { at: iso } }, relativeWords(iso)), " ", h("span", { class: "muted" }, "(", time(iso), ")"));
+  const overdue = due && new Date(iso) <= Date.now();
+  return h("span", { class: "when" }, h("span", { class: "relative", dataset: { at: iso } }, overdue ? "due now" : relativeWords(iso)), " ", h("span", { class: "muted" }, "(", time(iso), ")"));
 }
 
 /** A duration in seconds, in words: "45 s", "3 min", "2 h". */

@@ -195,6 +195,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Action, AttemptOutcome, Timestamp};
 
     #[test]
     fn schema_sql_sets_the_version_the_code_expects() {
@@ -238,7 +239,19 @@ mod tests {
              VALUES ('d1', 1, 1, x'7b7d', 'pending', 5, NULL, 0, 0),
                     ('d2', 1, 1, x'7b7d', 'in_flight', NULL, 9, 0, 0),
                     ('d3', 1, 1, x'7b7d', 'held', 0, NULL, 0, 0),
-                    ('d4', 1, 1, x'7b7d', 'succeeded', NULL, NULL, 0, 0);",
+                    ('d4', 1, 1, x'7b7d', 'succeeded', NULL, NULL, 0, 0),
+                    ('d5', 1, 1, x'7b7d', 'failed', NULL, NULL, 0, 0);
+             INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, request_headers,
+                 response_status, outcome, detail)
+             VALUES (4, 1, 'automatic', 3600005, 40, 'https://x/', '{}', 200, 'ok', NULL),
+                    (5, 1, 'automatic', 7200009, 60, 'https://x/', '{}', 500, 'http_status', 'first'),
+                    (5, 2, 'automatic', 7200500, 20, 'https://x/', '{}', 502, 'http_status', 'last');
+             INSERT INTO templates VALUES (1, 't', 'T', 1, 0, 'en', 0, 0);
+             INSERT INTO events (event_id, integration_id, template_id, major, minor, effective_at, end_user_id,
+                 action, technical_metadata, language, action_at, verified_at)
+             VALUES ('e1', 1, 1, 1, 0, 0, 'u', 'ACCEPTED', '{}', 'en', 86400000 + 7, 86400000 + 9),
+                    ('e2', 1, 1, 1, 0, 0, 'u', 'DECLINED', '{}', 'en', 86400000 + 8, 86400000 + 9),
+                    ('e3', 1, 1, 1, 0, 0, 'u', 'ACCEPTED', '{}', 'en', 86400000 + 8, NULL);",
         )
         .unwrap();
         migrate(&mut old, &path).unwrap();
@@ -254,11 +267,71 @@ mod tests {
 
         // The rows are there, and the new partial indexes hold them; each delivery has its event type.
         let count = |sql: &str| -> i64 { old.query_row(sql, [], |r| r.get(0)).unwrap() };
-        assert_eq!(count("SELECT count(*) FROM deliveries"), 4);
+        assert_eq!(count("SELECT count(*) FROM deliveries"), 5);
         assert_eq!(
             count("SELECT count(*) FROM deliveries WHERE event_type = 'CLICKWRAP_EVENT_VERIFIED'"),
-            4
+            5
         );
+        // The dashboard's aggregates (schema 4) were filled from the attempts and verified events.
+        let hours = super::super::stats::hours(&old, (Timestamp(0), Timestamp(i64::MAX)), Some(1))
+            .unwrap()
+            .into_iter()
+            .map(|h| {
+                (
+                    h.hour.millis(),
+                    h.outcome,
+                    h.attempts,
+                    h.gave_up,
+                    h.duration_ms,
+                    h.max_duration_ms,
+                )
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            hours,
+            vec![
+                (3_600_000, AttemptOutcome::Ok, 1, 0, 40, 40),
+                (7_200_000, AttemptOutcome::HttpStatus, 2, 1, 80, 60)
+            ]
+        );
+        let health = super::super::stats::health(&old).unwrap();
+        assert_eq!(health[0].last_success_at, Some(Timestamp(3_600_005)));
+        let failure = health[0].last_failure.clone().unwrap();
+        assert_eq!(
+            (
+                failure.at,
+                failure.response_status,
+                failure.detail.as_deref(),
+                failure.delivery_id.as_deref()
+            ),
+            (Timestamp(7_200_500), Some(502), Some("last"), Some("d5"))
+        );
+        let days = super::super::stats::days(&old, (Timestamp(0), Timestamp(i64::MAX)), None)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.day.millis(), d.action, d.events))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            days,
+            vec![
+                (86_400_000, Action::Accepted, 1),
+                (86_400_000, Action::Declined, 1)
+            ]
+        );
+        // From now on the trigger counts each verify.
+        old.execute(
+            "UPDATE events SET verified_at = 1 WHERE event_id = 'e3'",
+            [],
+        )
+        .unwrap();
+        let accepted: i64 = old
+            .query_row(
+                "SELECT events FROM event_days WHERE action = 'ACCEPTED'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(accepted, 2);
         assert_eq!(
             count(
                 "SELECT count(*) FROM deliveries INDEXED BY deliveries_pending WHERE state = 'pending'"
@@ -290,7 +363,7 @@ mod tests {
                 ("pending", pending),
                 ("in_flight", in_flight),
                 ("succeeded", succeeded),
-                ("failed", 0),
+                ("failed", 1),
                 ("held", held),
                 ("cancelled", 0),
             ]

@@ -1741,7 +1741,7 @@ async fn the_overview_marks_the_failing_integration_and_charts_real_traffic() {
             .await
             .contains("500")
     );
-    page.screenshot("integrations").await;
+    page.screenshot("integrations-health").await;
 
     // The delivery list: the status code and how each chain ended.
     page.hash(&format!("#/integrations/{broken}/deliveries"))
@@ -1758,7 +1758,7 @@ async fn the_overview_marks_the_failing_integration_and_charts_real_traffic() {
             ["HTTP error 500", "gave up after 2 attempts"]
         ])
     );
-    page.screenshot("deliveries").await;
+    page.screenshot("deliveries-failing").await;
 
     // The event detail names its template and integration.
     page.hash(&format!("#/events/{event}")).await;
@@ -1775,11 +1775,11 @@ async fn the_overview_marks_the_failing_integration_and_charts_real_traffic() {
     page.hash("#/events").await;
     page.wait_count("table.events tbody tr", 5).await;
     let rows = page
-        .js("return new Set([...document.querySelectorAll('#event-filters > .field')].map(f => f.offsetTop)).size")
+        .js("return new Set([...document.querySelectorAll('#event-filters > .field')].map(f => Math.round(f.getBoundingClientRect().bottom))).size")
         .await;
     assert_eq!(rows, json!(1), "the filters wrap onto more than one row");
     page.assert_fits().await;
-    page.screenshot("events").await;
+    page.screenshot("events-filters").await;
 
     // A phone: the overview's tables become cards and its charts shrink to the screen.
     page.browser.client.set_window_size(390, 844).await.unwrap();
@@ -1792,6 +1792,8 @@ async fn the_overview_marks_the_failing_integration_and_charts_real_traffic() {
         .js("return document.querySelector('#chart-attempts svg').getBoundingClientRect().width")
         .await;
     assert!(chart_width.as_f64().unwrap() <= 390.0, "{chart_width}");
+    page.js("document.getElementById('health').scrollIntoView()")
+        .await;
     page.screenshot("phone-overview").await;
     page.close().await;
 
