@@ -1653,7 +1653,7 @@ async fn the_overview_marks_the_failing_integration_and_charts_real_traffic() {
     page.wait_contains(&format!("{failing_row} td[data-label='Health']"), "Failing")
         .await;
     assert_eq!(
-        page.attr_of(&format!("{failing_row}"), "data-health").await,
+        page.attr_of(&failing_row, "data-health").await,
         json!("failing")
     );
     assert_eq!(
