@@ -46,13 +46,17 @@ pub struct Tally {
     pub max_duration_ms: i64,
 }
 
+/// Where `outcome` counts in [`Tally::by_outcome`].
+fn index_of(outcome: AttemptOutcome) -> usize {
+    AttemptOutcome::ALL
+        .iter()
+        .position(|o| *o == outcome)
+        .expect("every outcome is in ALL")
+}
+
 impl Tally {
     fn add(&mut self, row: &stats::HourRow) {
-        let i = AttemptOutcome::ALL
-            .iter()
-            .position(|o| *o == row.outcome)
-            .expect("every outcome is in ALL");
-        self.by_outcome[i] += row.attempts;
+        self.by_outcome[index_of(row.outcome)] += row.attempts;
         self.gave_up += row.gave_up;
         self.duration_ms += row.duration_ms;
         self.max_duration_ms = self.max_duration_ms.max(row.max_duration_ms);
@@ -63,7 +67,7 @@ impl Tally {
     }
 
     pub fn delivered(&self) -> i64 {
-        self.by_outcome[0]
+        self.by_outcome[index_of(AttemptOutcome::Ok)]
     }
 
     pub fn failed(&self) -> i64 {
@@ -274,8 +278,8 @@ mod tests {
 
     fn tally(ok: i64, failed: i64) -> Tally {
         let mut t = Tally::default();
-        t.by_outcome[0] = ok;
-        t.by_outcome[1] = failed;
+        t.by_outcome[index_of(AttemptOutcome::Ok)] = ok;
+        t.by_outcome[index_of(AttemptOutcome::Timeout)] = failed;
         t
     }
 

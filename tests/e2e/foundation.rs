@@ -221,6 +221,9 @@ fn admin_routes(
             Some(json!({"type": "MAJOR"})),
         ),
         (Method::GET, "/api/v1/session".into(), None),
+        (Method::GET, "/api/v1/stats/overview".into(), None),
+        (Method::GET, "/api/v1/stats/attempts".into(), None),
+        (Method::GET, "/api/v1/stats/events".into(), None),
         (Method::GET, "/api/v1/integrations".into(), None),
         (
             Method::POST,
