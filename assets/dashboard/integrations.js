@@ -33,7 +33,7 @@ export async function integrationsPage(view, openAppId) {
           ["App name", (i) => h("span", { class: "app-name" }, i.name)],
           ["Created date", (i) => time(i.createdAt)],
           ["Status", (i) => badge(i.status === "ENABLED" ? "Enabled" : "Disabled")],
-          ["Webhooks", (i) => (!i.callbackUrl ? h("span", { class: "muted" }, "no callback URL") : of(i) ? h("div", { class: "webhooks-cell" }, h("div", {}, healthBadge(of(i).health), of(i).last24h.attempts ? h("span", { class: "rate" }, " " + percent(of(i).last24h.successRate)) : null), h("div", { class: "small" }, last24Words(of(i).last24h), h("span", { class: "muted" }, " in 24 h"))) : "—")],
+          ["Webhooks, 24 h", (i) => (!i.callbackUrl ? h("span", { class: "muted" }, "no callback URL") : of(i) ? h("div", { class: "webhooks-cell" }, h("div", {}, healthBadge(of(i).health), of(i).last24h.attempts ? h("span", { class: "rate" }, " " + percent(of(i).last24h.successRate)) : null), h("div", { class: "small" }, last24Words(of(i).last24h))) : "—")],
           ["Last failure", (i) => (of(i) ? lastFailureCell(of(i).lastFailure) : "—")],
           ["Queue", (i) => (of(i) ? queueCell(of(i).queue) : "—")],
           [

@@ -28,10 +28,19 @@ export function percent(rate) {
   return (p === 100 || p === 0 ? p.toFixed(0) : p.toFixed(1)) + " %";
 }
 
-/** "12 delivered · 3 failed" for a last24h block. */
+/** "12 delivered · 3 failed" for a last24h block, and the failures by outcome ("HTTP error 2 · Timed out 1"). */
 export function last24Words(t) {
   if (!t.attempts) return h("span", { class: "muted" }, "no attempts");
-  return h("span", { class: "last24" }, h("span", { class: "n-ok" }, `${t.delivered} delivered`), " · ", h("span", { class: t.failed ? "n-failed" : "muted" }, `${t.failed} failed`), t.gaveUp ? h("span", { class: "n-failed" }, ` · ${t.gaveUp} gave up`) : null);
+  const failures = Object.entries(t.byOutcome).filter(([k]) => k !== "ok");
+  return h(
+    "span",
+    { class: "last24" },
+    h("span", { class: "n-ok" }, `${t.delivered} delivered`),
+    " · ",
+    h("span", { class: t.failed ? "n-failed" : "muted" }, `${t.failed} failed`),
+    t.gaveUp ? h("span", { class: "n-failed" }, ` · ${t.gaveUp} gave up`) : null,
+    failures.length ? h("span", { class: "by-outcome" }, failures.map(([k, n]) => `${(OUTCOMES[k] || [k])[0]} ${n}`).join(" · ")) : null,
+  );
 }
 
 /** The latest failure: when, what (outcome, status) and why, linking to its delivery. */
