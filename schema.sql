@@ -229,10 +229,12 @@ CREATE TABLE deliveries (
     chain_trigger   TEXT NOT NULL DEFAULT 'automatic' CHECK (chain_trigger IN ('automatic', 'manual')),
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
-, event_type TEXT NOT NULL DEFAULT 'CLICKWRAP_EVENT_VERIFIED') STRICT;
+, event_type TEXT NOT NULL DEFAULT 'CLICKWRAP_EVENT_VERIFIED', last_status INTEGER) STRICT;
 -- `event_type` (schema 3) is the payload's `eventType`, one of `model::EventType`; it is written as
 -- SQLite stores a column added by `ALTER TABLE`, so a migrated database and a new one have the same
 -- schema text. No CHECK: another event type is a new value, not a rebuild of the table.
+-- `last_status` (schema 4) is the HTTP status of the latest attempt, NULL when it got no response
+-- (or was made before schema 4), written by the update that already records `last_outcome`.
 
 -- The dispatcher's queues: each integration's pending deliveries in due order, the leases of those in
 -- flight, and those held. Partial, so a row is in one of them only while it waits in that state, and a
@@ -335,4 +337,52 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);
 CREATE INDEX attempts_by_time ON attempts(started_at);
 
-PRAGMA user_version = 3;
+-- The dashboard's health and charts (schema 4, issue #14): small tables kept in the transaction of
+-- every attempt record and every verify, so a day's chart reads that day's few rows, never the
+-- attempts or the events. Hours and days are Unix milliseconds of their start (UTC).
+-- Attempts per integration, hour and outcome: how many, how many were a delivery's last (it failed
+-- for good), and their durations. At most one row per outcome an integration met in an hour.
+CREATE TABLE attempt_hours (
+    integration_id  INTEGER NOT NULL REFERENCES integrations(id),
+    hour            INTEGER NOT NULL,
+    outcome         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    gave_up         INTEGER NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    max_duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, hour, outcome)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX attempt_hours_by_hour ON attempt_hours(hour);
+
+-- Each integration's latest successful attempt and latest failed one, with what went wrong (the
+-- delivery is its row id, no foreign key: the failure stays told if the delivery ever goes).
+CREATE TABLE webhook_health (
+    integration_id   INTEGER PRIMARY KEY REFERENCES integrations(id),
+    last_success_at  INTEGER,
+    last_failure_at  INTEGER,
+    failure_delivery INTEGER,
+    failure_outcome  TEXT,
+    failure_status   INTEGER,
+    failure_detail   TEXT
+) STRICT;
+
+-- Verified events per integration, UTC day of their action and action, kept by the trigger below
+-- (an event is verified once: the update that sets `verified_at`).
+CREATE TABLE event_days (
+    integration_id INTEGER NOT NULL REFERENCES integrations(id),
+    day            INTEGER NOT NULL,
+    action         TEXT NOT NULL,
+    events         INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, day, action)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX event_days_by_day ON event_days(day);
+
+CREATE TRIGGER events_counted_on_verify AFTER UPDATE OF verified_at ON events
+    WHEN OLD.verified_at IS NULL AND NEW.verified_at IS NOT NULL
+BEGIN
+    INSERT INTO event_days (integration_id, day, action, events)
+    VALUES (NEW.integration_id, NEW.action_at - NEW.action_at % 86400000, NEW.action, 1)
+    ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
+END;
+
+PRAGMA user_version = 4;

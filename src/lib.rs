@@ -10,6 +10,7 @@ pub mod config;
 pub mod credentials;
 pub mod dispatch;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod integrations;
 pub mod metrics;

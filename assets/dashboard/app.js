@@ -1,6 +1,7 @@
 // The dashboard's entry point: the session (login, logout, expiry) and the router. Pages live in the
 // other modules and are chosen by the URL's fragment, so a reload or a new session keeps the place:
 //
+//   #/overview (and #/)                 webhook health and charts (?appId)
 //   #/integrations                      integrations table (+ create)
 //   #/integrations/{appId}              … with the configuration dialog open
 //   #/integrations/{appId}/deliveries   delivery history (?state&outcome)
@@ -11,6 +12,7 @@
 
 import { api, whenSessionExpires } from "./api.js";
 import { h, fill, field, errorBox, busy, leavePage } from "./ui.js";
+import { overviewPage } from "./overview.js";
 import { integrationsPage } from "./integrations.js";
 import { deliveriesPage, deliveryPage } from "./deliveries.js";
 import { eventsPage, eventPage } from "./events.js";
@@ -32,7 +34,7 @@ async function route() {
   if (!signedIn) return;
   const [section, id, sub] = routeOf(location.hash);
   for (const a of document.querySelectorAll("[data-nav]")) {
-    const current = a.dataset.nav === section || (section === "deliveries" && a.dataset.nav === "integrations") || (!section && a.dataset.nav === "integrations");
+    const current = a.dataset.nav === section || (section === "deliveries" && a.dataset.nav === "integrations") || (!section && a.dataset.nav === "overview");
     if (current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
@@ -40,6 +42,8 @@ async function route() {
   fill(main, view);
   switch (section) {
     case undefined:
+    case "overview":
+      return overviewPage(view);
     case "integrations":
       if (id && sub === "deliveries") return deliveriesPage(view, id);
       return integrationsPage(view, id);
@@ -50,7 +54,7 @@ async function route() {
     case "templates":
       return id ? templatePage(view, id) : templatesPage(view);
     default:
-      fill(view, h("h1", {}, "Not found"), h("p", {}, "There is no such page. ", h("a", { href: "#/integrations" }, "Go to the integrations.")));
+      fill(view, h("h1", {}, "Not found"), h("p", {}, "There is no such page. ", h("a", { href: "#/overview" }, "Go to the overview.")));
   }
 }
 
@@ -120,7 +124,7 @@ document.getElementById("logout").addEventListener("click", async () => {
     // Logged out either way: the cookie is cleared by the server or was already gone.
   }
   signedIn = false;
-  location.hash = "#/integrations";
+  location.hash = "#/overview";
   showLogin("You have logged out.");
 });
 

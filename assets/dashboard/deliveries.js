@@ -2,7 +2,7 @@
 // deliveries in a time range) and one delivery with every attempt explained.
 
 import { api, query } from "./api.js";
-import { h, onLeave, fill, field, time, errorBox, busy, stateBadge, outcomeLabel, outcomeWords, OUTCOMES, empty, table, toast, pretty, hashParams, localToIso, isoToLocal } from "./ui.js";
+import { h, onLeave, fill, field, time, timeAndRelative, errorBox, busy, stateBadge, outcomeLabel, outcomeWords, OUTCOMES, empty, table, toast, pretty, hashParams, localToIso, isoToLocal } from "./ui.js";
 
 const enc = encodeURIComponent;
 const STATES = ["pending", "in_flight", "succeeded", "failed", "held", "cancelled"];
@@ -35,6 +35,38 @@ function eventCell(d) {
   return h("a", { href: `#/events/${enc(d.clickwrapEventId)}`, class: "mono", title: d.clickwrapEventId }, d.clickwrapEventId.slice(0, 8) + "…");
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** Where the delivery's attempt chain stands: "attempt 3 of 4", "gave up after 4 attempts" … */
+export function attemptsWords(d) {
+  const n = d.attempts;
+  const max = d.maxAttempts;
+  switch (d.state) {
+    case "failed":
+      return `gave up after ${plural(n, "attempt")}`;
+    case "succeeded":
+      return n <= 1 ? "delivered at the first attempt" : `delivered at attempt ${n} of ${max}`;
+    case "in_flight":
+      return `attempt ${n + 1} of ${max}, sending now`;
+    case "pending":
+      return n === 0 ? `first of ${max} attempts due` : `attempt ${n} of ${max} failed, retrying`;
+    default:
+      return n === 0 ? "not attempted" : plural(n, "attempt");
+  }
+}
+
+/** The last outcome with the HTTP status it came with, if any ("HTTP error 500"). */
+function lastOutcomeCell(d) {
+  if (!d.lastOutcome) return h("span", { class: "muted" }, "—");
+  return h("span", {}, outcomeLabel(d.lastOutcome), d.lastResponseStatus != null ? h("span", { class: "status-code", title: "HTTP status of the latest attempt" }, " " + d.lastResponseStatus) : null);
+}
+
+function nextAttemptCell(d, long) {
+  if (d.state === "held") return h("span", { class: "muted" }, long ? "when webhook delivery is on and the integration enabled" : "when delivery is on");
+  if (d.state === "in_flight") return h("span", { class: "muted" }, "sending now");
+  return timeAndRelative(d.nextAttemptAt, true);
+}
+
 export async function deliveriesPage(view, appId) {
   const params = hashParams();
   const filter = { state: params.get("state") || "", outcome: params.get("outcome") || "" };
@@ -48,7 +80,13 @@ export async function deliveriesPage(view, appId) {
   };
   state.addEventListener("change", apply);
   outcome.addEventListener("change", apply);
-  const filters = h("form", { class: "filters", "aria-label": "Filter deliveries" }, field("State", state)[0], field("Last outcome", outcome)[0]);
+  const filters = h(
+    "form",
+    { class: "filters", "aria-label": "Filter deliveries" },
+    field("State", state)[0],
+    field("Last outcome", outcome)[0],
+    h("div", { class: "field buttons" }, h("a", { class: "button link", href: `#/integrations/${enc(appId)}/deliveries` }, "Clear")),
+  );
   filters.addEventListener("submit", (e) => (e.preventDefault(), apply()));
 
   fill(
@@ -107,9 +145,9 @@ export async function deliveriesPage(view, appId) {
         ["Created", (d) => time(d.createdAt)],
         ["Event", eventCell],
         ["State", (d) => stateBadge(d.state)],
-        ["Attempts", (d) => h("span", { class: "attempts" }, String(d.attempts))],
-        ["Last outcome", (d) => outcomeLabel(d.lastOutcome)],
-        ["Next attempt", (d) => (d.state === "held" ? h("span", { class: "muted" }, "when delivery is on") : time(d.nextAttemptAt))],
+        ["Attempts", (d) => h("span", { class: "attempts", dataset: { attempts: d.attempts } }, attemptsWords(d))],
+        ["Last outcome", lastOutcomeCell],
+        ["Next attempt", (d) => nextAttemptCell(d, false)],
         [
           "Actions",
           (d) =>
@@ -181,6 +219,14 @@ export async function deliveryPage(view, id) {
   const body = h("div", { id: "delivery" }, h("p", { class: "muted" }, "Loading…"));
   fill(view, h("p", { class: "crumbs" }, h("a", { href: "#/integrations" }, "Integrations"), " › ", h("span", { id: "crumb-app" }, "…"), " › Delivery"), errors, body);
   let d = null;
+  // What the user opened or closed, by section: the page is rebuilt at every refresh while the
+  // delivery is still being attempted, and must not fold up what they are reading.
+  const opened = new Map();
+  const remember = (key, defaultOpen, ...content) => {
+    const el = h("details", { dataset: { key }, open: opened.has(key) ? opened.get(key) : defaultOpen }, ...content);
+    el.addEventListener("toggle", () => opened.set(key, el.open));
+    return el;
+  };
   const again = poll(
     () => load(true),
     () => d && unsettled(d),
@@ -204,14 +250,14 @@ export async function deliveryPage(view, id) {
       fact("State", stateBadge(d.state)),
       fact("Event", d.isTest ? "Test webhook (sample CLICKWRAP_EVENT_VERIFIED)" : eventCell(d)),
       fact("Trigger", d.trigger),
-      fact("Attempts", h("span", { class: "attempts" }, String(d.attempts))),
-      fact("Last outcome", outcomeLabel(d.lastOutcome)),
-      fact("Next attempt", d.state === "held" ? "when webhook delivery is on and the integration enabled" : time(d.nextAttemptAt)),
+      fact("Attempts", h("span", { class: "attempts", dataset: { attempts: d.attempts } }, attemptsWords(d))),
+      fact("Last outcome", lastOutcomeCell(d)),
+      fact("Next attempt", nextAttemptCell(d, true)),
       fact("Created", time(d.createdAt)),
       fact("Delivery ID", h("code", {}, d.id)),
     );
     const attempts = d.attemptList.length
-      ? d.attemptList.map(attemptCard)
+      ? d.attemptList.map((a, i) => attemptCard(a, i, remember))
       : [empty(d.state === "held" ? "No attempt yet: this delivery is held because webhook delivery is off or the integration is disabled." : "No attempt yet.")];
     fill(
       body,
@@ -219,7 +265,7 @@ export async function deliveryPage(view, id) {
       summary,
       h("h2", {}, "Attempts"),
       h("ol", { class: "attempt-list" }, attempts.map((a) => h("li", {}, a))),
-      h("details", { class: "payload" }, h("summary", {}, "Payload (the same bytes at every attempt)"), h("pre", {}, pretty(d.payload))),
+      h("div", { class: "payload" }, remember("payload", false, h("summary", {}, "Payload (the same bytes at every attempt)"), h("pre", {}, pretty(d.payload)))),
     );
   }
   load();
@@ -229,13 +275,15 @@ function fact(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
 }
 
-function attemptCard(a) {
+/** One attempt; `remember(key, defaultOpen, ...)` makes its foldable sections (the response body of a
+ * failed attempt open by default). `i` is its place in the list, stable across refreshes. */
+function attemptCard(a, i, remember) {
   const headers = a.requestHeaders && typeof a.requestHeaders === "object" ? Object.entries(a.requestHeaders) : [];
   return h(
     "article",
     { class: `attempt outcome-${a.outcome}`, dataset: { number: a.number, outcome: a.outcome } },
     h("h3", {}, `Attempt ${a.number}`, h("span", { class: "muted" }, ` · ${a.trigger} · `), time(a.startedAt), h("span", { class: "muted" }, ` · ${a.durationMs} ms`)),
-    outcomeWords(a.outcome, a.detail),
+    outcomeWords(a.outcome, a.detail, a.responseStatus),
     h(
       "dl",
       { class: "facts" },
@@ -244,12 +292,12 @@ function attemptCard(a) {
       fact("Duration", `${a.durationMs} ms`),
       fact("Response status", a.responseStatus != null ? h("span", { class: "response-status" }, String(a.responseStatus)) : h("span", { class: "muted" }, "no response")),
     ),
-    h(
-      "details",
-      {},
+    remember(
+      `${i}:headers`,
+      false,
       h("summary", {}, "Request headers"),
       headers.length ? table([["Header", ([k]) => h("code", {}, k)], ["Value", ([, v]) => h("code", { class: "wrap" }, Array.isArray(v) ? v.join(", ") : String(v))]], headers, { class: "headers" }) : h("p", { class: "muted" }, "No request was sent."),
     ),
-    h("details", {}, h("summary", {}, "Response body (first 4 KiB)"), a.responseBody ? h("pre", { class: "response-body" }, a.responseBody) : h("p", { class: "muted" }, "Empty.")),
+    remember(`${i}:body`, a.outcome !== "ok", h("summary", {}, "Response body (first 4 KiB)"), a.responseBody ? h("pre", { class: "response-body" }, a.responseBody) : h("p", { class: "muted" }, "Empty.")),
   );
 }

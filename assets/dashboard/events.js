@@ -2,6 +2,7 @@
 // range) kept in the URL, keyset pagination, and one event with its webhook deliveries.
 
 import { api, query } from "./api.js";
+import { attemptsWords } from "./deliveries.js";
 import { h, fill, field, time, errorBox, stateBadge, outcomeLabel, badge, empty, table, pretty, hashParams, localToIso, isoToLocal } from "./ui.js";
 
 const enc = encodeURIComponent;
@@ -38,14 +39,23 @@ export async function eventsPage(view) {
     field("Status", status)[0],
     field("From", from)[0],
     field("To", to)[0],
-    h("div", { class: "field buttons" }, h("button", { type: "submit", class: "primary", id: "apply-filters" }, "Apply"), h("a", { class: "button link", href: "#/events" }, "Clear")),
+    h("div", { class: "field buttons" }, h("button", { type: "submit", class: "visually-hidden", id: "apply-filters", tabindex: "-1" }, "Apply"), h("a", { class: "button link", href: "#/events" }, "Clear")),
   );
+  // Like every filter of the dashboard: applied as soon as it changes (the end user when the field
+  // is left or Enter is pressed), kept in the URL, and cleared by "Clear".
+  // Until the names have loaded, the two lists cannot show the URL's choice yet: keep it.
+  let named = false;
+  const apply = () => {
+    const next =
+      "#/events" +
+      query({ appId: named ? integration.value : filter.appId, templateId: named ? template.value : filter.clickwrapTemplateId, endUserId: endUser.value.trim(), status: status.value, from: localToIso(from.value), to: localToIso(to.value) });
+    if (next !== location.hash) location.hash = next;
+  };
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    location.hash =
-      "#/events" +
-      query({ appId: integration.value, templateId: template.value, endUserId: endUser.value.trim(), status: status.value, from: localToIso(from.value), to: localToIso(to.value) });
+    apply();
   });
+  for (const el of [integration, template, status, from, to, endUser]) el.addEventListener("change", apply);
   fill(view, h("h1", {}, "Clickwrap events"), h("p", { class: "lead" }, "Verified acceptances and declines, newest first. Times are in your time zone; hover for UTC."), form, errors, body);
 
   // Names for the filters and the table.
@@ -60,6 +70,7 @@ export async function eventsPage(view) {
       names.templates.set(t.id, t.name);
       template.append(h("option", { value: t.id, selected: t.id === filter.clickwrapTemplateId }, t.name));
     }
+    named = true;
   } catch (e) {
     errors.show(e);
   }
@@ -130,6 +141,9 @@ export async function eventPage(view, id) {
     return errors.show(err);
   }
   const fact = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  // Names, not ids: the template's and the integration's (a deleted integration keeps its App ID).
+  const [template, app] = await Promise.all([api("GET", `/templates/${enc(e.clickwrapTemplateId)}`).catch(() => null), api("GET", `/integrations/${enc(e.appId)}`).catch(() => null)]);
+  const withId = (name, id) => (name ? h("span", { title: id }, name) : h("span", { class: "mono" }, id));
   view.append(
     h("h1", {}, "Clickwrap event"),
     h(
@@ -137,9 +151,9 @@ export async function eventPage(view, id) {
       { class: "facts", id: "event-facts" },
       fact("Status", badge(e.clickwrapEventStatus === "ACCEPTED" ? "Accepted" : "Declined")),
       fact("End user", h("span", { class: "end-user" }, e.endUserId)),
-      fact("Template", h("a", { href: `#/templates/${enc(e.clickwrapTemplateId)}` }, e.clickwrapTemplateId)),
+      fact("Template", h("a", { href: `#/templates/${enc(e.clickwrapTemplateId)}`, id: "event-template" }, withId(template && template.name, e.clickwrapTemplateId))),
       fact("Version", `${e.clickwrapTemplateVersion}.${e.clickwrapTemplateVersionMinor}`),
-      fact("Integration", h("a", { href: `#/integrations/${enc(e.appId)}` }, e.appId)),
+      fact("Integration", app ? h("a", { href: `#/integrations/${enc(e.appId)}`, id: "event-integration" }, withId(app.name, e.appId)) : h("span", { id: "event-integration" }, withId(null, e.appId), h("span", { class: "muted" }, " (deleted)"))),
       fact("Presented", time(e.presentedAt)),
       fact("Action at", time(e.actionAt)),
       fact("Version effective since", time(e.effectiveAt)),
@@ -155,8 +169,8 @@ export async function eventPage(view, id) {
           [
             ["Created", (d) => time(d.createdAt)],
             ["State", (d) => stateBadge(d.state)],
-            ["Attempts", (d) => String(d.attempts)],
-            ["Last outcome", (d) => outcomeLabel(d.lastOutcome)],
+            ["Attempts", (d) => attemptsWords(d)],
+            ["Last outcome", (d) => h("span", {}, outcomeLabel(d.lastOutcome), d.lastResponseStatus != null ? h("span", { class: "status-code" }, " " + d.lastResponseStatus) : null)],
             ["", (d) => h("a", { class: "button small", href: `#/deliveries/${enc(d.id)}` }, "Details")],
           ],
           e.deliveries,

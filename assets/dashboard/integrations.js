@@ -1,8 +1,9 @@
-// The integrations table (App name, Created date, Status, Actions), creating an integration, and the
-// integration configuration dialog of ClickTerm's Integrations page.
+// The integrations table (App name, Created date, Status, webhook health, Actions), creating an
+// integration, and the integration configuration dialog of ClickTerm's Integrations page.
 
 import { api } from "./api.js";
-import { h, fill, field, time, badge, errorBox, busy, modal, confirmDialog, secretBox, copyButton, copyText, empty, table, toast } from "./ui.js";
+import { h, fill, field, time, badge, errorBox, busy, modal, confirmDialog, secretBox, copyButton, copyText, empty, table, toast, healthBadge } from "./ui.js";
+import { last24Words, lastFailureCell, queueCell, percent } from "./overview.js";
 
 const enc = encodeURIComponent;
 
@@ -12,12 +13,16 @@ export async function integrationsPage(view, openAppId) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   fill(view, h("div", { class: "page-head" }, h("h1", {}, "Integrations"), createButton), h("p", { class: "lead" }, "The web and mobile applications connected to this server. Each has an App ID (public) and an App Key (secret, for your backend)."), errors, body);
   let list;
+  const health = new Map();
   try {
-    list = await api("GET", "/integrations");
+    const [all, overview] = await Promise.all([api("GET", "/integrations"), api("GET", "/stats/overview").catch(() => null)]);
+    list = all;
+    for (const i of (overview && overview.integrations) || []) health.set(i.appId, i);
   } catch (e) {
     fill(body);
     return errors.show(e);
   }
+  const of = (i) => health.get(i.appId);
   if (list.length === 0) {
     fill(body, empty("No integration yet. Create one for each application that shows clickwraps; you will get its App ID and App Key.", h("button", { type: "button", class: "primary", onclick: () => createButton.click() }, "Create the first integration")));
   } else {
@@ -28,6 +33,9 @@ export async function integrationsPage(view, openAppId) {
           ["App name", (i) => h("span", { class: "app-name" }, i.name)],
           ["Created date", (i) => time(i.createdAt)],
           ["Status", (i) => badge(i.status === "ENABLED" ? "Enabled" : "Disabled")],
+          ["Webhooks, 24 h", (i) => (!i.callbackUrl ? h("span", { class: "muted" }, "no callback URL") : of(i) ? h("div", { class: "webhooks-cell" }, h("div", {}, healthBadge(of(i).health), of(i).last24h.attempts ? h("span", { class: "rate" }, " " + percent(of(i).last24h.successRate)) : null), h("div", { class: "small" }, last24Words(of(i).last24h))) : "—")],
+          ["Last failure", (i) => (of(i) ? lastFailureCell(of(i).lastFailure) : "—")],
+          ["Queue", (i) => (of(i) ? queueCell(of(i).queue) : "—")],
           [
             "Actions",
             (i) =>
@@ -40,7 +48,7 @@ export async function integrationsPage(view, openAppId) {
           ],
         ],
         list,
-        { class: "integrations", rowAttrs: (i) => ({ dataset: { appId: i.appId } }) },
+        { class: "integrations", rowAttrs: (i) => ({ dataset: { appId: i.appId, health: of(i) ? of(i).health : "" } }) },
       ),
     );
   }
@@ -56,12 +64,14 @@ function createDialog(refresh) {
     const errors = errorBox();
     const [nameField, name] = field("App name", h("input", { name: "name", required: true, maxlength: 200, placeholder: "Web Platform" }), "Shown only in this dashboard, e.g. “Mobile App” or “QA Environment”.");
     const [domainsField, domains] = field("Allowed domains", h("textarea", { name: "domains", rows: 2, placeholder: "shop.example.com" }), "Where the SDK widget may run: one per line; *.example.com for subdomains. Empty: only this server's own pages.");
+    const [callbackField, callback] = field("Callback URL", h("input", { name: "callbackUrl", id: "create-callback", type: "url", placeholder: "https://api.example.com/clickterm/webhooks" }), "Optional: where verified events are sent as signed webhooks. You can set it later in the configuration.");
     const submit = h("button", { type: "submit", class: "primary" }, "Create");
-    const form = h("form", { id: "create-form" }, nameField, domainsField, errors, h("div", { class: "actions" }, h("button", { type: "button", onclick: close }, "Cancel"), submit));
+    const form = h("form", { id: "create-form" }, nameField, domainsField, callbackField, errors, h("div", { class: "actions" }, h("button", { type: "button", onclick: close }, "Cancel"), submit));
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       busy(submit, errors, async () => {
-        const created = await api("POST", "/integrations", { name: name.value, domains: lines(domains.value) });
+        const url = callback.value.trim();
+        const created = await api("POST", "/integrations", { name: name.value, domains: lines(domains.value), callbackUrl: url === "" ? null : url });
         fill(
           form,
           h("p", {}, "Integration ", h("strong", {}, created.name), " was created."),
@@ -105,7 +115,7 @@ function configDialog(initial, refresh) {
 
       // App name
       const nameErrors = errorBox();
-      const [nameField, name] = field("App Name", h("input", { id: "config-name", value: app.name, maxlength: 200 }), "Used only inside this dashboard; no effect on the API.");
+      const [nameField, name] = field("App name", h("input", { id: "config-name", value: app.name, maxlength: 200 }), "Used only inside this dashboard; no effect on the API.");
       const saveName = h("button", { type: "submit", class: "small" }, "Save name");
       const nameForm = h("form", { class: "inline-form" }, nameField, saveName, nameErrors);
       nameForm.addEventListener("submit", (e) => {
@@ -287,10 +297,10 @@ function configDialog(initial, refresh) {
           fill(keyOut, secretBox("New App Key", appKey, "Store it securely now: once you close this window the key is hidden and cannot be shown again.", "app-key"));
         });
       });
-      const remove = h("button", { type: "button", class: "danger", id: "delete-app" }, "Delete app");
+      const remove = h("button", { type: "button", class: "danger", id: "delete-app" }, "Delete integration");
       remove.addEventListener("click", async () => {
         const ok = await confirmDialog({
-          title: `Delete “${app.name}”?`,
+          title: `Delete the integration “${app.name}”?`,
           message: [
             h("p", {}, "This removes the integration ", h("strong", { class: "delete-name" }, app.name), ` (App ID ${app.appId}). Its App Key stops working, pending webhooks are cancelled, and the SDK refuses it.`),
             h("p", { class: "warn" }, "This action cannot be undone. Events and delivery history are kept."),

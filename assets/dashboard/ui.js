@@ -56,6 +56,44 @@ export function time(iso) {
   return h("time", { datetime: iso, title: iso.replace(/\.\d+Z$/, "Z").replace("T", " ").replace("Z", " UTC") }, localFormat.format(d));
 }
 
+/** "in 2 min", "5 min ago", "just now": how far `iso` is from now, in words. */
+export function relativeWords(iso, now) {
+  if (!iso) return "";
+  const ms = new Date(iso) - (now || Date.now());
+  const secs = Math.round(ms / 1000);
+  const a = Math.abs(secs);
+  if (a < 5) return ms > 0 ? "now" : "just now";
+  const span = a < 60 ? `${a} s` : a < 3600 ? `${Math.round(a / 60)} min` : a < 86400 ? `${Math.round(a / 3600)} h` : `${Math.round(a / 86400)} d`;
+  return secs > 0 ? `in ${span}` : `${span} ago`;
+}
+
+/** A time in words relative to now ("in 2 min"), with the exact local time beside it. */
+export function timeAndRelative(iso, due) {
+  if (!iso) return h("span", { class: "muted" }, "—");
+  const overdue = due && new Date(iso) <= Date.now();
+  return h("span", { class: "when" }, h("span", { class: "relative", dataset: { at: iso } }, overdue ? "due now" : relativeWords(iso)), " ", h("span", { class: "muted" }, "(", time(iso), ")"));
+}
+
+/** A duration in seconds, in words: "45 s", "3 min", "2 h". */
+export function durationWords(secs) {
+  if (secs < 60) return `${secs} s`;
+  if (secs < 3600) return `${Math.round(secs / 60)} min`;
+  return `${Math.round(secs / 3600)} h`;
+}
+
+const HEALTH_WORDS = {
+  failing: ["Failing", "The latest attempt in the last 24 hours failed and none has succeeded since."],
+  degraded: ["Some failures", "Some attempts failed in the last 24 hours; the latest one succeeded."],
+  healthy: ["Healthy", "Every attempt in the last 24 hours succeeded."],
+  idle: ["No traffic", "No webhook attempt in the last 24 hours."],
+};
+
+/** An integration's webhook health in one badge. */
+export function healthBadge(word) {
+  const [label, meaning] = HEALTH_WORDS[word] || [word, ""];
+  return h("span", { class: `badge health health-${word}`, dataset: { health: word }, title: meaning }, label);
+}
+
 /** `<input type="datetime-local">` value → ISO-8601 UTC, or "" when empty. */
 export function localToIso(value) {
   if (!value) return "";
@@ -107,9 +145,16 @@ export function outcomeLabel(outcome) {
   return h("span", { class: `outcome outcome-${outcome}`, title: outcome }, label);
 }
 
-/** An outcome in words: what it means, and the attempt's own detail. */
-export function outcomeWords(outcome, detail) {
+/**
+ * An outcome in words: what it means, and the attempt's own detail. An HTTP error says its status
+ * once ("The endpoint answered 500; only 200 counts as delivered.") instead of the general meaning
+ * followed by the detail, which says the same.
+ */
+export function outcomeWords(outcome, detail, status) {
   const [label, meaning] = OUTCOMES[outcome] || [outcome, ""];
+  if (outcome === "http_status" && status != null) {
+    return h("p", { class: `explain outcome-${outcome}` }, h("strong", {}, label + ". "), `The endpoint answered ${status}; only 200 counts as delivered.`);
+  }
   return h("p", { class: `explain outcome-${outcome}` }, h("strong", {}, label + ". "), meaning, detail ? h("span", { class: "detail" }, " " + capitalise(detail) + ".") : null);
 }
 

@@ -25,7 +25,10 @@ pub(super) struct DeliveryJson<'a> {
     event_type: &'static str,
     state: &'static str,
     attempts: i64,
+    /// How many attempts an automatic chain makes at most (the first and `webhooks.max_retries`).
+    max_attempts: u32,
     last_outcome: Option<&'static str>,
+    last_response_status: Option<u16>,
     next_attempt_at: Option<String>,
     trigger: &'static str,
     created_at: String,
@@ -33,7 +36,7 @@ pub(super) struct DeliveryJson<'a> {
 }
 
 impl<'a> DeliveryJson<'a> {
-    pub(super) fn of(d: &'a DeliveryRow) -> DeliveryJson<'a> {
+    pub(super) fn of(d: &'a DeliveryRow, config: &crate::config::Config) -> DeliveryJson<'a> {
         DeliveryJson {
             id: &d.delivery_id,
             app_id: &d.app_id,
@@ -42,7 +45,9 @@ impl<'a> DeliveryJson<'a> {
             event_type: d.event_type.as_str(),
             state: d.state.as_str(),
             attempts: d.attempts,
+            max_attempts: config.webhooks.max_retries + 1,
             last_outcome: d.last_outcome.map(AttemptOutcome::as_str),
+            last_response_status: d.last_status,
             next_attempt_at: d.next_attempt_at.map(Timestamp::to_rfc3339),
             trigger: d.trigger.as_str(),
             created_at: d.created_at.to_rfc3339(),
@@ -97,9 +102,9 @@ struct DeliveryDetail<'a> {
     attempt_list: Vec<AttemptJson<'a>>,
 }
 
-fn detail(v: &DeliveryView) -> Json<Value> {
+fn detail(v: &DeliveryView, config: &crate::config::Config) -> Json<Value> {
     let out = DeliveryDetail {
-        delivery: DeliveryJson::of(&v.delivery),
+        delivery: DeliveryJson::of(&v.delivery, config),
         payload: String::from_utf8_lossy(&v.delivery.payload),
         attempt_list: v.attempts.iter().map(AttemptJson::of).collect(),
     };
@@ -162,7 +167,10 @@ pub async fn list(
         .then(|| rows.last().map(|d| d.row.to_string()))
         .flatten();
     let page = DeliveryPage {
-        items: rows.iter().map(DeliveryJson::of).collect(),
+        items: rows
+            .iter()
+            .map(|d| DeliveryJson::of(d, &state.config))
+            .collect(),
         next_before,
     };
     Ok(Json(serde_json::to_value(page).expect("a page serialises")))
@@ -187,7 +195,10 @@ pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(detail(&webhooks::get(&state.store, &id).await?))
+    Ok(detail(
+        &webhooks::get(&state.store, &id).await?,
+        &state.config,
+    ))
 }
 
 /// `POST /api/v1/deliveries/{id}/redeliver`
@@ -198,7 +209,7 @@ pub async fn redeliver(
 ) -> Result<Json<Value>, ApiError> {
     let view = webhooks::redeliver(&state.store, &actor, &id).await?;
     state.wake.notify_one();
-    Ok(detail(&view))
+    Ok(detail(&view, &state.config))
 }
 
 /// `POST /api/v1/integrations/{appId}/test-webhook`
@@ -209,7 +220,7 @@ pub async fn test_webhook(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let view = webhooks::send_test(&state.store, &actor, &app_id).await?;
     state.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, detail(&view)))
+    Ok((StatusCode::ACCEPTED, detail(&view, &state.config)))
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ mod public;
 mod ratelimit;
 mod sdk;
 mod serve;
+mod stats;
 mod templates;
 
 use std::sync::Arc;
@@ -169,6 +170,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/integrations/{app_id}/redeliver",
             post(deliveries::redeliver_failed),
         )
+        .route("/api/v1/stats/overview", get(stats::overview))
+        .route("/api/v1/stats/attempts", get(stats::attempts))
+        .route("/api/v1/stats/events", get(stats::events))
         .route("/api/v1/deliveries/{id}", get(deliveries::get))
         .route(
             "/api/v1/deliveries/{id}/redeliver",

@@ -473,7 +473,7 @@ pub async fn admin_event(
     v["deliveries"] = serde_json::to_value(
         deliveries
             .iter()
-            .map(super::deliveries::DeliveryJson::of)
+            .map(|d| super::deliveries::DeliveryJson::of(d, &state.config))
             .collect::<Vec<_>>(),
     )
     .expect("serialisable");

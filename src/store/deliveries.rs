@@ -298,7 +298,8 @@ pub enum Next {
     Failed,
 }
 
-/// Stores the attempt and moves the delivery on, in one transaction.
+/// Stores the attempt, counts it in the dashboard's aggregates (`stats`) and moves the delivery on,
+/// in one transaction.
 pub fn record_attempt(
     conn: &Connection,
     row: i64,
@@ -325,6 +326,7 @@ pub fn record_attempt(
         a.outcome,
         a.detail
     ])?;
+    super::stats::count_attempt(conn, row, a, matches!(next, Next::Failed))?;
     let (state, next_at) = match next {
         Next::Succeeded => (DeliveryState::Succeeded, None),
         Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
@@ -332,11 +334,19 @@ pub fn record_attempt(
     };
     // A delivery set aside while its attempt ran (held, cancelled) keeps that state.
     conn.prepare_cached(
-        "UPDATE deliveries SET attempts = ?2, last_outcome = ?3, updated_at = ?4, lease_until = NULL, \
+        "UPDATE deliveries SET attempts = ?2, last_outcome = ?3, updated_at = ?4, lease_until = NULL, last_status = ?7, \
          next_attempt_at = CASE WHEN state = 'in_flight' THEN ?6 ELSE next_attempt_at END, \
          state = CASE WHEN state = 'in_flight' THEN ?5 ELSE state END WHERE id = ?1",
     )?
-    .execute(params![row, a.number, a.outcome, now.millis(), state, next_at])?;
+    .execute(params![
+        row,
+        a.number,
+        a.outcome,
+        now.millis(),
+        state,
+        next_at,
+        a.response_status
+    ])?;
     Ok(())
 }
 
@@ -412,6 +422,8 @@ pub struct DeliveryRow {
     pub attempts: i64,
     pub next_attempt_at: Option<Timestamp>,
     pub last_outcome: Option<AttemptOutcome>,
+    /// The HTTP status of the latest attempt, if it got a response.
+    pub last_status: Option<u16>,
     pub trigger: Trigger,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -419,7 +431,7 @@ pub struct DeliveryRow {
 
 /// The columns of [`DeliveryRow`] up to `FROM`; the history names the index after the table.
 const DELIVERY_COLUMNS_OF: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, \
-     d.attempts, d.next_attempt_at, d.last_outcome, d.chain_trigger, d.created_at, d.updated_at, d.event_type FROM ";
+     d.attempts, d.next_attempt_at, d.last_outcome, d.chain_trigger, d.created_at, d.updated_at, d.event_type, d.last_status FROM ";
 const DELIVERY_JOINS: &str =
     "JOIN integrations i ON i.id = d.integration_id LEFT JOIN events e ON e.id = d.event_id";
 
@@ -445,6 +457,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         created_at: Timestamp(r.get(11)?),
         updated_at: Timestamp(r.get(12)?),
         event_type: r.get(13)?,
+        last_status: r.get(14)?,
     })
 }
 

@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -95,6 +95,65 @@ BEGIN
         held = held - (OLD.state = 'held'), cancelled = cancelled - (OLD.state = 'cancelled')
     WHERE integration_id = OLD.integration_id;
 END;",
+    // 3 → 4 (issue #14): each delivery's latest HTTP status (not filled in: the deliveries attempted
+    // before show theirs in their attempts); the dashboard's kept aggregates — attempts per integration, hour and
+    // outcome; each integration's latest success and failure; verified events per integration, day
+    // and action, with the trigger that keeps them — filled here from the attempts still kept and
+    // from every verified event (one pass over each; the aggregates of attempts already pruned are
+    // lost, as the attempts are).
+    r"ALTER TABLE deliveries ADD COLUMN last_status INTEGER;
+CREATE TABLE attempt_hours (
+    integration_id  INTEGER NOT NULL REFERENCES integrations(id),
+    hour            INTEGER NOT NULL,
+    outcome         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    gave_up         INTEGER NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    max_duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, hour, outcome)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX attempt_hours_by_hour ON attempt_hours(hour);
+CREATE TABLE webhook_health (
+    integration_id   INTEGER PRIMARY KEY REFERENCES integrations(id),
+    last_success_at  INTEGER,
+    last_failure_at  INTEGER,
+    failure_delivery INTEGER,
+    failure_outcome  TEXT,
+    failure_status   INTEGER,
+    failure_detail   TEXT
+) STRICT;
+CREATE TABLE event_days (
+    integration_id INTEGER NOT NULL REFERENCES integrations(id),
+    day            INTEGER NOT NULL,
+    action         TEXT NOT NULL,
+    events         INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, day, action)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX event_days_by_day ON event_days(day);
+CREATE TRIGGER events_counted_on_verify AFTER UPDATE OF verified_at ON events
+    WHEN OLD.verified_at IS NULL AND NEW.verified_at IS NOT NULL
+BEGIN
+    INSERT INTO event_days (integration_id, day, action, events)
+    VALUES (NEW.integration_id, NEW.action_at - NEW.action_at % 86400000, NEW.action, 1)
+    ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
+END;
+INSERT INTO attempt_hours (integration_id, hour, outcome, attempts, gave_up, duration_ms, max_duration_ms)
+SELECT d.integration_id, a.started_at - a.started_at % 3600000, a.outcome, count(*),
+       count(*) FILTER (WHERE d.state = 'failed'
+                        AND a.id = (SELECT max(id) FROM attempts WHERE delivery_id = d.id)),
+       sum(a.duration_ms), max(a.duration_ms)
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id GROUP BY 1, 2, 3;
+INSERT INTO webhook_health (integration_id, last_failure_at, failure_delivery, failure_outcome, failure_status,
+    failure_detail)
+SELECT d.integration_id, max(a.started_at), a.delivery_id, a.outcome, a.response_status, a.detail
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.outcome <> 'ok' GROUP BY d.integration_id;
+INSERT INTO webhook_health (integration_id, last_success_at)
+SELECT d.integration_id, max(a.started_at)
+FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.outcome = 'ok' GROUP BY d.integration_id
+ON CONFLICT (integration_id) DO UPDATE SET last_success_at = excluded.last_success_at;
+INSERT INTO event_days (integration_id, day, action, events)
+SELECT integration_id, action_at - action_at % 86400000, action, count(*)
+FROM events WHERE verified_at IS NOT NULL GROUP BY 1, 2, 3;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
@@ -138,6 +197,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Action, AttemptOutcome, Timestamp};
 
     #[test]
     fn schema_sql_sets_the_version_the_code_expects() {
@@ -181,7 +241,19 @@ mod tests {
              VALUES ('d1', 1, 1, x'7b7d', 'pending', 5, NULL, 0, 0),
                     ('d2', 1, 1, x'7b7d', 'in_flight', NULL, 9, 0, 0),
                     ('d3', 1, 1, x'7b7d', 'held', 0, NULL, 0, 0),
-                    ('d4', 1, 1, x'7b7d', 'succeeded', NULL, NULL, 0, 0);",
+                    ('d4', 1, 1, x'7b7d', 'succeeded', NULL, NULL, 0, 0),
+                    ('d5', 1, 1, x'7b7d', 'failed', NULL, NULL, 0, 0);
+             INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, request_headers,
+                 response_status, outcome, detail)
+             VALUES (4, 1, 'automatic', 3600005, 40, 'https://x/', '{}', 200, 'ok', NULL),
+                    (5, 1, 'automatic', 7200009, 60, 'https://x/', '{}', 500, 'http_status', 'first'),
+                    (5, 2, 'automatic', 7200500, 20, 'https://x/', '{}', 502, 'http_status', 'last');
+             INSERT INTO templates VALUES (1, 't', 'T', 1, 0, 'en', 0, 0);
+             INSERT INTO events (event_id, integration_id, template_id, major, minor, effective_at, end_user_id,
+                 action, technical_metadata, language, action_at, verified_at)
+             VALUES ('e1', 1, 1, 1, 0, 0, 'u', 'ACCEPTED', '{}', 'en', 86400000 + 7, 86400000 + 9),
+                    ('e2', 1, 1, 1, 0, 0, 'u', 'DECLINED', '{}', 'en', 86400000 + 8, 86400000 + 9),
+                    ('e3', 1, 1, 1, 0, 0, 'u', 'ACCEPTED', '{}', 'en', 86400000 + 8, NULL);",
         )
         .unwrap();
         migrate(&mut old, &path).unwrap();
@@ -197,11 +269,71 @@ mod tests {
 
         // The rows are there, and the new partial indexes hold them; each delivery has its event type.
         let count = |sql: &str| -> i64 { old.query_row(sql, [], |r| r.get(0)).unwrap() };
-        assert_eq!(count("SELECT count(*) FROM deliveries"), 4);
+        assert_eq!(count("SELECT count(*) FROM deliveries"), 5);
         assert_eq!(
             count("SELECT count(*) FROM deliveries WHERE event_type = 'CLICKWRAP_EVENT_VERIFIED'"),
-            4
+            5
         );
+        // The dashboard's aggregates (schema 4) were filled from the attempts and verified events.
+        let hours = super::super::stats::hours(&old, (Timestamp(0), Timestamp(i64::MAX)), Some(1))
+            .unwrap()
+            .into_iter()
+            .map(|h| {
+                (
+                    h.hour.millis(),
+                    h.outcome,
+                    h.attempts,
+                    h.gave_up,
+                    h.duration_ms,
+                    h.max_duration_ms,
+                )
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            hours,
+            vec![
+                (3_600_000, AttemptOutcome::Ok, 1, 0, 40, 40),
+                (7_200_000, AttemptOutcome::HttpStatus, 2, 1, 80, 60)
+            ]
+        );
+        let health = super::super::stats::health(&old).unwrap();
+        assert_eq!(health[0].last_success_at, Some(Timestamp(3_600_005)));
+        let failure = health[0].last_failure.clone().unwrap();
+        assert_eq!(
+            (
+                failure.at,
+                failure.response_status,
+                failure.detail.as_deref(),
+                failure.delivery_id.as_deref()
+            ),
+            (Timestamp(7_200_500), Some(502), Some("last"), Some("d5"))
+        );
+        let days = super::super::stats::days(&old, (Timestamp(0), Timestamp(i64::MAX)), None)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.day.millis(), d.action, d.events))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            days,
+            vec![
+                (86_400_000, Action::Accepted, 1),
+                (86_400_000, Action::Declined, 1)
+            ]
+        );
+        // From now on the trigger counts each verify.
+        old.execute(
+            "UPDATE events SET verified_at = 1 WHERE event_id = 'e3'",
+            [],
+        )
+        .unwrap();
+        let accepted: i64 = old
+            .query_row(
+                "SELECT events FROM event_days WHERE action = 'ACCEPTED'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(accepted, 2);
         assert_eq!(
             count(
                 "SELECT count(*) FROM deliveries INDEXED BY deliveries_pending WHERE state = 'pending'"
@@ -233,7 +365,7 @@ mod tests {
                 ("pending", pending),
                 ("in_flight", in_flight),
                 ("succeeded", succeeded),
-                ("failed", 0),
+                ("failed", 1),
                 ("held", held),
                 ("cancelled", 0),
             ]

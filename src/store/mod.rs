@@ -29,6 +29,7 @@ mod migrate;
 #[cfg(test)]
 mod plans;
 pub mod settings;
+pub mod stats;
 pub mod templates;
 mod vocabulary;
 

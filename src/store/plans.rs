@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::events::{self, ListQuery, Statement};
-use super::{audit, deliveries};
+use super::{audit, deliveries, stats};
 use crate::model::{Action, AttemptOutcome, DeliveryState, Timestamp};
 
 /// Tables that grow with the data (and their aliases in our statements): no plan may scan them.
@@ -22,6 +22,8 @@ const BIG: &[&str] = &[
     "attempts",
     "presentations",
     "audit_log",
+    "attempt_hours",
+    "event_days",
 ];
 
 /// What a plan may do beyond walking its index by a search.
@@ -82,6 +84,17 @@ fn analyzed_database() -> (tempfile::TempDir, Connection) {
          SELECT 1, 1, 1, 0, 'user-' || (i % 50), i FROM n;
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
          INSERT INTO audit_log (at, actor, action) SELECT i, 'admin', 'x' FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO attempt_hours (integration_id, hour, outcome, attempts, gave_up, duration_ms,
+             max_duration_ms)
+         SELECT 1 + i % 20, (i / 20) * 3600000, CASE WHEN i % 7 = 0 THEN 'timeout' ELSE 'ok' END, 5, 0, 50, 20
+         FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO event_days (integration_id, day, action, events)
+         SELECT 1 + i % 20, (i / 20) * 86400000, CASE WHEN i % 9 = 0 THEN 'DECLINED' ELSE 'ACCEPTED' END, 3
+         FROM n;
+         INSERT INTO webhook_health (integration_id, last_success_at, last_failure_at, failure_delivery,
+             failure_outcome) SELECT id, 5, 6, id, 'timeout' FROM integrations;
          ANALYZE;",
     )
     .unwrap();
@@ -380,6 +393,41 @@ fn check_single_statements(conn: &Connection) {
                 (":limit", int(500)),
             ],
             Some("deliveries_failed_by_time"),
+            Allowed::Nothing,
+        ),
+        (
+            "overview: every integration's hours",
+            stats::hours_all_sql(),
+            vec![("?1", int(0)), ("?2", int(24 * 3_600_000))],
+            Some("attempt_hours_by_hour"),
+            Allowed::Nothing,
+        ),
+        (
+            "chart: one integration's hours",
+            stats::hours_of_sql(),
+            vec![("?1", int(0)), ("?2", int(24 * 3_600_000)), ("?3", int(1))],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "chart: every integration's days",
+            stats::DAYS_ALL.to_string(),
+            vec![("?1", int(0)), ("?2", int(14 * 86_400_000))],
+            Some("event_days_by_day"),
+            Allowed::Nothing,
+        ),
+        (
+            "chart: one integration's days",
+            stats::DAYS_OF.to_string(),
+            vec![("?1", int(0)), ("?2", int(14 * 86_400_000)), ("?3", int(1))],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "overview: health and queue per integration",
+            stats::HEALTH.to_string(),
+            vec![],
+            None,
             Allowed::Nothing,
         ),
         (

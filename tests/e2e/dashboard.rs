@@ -110,6 +110,38 @@ impl Page {
         .await;
     }
 
+    /// The attribute `name` of the element matching `css` (null when it has none), without waiting.
+    async fn attr_of(&self, css: &str, name: &str) -> Value {
+        self.find(css).await;
+        self.js(&format!(
+            "return document.querySelector({}).getAttribute({})",
+            json!(css),
+            json!(name)
+        ))
+        .await
+    }
+
+    /// Waits until the field matching `css` holds `value` (a page rebuilt from its URL shows it).
+    async fn wait_value(&self, css: &str, value: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let got = self
+                .js(&format!(
+                    "const el = document.querySelector({}); return el ? el.value : null",
+                    json!(css)
+                ))
+                .await;
+            if got == json!(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} holds {got}, not {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until no element matches `css`.
     async fn wait_gone(&self, css: &str) {
         let deadline = Instant::now() + DEADLINE;
@@ -345,8 +377,8 @@ async fn an_integration_from_creation_to_deletion() {
     page.screenshot("integration-created").await;
     page.click("#created-done").await;
     page.wait_gone("dialog").await;
-    // The table as in the seed: App name, Created date, Status, Actions; times in the viewer's zone with
-    // UTC on hover.
+    // The table as in the seed (App name, Created date, Status, Actions) with the webhooks' health
+    // between Status and Actions; times in the viewer's zone with UTC on hover.
     let row = format!("tr[data-app-id='{app_id}']");
     page.wait_contains(&format!("{row} td[data-label='App name']"), "Web Platform")
         .await;
@@ -355,7 +387,15 @@ async fn an_integration_from_creation_to_deletion() {
         .await;
     assert_eq!(
         heads,
-        json!(["App name", "Created date", "Status", "Actions"])
+        json!([
+            "App name",
+            "Created date",
+            "Status",
+            "Webhooks, 24 h",
+            "Last failure",
+            "Queue",
+            "Actions"
+        ])
     );
     assert_eq!(
         page.text(&format!("{row} td[data-label='Status']")).await,
@@ -459,12 +499,12 @@ async fn an_integration_from_creation_to_deletion() {
     assert_eq!(
         page.text("table.deliveries td[data-label='Last outcome']")
             .await,
-        "Delivered"
+        "Delivered 200"
     );
     assert_eq!(
         page.text("table.deliveries td[data-label='Attempts']")
             .await,
-        "1"
+        "delivered at the first attempt"
     );
 
     // The attempt in detail: what was sent, where it connected, what came back, in words.
@@ -566,9 +606,10 @@ async fn an_integration_from_creation_to_deletion() {
     page.click("#send-test").await;
     page.click("#test-result a").await;
     page.wait_contains(".attempt .explain", "HTTP error").await;
-    assert!(
-        page.text(".attempt .explain").await.contains("500"),
-        "the status is named"
+    // The status is named, once: no general sentence repeated by the attempt's own detail.
+    assert_eq!(
+        page.text(".attempt .explain").await,
+        "HTTP error. The endpoint answered 500; only 200 counts as delivered."
     );
     page.hash(&format!("#/integrations/{app_id}/deliveries"))
         .await;
@@ -578,7 +619,12 @@ async fn an_integration_from_creation_to_deletion() {
     assert_eq!(
         page.text("table.deliveries td[data-label='Last outcome']")
             .await,
-        "HTTP error"
+        "HTTP error 500"
+    );
+    assert_eq!(
+        page.text("table.deliveries td[data-label='Attempts']")
+            .await,
+        "gave up after 1 attempt"
     );
     admin
         .patch(server.url(&format!("/api/v1/integrations/{app_id}")))
@@ -795,9 +841,9 @@ async fn templates_versions_preview_and_events() {
     page.click("#page-newer").await;
     page.wait_count("table.events tbody tr", 20).await;
 
-    // Filters: status, integration, end user, template, a date range.
+    // Filters: status, integration, end user, template, a date range. Each applies as it changes (as
+    // on every page of the dashboard), kept in the URL.
     page.set("#filter-status", "DECLINED").await;
-    page.click("#apply-filters").await;
     page.wait_count("table.events tbody tr", 1).await;
     assert_eq!(
         page.text("table.events td[data-label='Status']").await,
@@ -806,21 +852,23 @@ async fn templates_versions_preview_and_events() {
     page.hash("#/events").await;
     page.wait_count("table.events tbody tr", 20).await;
     page.set("#filter-app", &web).await;
-    page.fill("#filter-user", "user-07").await;
+    page.wait_value("#filter-app", &web).await;
+    page.set("#filter-user", "user-07").await;
+    page.wait_value("#filter-user", "user-07").await;
+    page.wait_value("#filter-app", &web).await;
     page.set("#filter-template", &template_id).await;
-    page.click("#apply-filters").await;
+    page.wait_value("#filter-template", &template_id).await;
     page.wait_count("table.events tbody tr", 1).await;
     assert_eq!(
         page.text("table.events td[data-label='End user']").await,
         "user-07"
     );
     page.set("#filter-user", "").await;
+    page.wait_count("table.events tbody tr", 20).await;
     page.set("#filter-from", "2099-01-01T00:00").await;
-    page.click("#apply-filters").await;
     page.wait_contains(".empty", "No event matches these filters")
         .await;
     page.set("#filter-from", "2000-01-01T00:00").await;
-    page.click("#apply-filters").await;
     page.wait_count("table.events tbody tr", 20).await;
     assert_eq!(
         page.js("return [...document.querySelectorAll('table.events td[data-label=Integration]')].every(td => td.textContent === 'Web')").await,
@@ -832,7 +880,16 @@ async fn templates_versions_preview_and_events() {
     page.wait_contains("#event-facts", "Accepted").await;
     page.find("table.deliveries tr td [data-state='held']")
         .await;
-    assert!(page.text("#event-facts").await.contains(&web));
+    // Names, not ids (the ids are on hover).
+    assert_eq!(page.text("#event-integration").await, "Web");
+    assert_eq!(page.text("#event-template").await, "Terms of Service");
+    assert_eq!(
+        page.browser
+            .attr("#event-integration span", "title")
+            .await
+            .as_deref(),
+        Some(web.as_str())
+    );
     page.hash(&format!("#/events/{declined}")).await;
     page.wait_contains("#event-facts", "m-1").await;
     page.wait_contains(".empty", "no callback URL").await;
@@ -1276,4 +1333,585 @@ Promise.all(posts.map(p => fetch(t + p, {{method: "POST", mode: "no-cors", crede
         "and it took effect"
     );
     page.close().await;
+}
+
+/// A server whose webhooks reach the test receiver at `receiver.test` (127.0.0.1, trusted through its CA),
+/// with one quick retry, so a failing endpoint gives up after two attempts within a second.
+async fn server_for_receivers(ca: &ReceiverCa, max_retries: u32, retry_secs: f64) -> TestServer {
+    let ca_file = ca.ca_file.clone();
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(ca_file);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        c.webhooks.timeout_secs = 5.0;
+        c.webhooks.max_retries = max_retries;
+        c.webhooks.retry_base_secs = retry_secs;
+        c.webhooks.retry_cap_secs = retry_secs;
+    })
+    .await;
+    server
+        .dns
+        .set("receiver.test", &["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    server
+}
+
+/// Waits until `app_id` has `n` deliveries in `state` (the kept counts, through the admin API).
+async fn settled(server: &TestServer, admin: &reqwest::Client, app_id: &str, state: &str, n: u64) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let counts: Value = admin
+            .get(server.url(&format!("/api/v1/integrations/{app_id}/delivery-counts")))
+            .json_ok()
+            .await;
+        if counts[state] == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{app_id}: not {n} {state}: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Verified events for a healthy integration (3: two accepted, one declined) and a failing one (2
+/// accepted), each delivered or given up on; returns the healthy one's first event.
+async fn traffic(
+    server: &TestServer,
+    admin: &reqwest::Client,
+    template: &str,
+    healthy: (&str, &str),
+    failing: (&str, &str),
+) -> String {
+    let first = verified_event(server, healthy, template, "h-1", "ACCEPTED").await;
+    verified_event(server, healthy, template, "h-2", "ACCEPTED").await;
+    verified_event(server, healthy, template, "h-3", "DECLINED").await;
+    verified_event(server, failing, template, "f-1", "ACCEPTED").await;
+    verified_event(server, failing, template, "f-2", "ACCEPTED").await;
+    settled(server, admin, healthy.0, "succeeded", 3).await;
+    settled(server, admin, failing.0, "failed", 2).await;
+    first
+}
+
+/// The aggregate endpoints behind the overview and its charts, at the HTTP level: real attempts to a
+/// real receiver (one endpoint answers 200, the other 500) summed per integration, per hour and per
+/// day; every window bounded, and bad input a JSON 400 that names the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_endpoints_sum_real_attempts_and_refuse_unbounded_windows() {
+    let ca = ReceiverCa::generate();
+    let server = server_for_receivers(&ca, 1, 0.2).await;
+    let admin = server.admin_client().await;
+    let (healthy, healthy_key, healthy_secret) =
+        server.create_integration(&admin, "Healthy shop").await;
+    let (broken, broken_key, _) = server.create_integration(&admin, "Broken CRM").await;
+    let receiver =
+        Receiver::start_prepared(ca, "127.0.0.1".parse().unwrap(), &healthy_secret).await;
+    for (app, path) in [(&healthy, "/ok"), (&broken, "/status/500")] {
+        admin
+            .patch(server.url(&format!("/api/v1/integrations/{app}")))
+            .json(&json!({"callbackUrl": receiver.url("receiver.test", path)}))
+            .json_ok()
+            .await;
+    }
+    let template = published_template(&server, &admin, "Terms").await;
+    traffic(
+        &server,
+        &admin,
+        &template,
+        (&healthy, &healthy_key),
+        (&broken, &broken_key),
+    )
+    .await;
+
+    // The overview: one entry per integration, the failing one called so, with its last failure.
+    let overview: Value = admin
+        .get(server.url("/api/v1/stats/overview"))
+        .json_ok()
+        .await;
+    let of = |app: &str| {
+        overview["integrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["appId"] == app)
+            .unwrap_or_else(|| panic!("{app} is not in {overview}"))
+            .clone()
+    };
+    let h = of(&healthy);
+    assert_eq!(h["name"], "Healthy shop");
+    assert_eq!(h["health"], "healthy", "{h}");
+    assert_eq!(
+        h["last24h"],
+        json!({"attempts": 3, "delivered": 3, "failed": 0, "gaveUp": 0, "successRate": 1.0,
+               "byOutcome": {"ok": 3}})
+    );
+    assert_eq!(h["lastFailure"], Value::Null);
+    assert!(h["lastSuccessAt"].is_string(), "{h}");
+    assert_eq!(
+        h["queue"],
+        json!({"pending": 0, "inFlight": 0, "held": 0, "oldestDueAt": null, "lagSeconds": 0})
+    );
+    let b = of(&broken);
+    assert_eq!(b["health"], "failing", "{b}");
+    assert_eq!(
+        b["last24h"],
+        json!({"attempts": 4, "delivered": 0, "failed": 4, "gaveUp": 2, "successRate": 0.0,
+               "byOutcome": {"http_status": 4}})
+    );
+    let failure = &b["lastFailure"];
+    assert_eq!(failure["outcome"], "http_status", "{b}");
+    assert_eq!(failure["responseStatus"], 500);
+    assert!(
+        failure["detail"].as_str().unwrap().contains("500"),
+        "{failure}"
+    );
+    let failed_delivery = failure["deliveryId"].as_str().unwrap();
+    let d: Value = admin
+        .get(server.url(&format!("/api/v1/deliveries/{failed_delivery}")))
+        .json_ok()
+        .await;
+    assert_eq!(d["appId"], broken.as_str());
+    assert_eq!(d["state"], "failed");
+    // The history's summaries carry the latest status and the chain's length.
+    assert_eq!(d["lastResponseStatus"], 500);
+    assert_eq!(d["attempts"], 2);
+    assert_eq!(d["maxAttempts"], 2);
+    assert_eq!(
+        overview["totals"],
+        json!({"integrations": 2, "failing": 1, "attempts": 7, "delivered": 3, "failed": 4,
+               "gaveUp": 2, "successRate": 3.0 / 7.0})
+    );
+
+    // Attempts per hour: every hour of the window present, oldest first, the current one last.
+    let sum = |v: &Value, key: &str| -> i64 {
+        v["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[key].as_i64().unwrap())
+            .sum()
+    };
+    let day: Value = admin
+        .get(server.url("/api/v1/stats/attempts"))
+        .json_ok()
+        .await;
+    assert_eq!(day["bucket"], "hour");
+    assert_eq!(day["buckets"].as_array().unwrap().len(), 24);
+    assert_eq!(sum(&day, "attempts"), 7);
+    assert_eq!(sum(&day, "gaveUp"), 2);
+    let busy: Vec<&Value> = day["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["attempts"].as_i64().unwrap() > 0)
+        .collect();
+    for b in &busy {
+        assert!(b["avgDurationMs"].as_i64().unwrap() <= b["maxDurationMs"].as_i64().unwrap());
+    }
+    let starts: Vec<&str> = day["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["start"].as_str().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+    assert!(starts[0].ends_with(":00:00Z"), "{}", starts[0]);
+    let week: Value = admin
+        .get(server.url(&format!("/api/v1/stats/attempts?hours=168&appId={broken}")))
+        .json_ok()
+        .await;
+    assert_eq!(week["buckets"].as_array().unwrap().len(), 168);
+    assert_eq!(week["appId"], broken.as_str());
+    assert_eq!(sum(&week, "attempts"), 4);
+    assert_eq!(sum(&week, "delivered"), 0);
+
+    // Verified events per day, accepted and declined.
+    let events: Value = admin
+        .get(server.url("/api/v1/stats/events"))
+        .json_ok()
+        .await;
+    assert_eq!(events["bucket"], "day");
+    assert_eq!(events["buckets"].as_array().unwrap().len(), 14);
+    assert_eq!((sum(&events, "accepted"), sum(&events, "declined")), (4, 1));
+    let today: Value = admin
+        .get(server.url(&format!("/api/v1/stats/events?days=1&appId={healthy}")))
+        .json_ok()
+        .await;
+    assert_eq!(today["buckets"].as_array().unwrap().len(), 1, "{today}");
+    assert_eq!((sum(&today, "accepted"), sum(&today, "declined")), (2, 1));
+    assert!(
+        today["buckets"][0]["start"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00Z")
+    );
+
+    // Bad input: a JSON 400 naming the parameter; an unknown integration is 404; no session is 401.
+    for (path, field) in [
+        ("/api/v1/stats/attempts?hours=0", "hours"),
+        ("/api/v1/stats/attempts?hours=169", "hours"),
+        ("/api/v1/stats/attempts?hours=two", "hours"),
+        ("/api/v1/stats/attempts?hours=-1", "hours"),
+        ("/api/v1/stats/events?days=91", "days"),
+        ("/api/v1/stats/events?days=1.5", "days"),
+        ("/api/v1/stats/events?since=2020-01-01", "since"),
+        ("/api/v1/stats/overview?hours=24", "hours"),
+    ] {
+        let res = admin.get(server.url(path)).send().await.unwrap();
+        let err = common::expect_error(res, StatusCode::BAD_REQUEST).await;
+        assert_eq!(err["code"], "invalid_request", "{path}: {err}");
+        assert!(
+            err["message"].as_str().unwrap().contains(field),
+            "{path}: {err}"
+        );
+    }
+    for path in [
+        "/api/v1/stats/attempts?appId=no-such-app",
+        "/api/v1/stats/events?appId=no-such-app",
+    ] {
+        let res = admin.get(server.url(path)).send().await.unwrap();
+        common::expect_error(res, StatusCode::NOT_FOUND).await;
+    }
+    for path in [
+        "/api/v1/stats/overview",
+        "/api/v1/stats/attempts",
+        "/api/v1/stats/events",
+    ] {
+        let res = common::client().get(server.url(path)).send().await.unwrap();
+        common::expect_error(res, StatusCode::UNAUTHORIZED).await;
+    }
+    server.stop().await;
+}
+
+/// The overview after login, with real traffic: a healthy integration and one whose endpoint answers
+/// 500 (created through the New integration form with its callback URL). The failing one is marked in
+/// the overview and in the integrations table, the charts draw the attempts and events that happened,
+/// the delivery list names the status code and how the chain ended, the event detail names template
+/// and integration, the event filters fit on one row at 1400 px, and the overview fits a phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_marks_the_failing_integration_and_charts_real_traffic() {
+    let ca = ReceiverCa::generate();
+    let server = server_for_receivers(&ca, 1, 0.2).await;
+    let admin = server.admin_client().await;
+    let (healthy, healthy_key, healthy_secret) =
+        server.create_integration(&admin, "Healthy shop").await;
+    let receiver =
+        Receiver::start_prepared(ca, "127.0.0.1".parse().unwrap(), &healthy_secret).await;
+    admin
+        .patch(server.url(&format!("/api/v1/integrations/{healthy}")))
+        .json(&json!({"callbackUrl": receiver.url("receiver.test", "/ok")}))
+        .json_ok()
+        .await;
+    let template = published_template(&server, &admin, "Terms").await;
+
+    // Signing in lands on the overview.
+    let page = Page::open(&server).await;
+    page.goto("").await;
+    page.login(&server.admin_password()).await;
+    page.wait_contains("main h1", "Overview").await;
+    assert_eq!(
+        page.attr_of("a[data-nav='overview']", "aria-current").await,
+        json!("page")
+    );
+
+    // The New integration form takes the callback URL.
+    page.hash("#/integrations").await;
+    page.click("#create-integration").await;
+    page.fill("#create-form input[name=name]", "Broken CRM")
+        .await;
+    page.fill(
+        "#create-callback",
+        &receiver.url("receiver.test", "/status/500"),
+    )
+    .await;
+    page.click("#create-form button[type=submit]").await;
+    let broken_key = page.text("#create-form .app-key .secret-value").await;
+    let broken = page.text("#create-form .app-id").await;
+    page.click("#created-done").await;
+    page.wait_gone("dialog").await;
+    let stored: Value = admin
+        .get(server.url(&format!("/api/v1/integrations/{broken}")))
+        .json_ok()
+        .await;
+    assert_eq!(
+        stored["callbackUrl"],
+        receiver.url("receiver.test", "/status/500").as_str()
+    );
+
+    let event = traffic(
+        &server,
+        &admin,
+        &template,
+        (&healthy, &healthy_key),
+        (&broken, &broken_key),
+    )
+    .await;
+
+    // The overview: the failing integration is marked, with its reason; the healthy one is not.
+    page.hash("#/overview").await;
+    let failing_row = format!("table.health-table tr[data-app-id='{broken}']");
+    let healthy_row = format!("table.health-table tr[data-app-id='{healthy}']");
+    page.wait_contains(&format!("{failing_row} td[data-label='Health']"), "Failing")
+        .await;
+    assert_eq!(
+        page.attr_of(&failing_row, "data-health").await,
+        json!("failing")
+    );
+    assert_eq!(
+        page.text(&format!("{healthy_row} td[data-label='Health']"))
+            .await,
+        "Healthy"
+    );
+    assert_eq!(
+        page.text(&format!("{failing_row} td[data-label='Success rate']"))
+            .await,
+        "0 %"
+    );
+    assert_eq!(
+        page.text(&format!("{healthy_row} td[data-label='Success rate']"))
+            .await,
+        "100 %"
+    );
+    let failure = page
+        .text(&format!("{failing_row} td[data-label='Last failure']"))
+        .await;
+    assert!(failure.contains("HTTP error 500"), "{failure}");
+    assert!(
+        failure.contains("only 200 counts as delivered"),
+        "{failure}"
+    );
+    assert_eq!(
+        page.text(&format!("{healthy_row} td[data-label='Last failure']"))
+            .await,
+        "none"
+    );
+    let last24 = page
+        .text(&format!("{failing_row} td[data-label='Last 24 h']"))
+        .await;
+    assert!(
+        last24.contains("4 failed · 2 gave up") && last24.contains("HTTP error 4"),
+        "{last24}"
+    );
+    assert_eq!(page.text("#failing-count").await, "1 failing");
+
+    // The charts draw what happened: 24 hourly bars holding the 7 attempts, 14 daily bars holding the 5
+    // verified events, latency points for the hours with attempts.
+    let bars = |chart: &str| {
+        format!(
+            "return [...document.querySelectorAll('#{chart} g.bar')].map(g => Number(g.dataset.total))"
+        )
+    };
+    let totals = |v: Value| -> (usize, u64) {
+        let v = v.as_array().unwrap().clone();
+        (v.len(), v.iter().map(|n| n.as_u64().unwrap()).sum())
+    };
+    assert_eq!(totals(page.js(&bars("chart-attempts")).await), (24, 7));
+    assert_eq!(totals(page.js(&bars("chart-events")).await), (14, 5));
+    assert!(page.count("#chart-latency circle").await >= 2);
+    assert!(
+        page.count("#chart-attempts rect.c-http").await >= 1,
+        "the failures have their colour"
+    );
+    assert!(page.count("#chart-events rect.c-declined").await >= 1);
+    page.screenshot_page("overview").await;
+
+    // The charts of one integration, chosen like any filter.
+    page.set("#chart-app", &broken).await;
+    page.wait_value("#chart-app", &broken).await;
+    let deadline = Instant::now() + DEADLINE;
+    while totals(page.js(&bars("chart-attempts")).await) != (24, 4) {
+        assert!(
+            Instant::now() < deadline,
+            "the chart never showed Broken CRM's 4 attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The integrations table shows the same health.
+    page.hash("#/integrations").await;
+    let row = format!("table.integrations tr[data-app-id='{broken}']");
+    page.wait_contains(&format!("{row} td[data-label='Webhooks, 24 h']"), "Failing")
+        .await;
+    assert!(
+        page.text(&format!(
+            "table.integrations tr[data-app-id='{healthy}'] td[data-label='Webhooks, 24 h']"
+        ))
+        .await
+        .starts_with("Healthy")
+    );
+    assert!(
+        page.text(&format!("{row} td[data-label='Last failure']"))
+            .await
+            .contains("500")
+    );
+    page.screenshot("integrations-health").await;
+
+    // The delivery list: the status code and how each chain ended.
+    page.hash(&format!("#/integrations/{broken}/deliveries"))
+        .await;
+    page.wait_count("table.deliveries tr[data-state='failed']", 2)
+        .await;
+    let cells = page
+        .js("return [...document.querySelectorAll('table.deliveries tbody tr')].map(tr => [tr.querySelector(\"td[data-label='Last outcome']\").textContent, tr.querySelector(\"td[data-label='Attempts']\").textContent])")
+        .await;
+    assert_eq!(
+        cells,
+        json!([
+            ["HTTP error 500", "gave up after 2 attempts"],
+            ["HTTP error 500", "gave up after 2 attempts"]
+        ])
+    );
+    page.screenshot("deliveries-failing").await;
+
+    // The event detail names its template and integration.
+    page.hash(&format!("#/events/{event}")).await;
+    page.wait_contains("#event-facts", "h-1").await;
+    assert_eq!(page.text("#event-integration").await, "Healthy shop");
+    assert_eq!(page.text("#event-template").await, "Terms");
+
+    // The event filters fit on one row at 1400 px.
+    page.browser
+        .client
+        .set_window_size(1400, HEIGHT)
+        .await
+        .unwrap();
+    page.hash("#/events").await;
+    page.wait_count("table.events tbody tr", 5).await;
+    let rows = page
+        .js("return new Set([...document.querySelectorAll('#event-filters > .field')].map(f => Math.round(f.getBoundingClientRect().bottom))).size")
+        .await;
+    assert_eq!(rows, json!(1), "the filters wrap onto more than one row");
+    page.assert_fits().await;
+    page.screenshot("events-filters").await;
+
+    // A phone: the overview's tables become cards and its charts shrink to the screen.
+    page.browser.client.set_window_size(390, 844).await.unwrap();
+    page.hash("#/overview").await;
+    page.wait_contains(&format!("{failing_row} td[data-label='Health']"), "Failing")
+        .await;
+    page.find("#chart-attempts svg").await;
+    page.assert_fits().await;
+    let chart_width = page
+        .js("return document.querySelector('#chart-attempts svg').getBoundingClientRect().width")
+        .await;
+    assert!(chart_width.as_f64().unwrap() <= 390.0, "{chart_width}");
+    page.js("document.getElementById('health').scrollIntoView()")
+        .await;
+    page.screenshot("phone-overview").await;
+    page.close().await;
+
+    // The demo page has a favicon and a way back to the dashboard.
+    let demo = common::client()
+        .get(server.url("/demo/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        demo.contains(r#"<link rel="icon" href="/dashboard/favicon.svg""#),
+        "{demo}"
+    );
+    assert!(demo.contains(r#"<a href="/" id="back-to-dashboard">"#));
+    let icon = common::client()
+        .get(server.url("/dashboard/favicon.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(icon.status(), StatusCode::OK);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    server.stop().await;
+}
+
+/// A delivery that is still being retried refreshes itself every second; what the user opened or
+/// closed stays so across those refreshes. A failed attempt's response body is open from the start,
+/// and the page says where the chain stands ("attempt 1 of 6 failed, retrying", "in 2 s").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_delivery_keeps_what_the_user_opened_while_it_refreshes() {
+    let ca = ReceiverCa::generate();
+    // Six attempts 4 s apart: the delivery is still retrying for 20 s, however slow the machine.
+    let server = server_for_receivers(&ca, 5, 4.0).await;
+    let admin = server.admin_client().await;
+    let (app, _, secret) = server.create_integration(&admin, "Flaky").await;
+    let receiver = Receiver::start_prepared(ca, "127.0.0.1".parse().unwrap(), &secret).await;
+    admin
+        .patch(server.url(&format!("/api/v1/integrations/{app}")))
+        .json(&json!({"callbackUrl": receiver.url("receiver.test", "/status/503")}))
+        .json_ok()
+        .await;
+    let page = Page::open(&server).await;
+    let sent: Value = admin
+        .post(server.url(&format!("/api/v1/integrations/{app}/test-webhook")))
+        .json_with(StatusCode::ACCEPTED)
+        .await;
+    let id = sent["id"].as_str().unwrap().to_string();
+    page.goto(&format!("#/integrations/{app}/deliveries")).await;
+    page.login(&server.admin_password()).await;
+
+    // The list: the status code, the chain's place, the next attempt in words.
+    let row = "table.deliveries tr[data-state='pending']";
+    page.wait_contains(
+        &format!("{row} td[data-label='Last outcome']"),
+        "HTTP error 503",
+    )
+    .await;
+    let attempts = page.text(&format!("{row} td[data-label='Attempts']")).await;
+    assert!(attempts.ends_with("of 6 failed, retrying"), "{attempts}");
+    let next = page
+        .text(&format!("{row} td[data-label='Next attempt']"))
+        .await;
+    assert!(next.starts_with("in ") || next.starts_with("now"), "{next}");
+
+    // The delivery: the failed attempt's response body is open; the user opens the request headers
+    // and folds the body away.
+    page.hash(&format!("#/deliveries/{id}")).await;
+    page.find(".attempt[data-outcome='http_status']").await;
+    assert_eq!(
+        page.js("return document.querySelector(\"details[data-key='0:body']\").open")
+            .await,
+        json!(true)
+    );
+    assert!(
+        page.text("details[data-key='0:body'] .response-body")
+            .await
+            .contains("503")
+    );
+    assert_eq!(
+        page.text(".attempt .explain").await,
+        "HTTP error. The endpoint answered 503; only 200 counts as delivered."
+    );
+    let next = page.text("#delivery dl.facts .relative").await;
+    assert!(next.starts_with("in ") || next == "now", "{next}");
+    page.click("details[data-key='0:headers'] summary").await;
+    page.click("details[data-key='0:body'] summary").await;
+    let shown = page.count(".attempt").await;
+    assert!(shown < 6, "the delivery is still retrying");
+    page.js("document.querySelector('.attempt').dataset.seen = 'before'")
+        .await;
+
+    // The next attempt arrives; the page was rebuilt, and still shows what the user chose.
+    page.wait_count(".attempt", shown + 1).await;
+    assert_eq!(
+        page.count(".attempt[data-seen]").await,
+        0,
+        "the page was rebuilt"
+    );
+    assert_eq!(
+        page.js("return [\"0:headers\", \"0:body\"].map(k => document.querySelector(`details[data-key='${k}']`).open)")
+            .await,
+        json!([true, false])
+    );
+    let last = shown;
+    assert_eq!(
+        page.js(&format!(
+            "return document.querySelector(\"details[data-key='{last}:body']\").open"
+        ))
+        .await,
+        json!(true),
+        "the new failed attempt's body is open"
+    );
+    let attempts = page.text("#delivery dl.facts .attempts").await;
+    assert!(attempts.ends_with("of 6 failed, retrying"), "{attempts}");
+    page.close().await;
+    server.stop().await;
 }

@@ -221,6 +221,9 @@ fn admin_routes(
             Some(json!({"type": "MAJOR"})),
         ),
         (Method::GET, "/api/v1/session".into(), None),
+        (Method::GET, "/api/v1/stats/overview".into(), None),
+        (Method::GET, "/api/v1/stats/attempts".into(), None),
+        (Method::GET, "/api/v1/stats/events".into(), None),
         (Method::GET, "/api/v1/integrations".into(), None),
         (
             Method::POST,
@@ -644,7 +647,10 @@ async fn integration_lifecycle_through_the_admin_api() {
             .find(|e| e["action"] == action)
             .unwrap_or_else(|| panic!("{action} missing from {audit}"));
         assert_eq!(entry["actor"], ADMIN, "{entry}");
-        assert_eq!(entry["from"], "127.0.0.1", "the client it came from: {entry}");
+        assert_eq!(
+            entry["from"], "127.0.0.1",
+            "the client it came from: {entry}"
+        );
         assert_eq!(entry["target"], app_id.as_str(), "{entry}");
         assert!(entry["at"].as_str().unwrap().ends_with('Z'), "{entry}");
     }
