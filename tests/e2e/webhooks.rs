@@ -1290,5 +1290,16 @@ async fn a_first_release_database_is_upgraded_and_its_queue_still_delivers() {
         assert!(start.elapsed() < DEADLINE, "{counts}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Each old delivery was given its event type by the migration, and the history shows it.
+    let history: Value = admin
+        .get(server.url("/api/v1/integrations/legacy-app/deliveries"))
+        .json_ok()
+        .await;
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{history}");
+    for item in items {
+        assert_eq!(item["eventType"], "CLICKWRAP_EVENT_VERIFIED", "{item}");
+        assert_eq!(item["state"], "succeeded", "{item}");
+    }
     server.stop().await;
 }
