@@ -31,7 +31,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::SetupError;
 use super::policy::{Policy, Refusal};
 use super::resolve::{DnsResolver, LookupError};
 
@@ -44,11 +43,12 @@ pub enum ConnectError {
     Blocked(Refusal),
     #[error("connecting to {addr} failed: {error}")]
     Connect { addr: SocketAddr, error: io::Error },
-    #[error("TLS with {host} ({addr}) failed: {error}")]
+    /// `reason` is [`super::tls::explain`]'s sentence.
+    #[error("TLS with {host} ({addr}) failed: {reason}")]
     Tls {
         host: String,
         addr: SocketAddr,
-        error: io::Error,
+        reason: String,
     },
     #[error("{0}")]
     InvalidUrl(String),
@@ -161,7 +161,8 @@ pub struct RemoteAddr(pub SocketAddr);
 pub struct PinnedConnector {
     pub policy: Arc<Policy>,
     pub resolver: Arc<DnsResolver>,
-    pub tls: tokio_rustls::TlsConnector,
+    /// Read for every new connection, so a changed `extra_ca_file` applies without a restart.
+    pub tls: Arc<super::tls::CallbackTls>,
     /// The part of the attempt's time that DNS may use.
     pub dns_budget: Duration,
     pub dials: Arc<Dials>,
@@ -253,12 +254,13 @@ impl PinnedConnector {
         })?;
         let tls = self
             .tls
+            .connector()
             .connect(name, tcp)
             .await
             .map_err(|error| ConnectError::Tls {
+                reason: super::tls::explain(&host, &error),
                 host: host.clone(),
                 addr,
-                error,
             })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(PinnedStream {
@@ -351,39 +353,4 @@ pub fn build(connector: PinnedConnector) -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
         .build(connector)
-}
-
-/// TLS settings for callbacks: Mozilla's roots (compiled in, so the appliance does not depend on the
-/// host's CA bundle) plus `extra_ca_file`; HTTP/2 and HTTP/1.1 offered by ALPN.
-pub fn tls_config(
-    extra_ca_file: Option<&std::path::Path>,
-) -> Result<tokio_rustls::TlsConnector, SetupError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_ca_file {
-        let ca = |why: String| SetupError::CaFile {
-            path: path.to_path_buf(),
-            why,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca(format!("cannot be read: {e}")))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca(format!("is not PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(ca("holds no certificate".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca(e.to_string()))?;
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
