@@ -264,6 +264,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // The receiver stands for a customer's endpoint: it reads no clicktermd configuration.
+    if let Command::WebhookReceiver {
+        secret,
+        port,
+        dir,
+        write_config,
+    } = command
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(webhook_receiver(
+            secret,
+            port,
+            &dir,
+            write_config.as_deref(),
+        ));
+    }
     let is_init = matches!(command, Command::Init { .. });
     // `init` writes the file that --config names, so it starts from the defaults (and the environment)
     // instead of reading it. The others read --config, else ./clicktermd.toml when there is one.
@@ -304,13 +322,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Integration { command } => integration(&config, &invocation, command).await,
             Command::Backup { path } => backup(&config, &invocation, &path),
             Command::CheckUrl { url } => check_url(&config, &url).await,
-            Command::WebhookReceiver {
-                secret,
-                port,
-                dir,
-                write_config,
-            } => webhook_receiver(secret, port, &dir, write_config.as_deref()).await,
-            Command::Version => unreachable!("handled above"),
+            Command::WebhookReceiver { .. } | Command::Version => unreachable!("handled above"),
         }
     })
 }
