@@ -938,7 +938,9 @@ async fn the_first_start_banner_repeats_config_and_data_dir() {
 #[test]
 fn configuration_mistakes_are_answered_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &[&str]); 4] = [
+    /// Arguments, environment, what the message must say.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 4] = [
         (
             &["serve", "--listen", "localhost:8080"],
             &[],
