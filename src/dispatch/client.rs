@@ -247,14 +247,15 @@ impl PinnedConnector {
                 io: Io::Plain(tcp),
                 remote: addr,
                 h2: false,
+                pending: Bytes::new(),
             });
         }
         let name = ServerName::try_from(host.clone()).map_err(|e| {
             ConnectError::InvalidUrl(format!("{host} is not a valid TLS server name: {e}"))
         })?;
-        let tls = self
-            .tls
-            .connector()
+        let (connector, asked) = self.tls.dial();
+        let shake = std::time::Instant::now();
+        let mut tls = connector
             .connect(name, tcp)
             .await
             .map_err(|error| ConnectError::Tls {
@@ -263,10 +264,35 @@ impl PinnedConnector {
                 addr,
             })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let mut pending = Vec::new();
+        if asked.asked()
+            && tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+        {
+            // Asked for a client certificate, in TLS 1.3: a receiver that requires one refuses it
+            // about one round trip after our Finished, and hyper would report that only as a closed
+            // connection. Wait for it briefly (twice the handshake's time); anything the receiver
+            // sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
+            use tokio::io::AsyncReadExt;
+            let wait =
+                (shake.elapsed() * 2).clamp(Duration::from_millis(20), Duration::from_millis(500));
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(wait, tls.read(&mut buf)).await {
+                Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+                Ok(Err(error)) => {
+                    return Err(ConnectError::Tls {
+                        reason: super::tls::explain(&host, &error),
+                        host: host.clone(),
+                        addr,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
         Ok(PinnedStream {
             io: Io::Tls(Box::new(tls)),
             remote: addr,
             h2,
+            pending: Bytes::from(pending),
         })
     }
 }
@@ -296,6 +322,8 @@ pub struct PinnedStream {
     io: Io,
     remote: SocketAddr,
     h2: bool,
+    /// Bytes already read from the connection (see `dial`), given to the first reads.
+    pending: Bytes,
 }
 
 impl Connection for PinnedStream {
@@ -311,7 +339,13 @@ impl AsyncRead for PinnedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }

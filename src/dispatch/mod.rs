@@ -430,7 +430,7 @@ impl Dispatcher {
         };
         let response = match self.client.request(request).await {
             Ok(r) => r,
-            Err(e) => return Observed::from_client_error(&e),
+            Err(e) => return Observed::from_client_error(&e, &claim.url),
         };
         let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
         let status = response.status();
@@ -558,7 +558,31 @@ impl Observed {
         Observed::failed(outcome, format!("blocked: {r}"))
     }
 
-    fn from_client_error(e: &hyper_util::client::legacy::Error) -> Observed {
+    fn from_client_error(e: &hyper_util::client::legacy::Error, url: &str) -> Observed {
+        // A refusal by TLS that arrives after the handshake (TLS 1.3: a demanded client certificate
+        // is refused once the client has sent its Finished), on the connection's first request.
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+                s.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(tls) = tls {
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Observed::failed(
+                    AttemptOutcome::TlsError,
+                    format!(
+                        "TLS with {host} failed: {}",
+                        tls::explain_rustls(&host, tls)
+                    ),
+                );
+            }
+            source = s.source();
+        }
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             if let Some(ce) = s.downcast_ref::<ConnectError>() {

@@ -70,6 +70,15 @@ impl CallbackTls {
         })
     }
 
+    /// A connector for one new connection, and the flag it raises if the receiver asks for a client
+    /// certificate (clicktermd has none to send).
+    pub fn dial(&self) -> (tokio_rustls::TlsConnector, Arc<ClientCertificateAsked>) {
+        let asked = Arc::new(ClientCertificateAsked::default());
+        let mut config = (*self.connector().config().clone()).clone();
+        config.client_auth_cert_resolver = asked.clone();
+        (tokio_rustls::TlsConnector::from(Arc::new(config)), asked)
+    }
+
     /// The connector for a new connection, after reading `extra_ca_file` again if it changed since.
     /// (One `stat` per new connection; connections are pooled, so this is rare.)
     pub fn connector(&self) -> tokio_rustls::TlsConnector {
@@ -92,6 +101,33 @@ impl CallbackTls {
             }
         }
         current.connector.clone()
+    }
+}
+
+/// Raised when the receiver asks for a client certificate; none is sent. In TLS 1.3 a receiver that
+/// requires one says so only after the client finished the handshake, so the dialler looks for that
+/// refusal when this is raised.
+#[derive(Debug, Default)]
+pub struct ClientCertificateAsked(std::sync::atomic::AtomicBool);
+
+impl ClientCertificateAsked {
+    pub fn asked(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ClientCertificateAsked {
+    fn resolve(
+        &self,
+        _acceptable_issuers: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 
@@ -236,7 +272,9 @@ pub fn explain(host: &str, error: &std::io::Error) -> String {
     explain_rustls(host, tls)
 }
 
-fn explain_rustls(host: &str, e: &rustls::Error) -> String {
+/// [`explain`] for a rustls error met after the handshake (a TLS 1.3 server refuses the client's
+/// certificate only once the client has finished its part).
+pub fn explain_rustls(host: &str, e: &rustls::Error) -> String {
     use rustls::Error as E;
     let trust = format!(
         "put the receiver's certificate, or the CA that issued it, in PEM in {EXTRA_CA} \

@@ -1391,3 +1391,58 @@ async fn a_self_signed_ca_certificate_in_extra_ca_file_is_pinned_and_the_file_is
     assert!(got[0].signature_valid, "{:?}", got[0]);
     w.server.stop().await;
 }
+
+/// A receiver that demands a client certificate is refused with a sentence that says so, although
+/// in TLS 1.3 its refusal comes after the client has finished its part of the handshake; one that
+/// only asks for one still gets its webhooks (over HTTP/2, whose first frame the check must keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_demanding_a_client_certificate_is_explained() {
+    use crate::common::h2receiver::H2Receiver;
+    let receiver = H2Receiver::asking_for_client_certificates(false).await;
+    let optional = H2Receiver::asking_for_client_certificates(true).await;
+    let ca = receiver.ca_file.clone();
+    let optional_ca = std::fs::read_to_string(&optional.ca_file).unwrap();
+    let both = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        both.path(),
+        std::fs::read_to_string(&ca).unwrap() + &optional_ca,
+    )
+    .unwrap();
+    let ca = both.path().to_path_buf();
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(ca);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        c.webhooks.max_retries = 0;
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let w = World {
+        server,
+        admin,
+        receiver: Receiver::start(RECEIVER_SECRET).await,
+        dns: DnsServer::start().await,
+    };
+    let (app_id, _, _) = w.server.create_integration(&w.admin, "mTLS").await;
+    w.patch(&app_id, json!({"callbackUrl": receiver.url("/hook")}))
+        .await;
+    let d = w
+        .until_state(&w.test_webhook(&app_id).await, &["succeeded", "failed"])
+        .await;
+    let a = &d["attemptList"][0];
+    assert_eq!(a["outcome"], "tls_error", "{d}");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(detail.contains("client certificate"), "{detail}");
+    assert!(receiver.seen().is_empty());
+
+    let (app_id, _, _) = w.server.create_integration(&w.admin, "optional mTLS").await;
+    w.patch(&app_id, json!({"callbackUrl": optional.url("/hook")}))
+        .await;
+    let d = w
+        .until_state(&w.test_webhook(&app_id).await, &["succeeded", "failed"])
+        .await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let seen = optional.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+    w.server.stop().await;
+}
