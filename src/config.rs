@@ -1,6 +1,7 @@
 //! The configuration: one struct with every option, its default and its validation.
 //!
-//! Layers, later wins: built-in defaults → the TOML file (`--config`) → environment variables
+//! Layers, later wins: built-in defaults → the TOML file (`--config`, else `./clicktermd.toml` when
+//! there is one: `main` decides) → environment variables
 //! `CLICKTERMD_SECTION__KEY` → command-line overrides (`--data-dir`). Unknown keys are errors at every
 //! layer, always naming the key, because a misspelt option that is silently ignored is how an appliance
 //! ends up sending webhooks with the wrong policy. The result is validated once at load and then passed
@@ -142,7 +143,8 @@ pub struct WebhookConfig {
     pub allow_private_cidrs: Vec<IpNet>,
     /// Permit `http://` callback URLs (local demos only).
     pub allow_http: bool,
-    /// Extra trusted root certificates (PEM) for callback TLS.
+    /// Extra trusted certificates (PEM) for callback TLS; each is also pinned (a receiver presenting
+    /// exactly it is accepted even with `CA:TRUE`). Read again when the file changes.
     pub extra_ca_file: Option<PathBuf>,
     /// DNS servers for callback host names, `"ip"` or `"ip:port"`; empty means the system's.
     pub dns_servers: Vec<DnsServer>,
@@ -635,7 +637,8 @@ retry_cap_secs = 300
 allow_private_cidrs = []
 # Permit http:// callback URLs. For local demos only.
 allow_http = false
-# Extra trusted root certificates (PEM) for callback endpoints behind a private CA.
+# Extra trusted certificates (PEM) for callback endpoints: a private CA, or a receiver's own
+# self-signed certificate (accepted as exactly that one, even with CA:TRUE). Read again when it changes.
 # extra_ca_file = "/etc/clicktermd/receiver-ca.pem"
 # DNS servers for callback host names ("ip" or "ip:port"); empty uses the system's resolv.conf.
 dns_servers = []
