@@ -1,6 +1,7 @@
 //! The configuration: one struct with every option, its default and its validation.
 //!
-//! Layers, later wins: built-in defaults → the TOML file (`--config`) → environment variables
+//! Layers, later wins: built-in defaults → the TOML file (`--config`, else `./clicktermd.toml` when
+//! there is one: `main` decides) → environment variables
 //! `CLICKTERMD_SECTION__KEY` → command-line overrides (`--data-dir`). Unknown keys are errors at every
 //! layer, always naming the key, because a misspelt option that is silently ignored is how an appliance
 //! ends up sending webhooks with the wrong policy. The result is validated once at load and then passed
@@ -31,6 +32,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address and port of the HTTP server.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// PEM certificate chain; with `tls_key`, serve HTTPS directly.
     pub tls_cert: Option<PathBuf>,
@@ -154,10 +156,12 @@ pub struct WebhookConfig {
     pub retry_base_secs: f64,
     pub retry_cap_secs: f64,
     /// CIDRs exempted from the forbidden address ranges (on-prem receivers).
+    #[serde(deserialize_with = "cidrs")]
     pub allow_private_cidrs: Vec<IpNet>,
     /// Permit `http://` callback URLs (local demos only).
     pub allow_http: bool,
-    /// Extra trusted root certificates (PEM) for callback TLS.
+    /// Extra trusted certificates (PEM) for callback TLS; each is also pinned (a receiver presenting
+    /// exactly it is accepted even with `CA:TRUE`). Read again when the file changes.
     pub extra_ca_file: Option<PathBuf>,
     /// DNS servers for callback host names, `"ip"` or `"ip:port"`; empty means the system's.
     pub dns_servers: Vec<DnsServer>,
@@ -273,8 +277,9 @@ impl Config {
                     ConfigError(format!("cannot read config file {}: {e}", path.display()))
                 })?;
                 // Deserialising the text itself (not the table) gives errors with line, column and key.
-                toml::from_str::<Config>(&text)
-                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+                toml::from_str::<Config>(&text).map_err(|e| {
+                    ConfigError(format!("config file {}: {}", path.display(), plain(&e)))
+                })?;
                 toml::from_str::<toml::Table>(&text)
                     .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
             }
@@ -289,7 +294,7 @@ impl Config {
             apply_env_override(&mut table, &name, &raw)?;
         }
         let config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError(format!("configuration: {e}")))?;
+            .map_err(|e| ConfigError(format!("configuration: {}", plain(&e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -461,6 +466,78 @@ impl TryFrom<String> for DnsServer {
     }
 }
 
+/// A deserialisation error in words for people: serde names Rust types ("expected f64"), which say
+/// nothing to someone editing a TOML file. Every floating-point option is a number of seconds.
+fn plain(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let mut out = text.replace(
+        "expected f64",
+        "expected a number of seconds, such as 10 or 0.5",
+    );
+    for int in ["u16", "u32", "u64", "usize", "i64"] {
+        out = out.replace(
+            &format!("expected {int}"),
+            "expected a whole number, such as 10",
+        );
+    }
+    out.replace("expected a boolean", "expected true or false")
+}
+
+/// `server.listen` (and `serve --listen`): an `ip:port`, with a suggestion for the spellings people
+/// try first (`localhost:8080`, `:8080`, `8080`).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let example = "127.0.0.1:8080 (this machine only) or 0.0.0.0:8080 (every interface)";
+    let hint = if let Some(port) = s.strip_prefix("localhost:") {
+        format!(
+            "write 127.0.0.1:{port} (or [::1]:{port}): a listen address is an IP address, not a name"
+        )
+    } else if let Some(port) = s.strip_prefix(':') {
+        format!(
+            "write 127.0.0.1:{port} for this machine only, or 0.0.0.0:{port} for every interface"
+        )
+    } else if s.parse::<u16>().is_ok() {
+        format!("write 127.0.0.1:{s} for this machine only, or 0.0.0.0:{s} for every interface")
+    } else if s.parse::<std::net::IpAddr>().is_ok() {
+        format!(
+            "add the port, e.g. {}",
+            SocketAddr::new(s.parse().expect("checked"), 8080)
+        )
+    } else {
+        format!("expected an IP address and a port, such as {example}")
+    };
+    Err(format!("{s:?} is not a listen address: {hint}"))
+}
+
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_listen(&s).map_err(serde::de::Error::custom)
+}
+
+/// `webhooks.allow_private_cidrs`: CIDRs; a bare address is refused with the CIDR that means it alone.
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>().map_err(|_| {
+                let why = match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => format!(
+                        "{s:?} is an address, not a CIDR: write \"{ip}/{}\" to allow this one address",
+                        if ip.is_ipv4() { 32 } else { 128 }
+                    ),
+                    Err(_) => format!(
+                        "{s:?} is not a CIDR such as \"127.0.0.1/32\", \"10.0.0.0/8\" or \"fd00::/8\""
+                    ),
+                };
+                serde::de::Error::custom(why)
+            })
+        })
+        .collect()
+}
+
 /// Applies `CLICKTERMD_SECTION__KEY=value` to the table. The value is read as a TOML value when it is one
 /// (`10`, `true`, `["127.0.0.1/32"]`) and as a string otherwise, so paths and addresses need no quoting.
 fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
@@ -482,7 +559,8 @@ fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<
     probe.insert(section.clone(), toml::Value::Table(inner));
     if let Err(e) = Config::deserialize(toml::Value::Table(probe)) {
         return Err(ConfigError(format!(
-            "environment variable {name} ({section}.{key}): {e}"
+            "environment variable {name} ({section}.{key}): {}",
+            plain(&e)
         )));
     }
     let entry = table
@@ -586,7 +664,8 @@ retry_cap_secs = 300
 allow_private_cidrs = []
 # Permit http:// callback URLs. For local demos only.
 allow_http = false
-# Extra trusted root certificates (PEM) for callback endpoints behind a private CA.
+# Extra trusted certificates (PEM) for callback endpoints: a private CA, or a receiver's own
+# self-signed certificate (accepted as exactly that one, even with CA:TRUE). Read again when it changes.
 # extra_ca_file = "/etc/clicktermd/receiver-ca.pem"
 # DNS servers for callback host names ("ip" or "ip:port"); empty uses the system's resolv.conf.
 dns_servers = []
@@ -769,6 +848,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lsten") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn mistakes_people_make_get_the_fix() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "CLICKTERMD_WEBHOOKS__TIMEOUT_SECS",
+                "ten",
+                &["a number of seconds"],
+            ),
+            (
+                "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+                "[\"127.0.0.1\"]",
+                &["\"127.0.0.1/32\""],
+            ),
+            (
+                "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+                "[\"::1\"]",
+                &["\"::1/128\""],
+            ),
+            (
+                "CLICKTERMD_SERVER__LISTEN",
+                "localhost:8080",
+                &["127.0.0.1:8080"],
+            ),
+            ("CLICKTERMD_SERVER__LISTEN", ":9000", &["127.0.0.1:9000"]),
+            (
+                "CLICKTERMD_SERVER__MAX_CONNECTIONS",
+                "many",
+                &["a whole number"],
+            ),
+            ("CLICKTERMD_WEBHOOKS__ALLOW_HTTP", "yes", &["true or false"]),
+        ];
+        for (var, value, needles) in cases {
+            let err = load_env(&[(var, value)]).unwrap_err().to_string();
+            for needle in *needles {
+                assert!(
+                    err.contains(needle),
+                    "{var}={value}: {err:?} lacks {needle:?}"
+                );
+            }
+            assert!(
+                !err.contains("expected f64") && !err.contains("u64"),
+                "{err}"
+            );
+        }
+        // The same words in a file, with its line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[webhooks]\nallow_private_cidrs = [\"10.1.2.3\"]\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"10.1.2.3/32\"") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]

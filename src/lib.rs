@@ -15,6 +15,7 @@ pub mod http;
 pub mod integrations;
 pub mod metrics;
 pub mod model;
+pub mod receiver;
 pub mod signature;
 pub mod store;
 pub mod templates;
@@ -43,6 +44,17 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_as(config, listener, shutdown, "clicktermd").await
+}
+
+/// [`run`], where `cli` is how to run the command line against this server (the program with the
+/// `--config` and `--data-dir` it was started with): the first-start banner says it.
+pub async fn run_as(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    cli: &str,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let budget = connection_budget(&config)?;
@@ -79,7 +91,7 @@ pub async fn run(
         );
     }
     if let Some(password) = admins::ensure_initial_admin(&store, &config.storage.data_dir).await? {
-        announce_initial_password(&config, &password);
+        announce_initial_password(&config, &password, cli);
     }
     let signature_key = clickwrap::signature_key(&store).await?;
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
@@ -179,12 +191,12 @@ fn connection_budget(config: &Config) -> anyhow::Result<http::ConnectionBudget> 
 /// Shows the first-start password once. It goes to standard error (the journal under systemd), not
 /// through the log pipeline, which never carries secrets; a 0600 copy waits in the data directory until
 /// the password is changed.
-fn announce_initial_password(config: &Config, password: &str) {
+fn announce_initial_password(config: &Config, password: &str, cli: &str) {
     let file = config.storage.data_dir.join(admins::INITIAL_PASSWORD_FILE);
     eprintln!(
         "\n  clicktermd created the admin user {:?} with the password:\n\n      {password}\n\n  \
          It is shown once (a copy is in {}, readable only by this user).\n  \
-         Change it with: clicktermd admin set-password --username admin\n",
+         Change it with: {cli} admin set-password --username admin\n",
         admins::INITIAL_ADMIN,
         file.display()
     );

@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clicktermd::config::{Config, DEFAULT_CONFIG_TOML, LogFormat};
 use clicktermd::model::{Actor, Domain, Name, Username};
@@ -20,7 +20,8 @@ use clicktermd::{admins, integrations, store};
     about = "Self-hosted clickwrap consent and signed webhooks"
 )]
 struct Cli {
-    /// Configuration file (TOML). Without it, built-in defaults and CLICKTERMD_* variables apply.
+    /// Configuration file (TOML). Without it, ./clicktermd.toml if it exists, else the built-in
+    /// defaults; CLICKTERMD_* variables apply on top.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory, overriding storage.data_dir.
@@ -33,7 +34,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server and the webhook dispatcher (the default).
-    Serve,
+    Serve {
+        /// Address and port to serve on, overriding server.listen (e.g. 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR", value_parser = clicktermd::config::parse_listen)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Write a commented default configuration file and create the database.
     Init {
         /// Overwrite an existing configuration file.
@@ -51,10 +56,34 @@ enum Command {
         command: IntegrationCommand,
     },
     /// Copy the database consistently to PATH (safe while the server runs).
-    Backup { path: PathBuf },
+    Backup {
+        /// Where the copy goes; an existing file is never overwritten.
+        path: PathBuf,
+    },
     /// Explain whether webhooks could be sent to URL under the callback-URL policy, without sending
     /// anything. Exit 0 allowed, 1 refused, 2 usage or configuration error.
-    CheckUrl { url: String },
+    CheckUrl {
+        /// The callback URL to judge, e.g. https://hooks.example.com/clickterm.
+        url: String,
+    },
+    /// A local HTTPS webhook receiver for trying webhooks out: it verifies each delivery's signature
+    /// and prints it. Makes its own certificate and says how a local clicktermd trusts it.
+    WebhookReceiver {
+        /// The integration's signing secret (the whole whsec_… string). Without it, only the
+        /// certificate and the settings are made and printed.
+        #[arg(long, value_name = "SECRET")]
+        secret: Option<String>,
+        /// The port on 127.0.0.1 to listen on.
+        #[arg(long, value_name = "PORT", default_value_t = 9443)]
+        port: u16,
+        /// Directory for the receiver's CA, certificate and key (made once, then reused).
+        #[arg(long, value_name = "DIR", default_value = "clicktermd-receiver")]
+        dir: PathBuf,
+        /// Also write a clicktermd configuration to FILE: the defaults plus the two settings that
+        /// let a local server trust and reach this receiver.
+        #[arg(long, value_name = "FILE")]
+        write_config: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -63,6 +92,7 @@ enum Command {
 enum AdminCommand {
     /// Create an admin user; prints a generated password unless --password-stdin.
     Create {
+        /// The new user's name.
         #[arg(long)]
         username: String,
         /// Read the password from the first line of standard input.
@@ -71,8 +101,10 @@ enum AdminCommand {
     },
     /// Set an admin user's password (ends their sessions); prints a generated one unless --password-stdin.
     SetPassword {
+        /// The user whose password is set.
         #[arg(long)]
         username: String,
+        /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -108,6 +140,7 @@ enum TokenCommand {
 enum IntegrationCommand {
     /// Create an integration and print its App ID, App Key (shown once) and signing secret.
     Create {
+        /// The integration's (app's) name.
         #[arg(long)]
         name: String,
         /// An allowed domain for the SDK endpoints (repeatable).
@@ -117,11 +150,13 @@ enum IntegrationCommand {
         /// written.
         #[arg(long)]
         callback_url: Option<String>,
+        /// Print JSON: {"appId", "appKey", "signingSecret"}.
         #[arg(long)]
         json: bool,
     },
     /// List integrations.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -148,8 +183,79 @@ fn main() -> ExitCode {
     }
 }
 
+/// The file name `serve` and the other commands look for in the current directory, and `init`
+/// writes, when no `--config` is given.
+const LOCAL_CONFIG: &str = "clicktermd.toml";
+
+/// Where the configuration came from: said in logs and messages, repeated in the first-start banner.
+struct Invocation {
+    /// The file read: `--config`, or ./clicktermd.toml found in the current directory.
+    file: Option<PathBuf>,
+    /// Whether `file` was given with --config (rather than found).
+    flag: bool,
+    data_dir_flag: Option<PathBuf>,
+    /// `CLICKTERMD_STORAGE__DATA_DIR` was set.
+    data_dir_env: bool,
+}
+
+impl Invocation {
+    /// `clicktermd` with the options that point another command at the same server.
+    fn command(&self) -> String {
+        let mut cmd = "clicktermd".to_string();
+        if let (Some(file), true) = (&self.file, self.flag) {
+            cmd.push_str(&format!(" --config {}", shell_word(file)));
+        }
+        if let Some(dir) = &self.data_dir_flag {
+            cmd.push_str(&format!(" --data-dir {}", shell_word(dir)));
+        }
+        cmd
+    }
+
+    /// Which configuration file applies, in words.
+    fn config_source(&self) -> String {
+        match (&self.file, self.flag) {
+            (Some(f), true) => format!("the configuration file {} (--config)", f.display()),
+            (Some(f), false) => format!(
+                "the configuration file {} (found in the current directory)",
+                f.display()
+            ),
+            (None, _) => format!(
+                "no configuration file (no --config, and no ./{LOCAL_CONFIG} in the current \
+                 directory): the built-in defaults"
+            ),
+        }
+    }
+
+    /// Where the data directory came from, in words.
+    fn data_dir_source(&self, config: &Config) -> String {
+        if self.data_dir_flag.is_some() {
+            "the data directory given with --data-dir".to_string()
+        } else if self.data_dir_env {
+            "the data directory from CLICKTERMD_STORAGE__DATA_DIR".to_string()
+        } else if let Some(file) = &self.file
+            && config.storage.data_dir != Config::default().storage.data_dir
+        {
+            format!("storage.data_dir in {}", file.display())
+        } else {
+            "the default data directory, in the current directory".to_string()
+        }
+    }
+}
+
+/// A path as one shell word (quoted when it needs to be).
+fn shell_word(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.unwrap_or(Command::Serve { listen: None });
     if let Command::Version = command {
         println!(
             "clicktermd {} (schema {})",
@@ -158,32 +264,87 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // The receiver stands for a customer's endpoint: it reads no clicktermd configuration.
+    if let Command::WebhookReceiver {
+        secret,
+        port,
+        dir,
+        write_config,
+    } = command
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(webhook_receiver(
+            secret,
+            port,
+            &dir,
+            write_config.as_deref(),
+        ));
+    }
+    let is_init = matches!(command, Command::Init { .. });
     // `init` writes the file that --config names, so it starts from the defaults (and the environment)
-    // instead of reading it.
-    let file = if matches!(command, Command::Init { .. }) {
-        None
-    } else {
-        cli.config.as_deref()
+    // instead of reading it. The others read --config, else ./clicktermd.toml when there is one.
+    let (file, flag) = match (&cli.config, is_init) {
+        (_, true) => (None, false),
+        (Some(path), false) => (Some(path.clone()), true),
+        (None, false) => {
+            let local = PathBuf::from(LOCAL_CONFIG);
+            (local.is_file().then_some(local), false)
+        }
     };
-    let mut config = Config::load(file, std::env::vars()).map_err(|e| UsageError(e.to_string()))?;
+    let mut config =
+        Config::load(file.as_deref(), std::env::vars()).map_err(|e| UsageError(e.to_string()))?;
+    let invocation = Invocation {
+        file,
+        flag,
+        data_dir_flag: cli.data_dir.clone(),
+        data_dir_env: std::env::var_os("CLICKTERMD_STORAGE__DATA_DIR").is_some(),
+    };
     if let Some(dir) = cli.data_dir {
         config.storage.data_dir = dir;
     }
-    init_logging(&config, matches!(command, Command::Serve));
+    if let Command::Serve {
+        listen: Some(addr), ..
+    } = command
+    {
+        config.server.listen = addr;
+    }
+    init_logging(&config, matches!(command, Command::Serve { .. }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match command {
-            Command::Serve => serve(config).await,
+            Command::Serve { .. } => serve(config, &invocation).await,
             Command::Init { force } => init(&config, cli.config.as_deref(), force).await,
-            Command::Admin { command } => admin(&config, command).await,
-            Command::Integration { command } => integration(&config, command).await,
-            Command::Backup { path } => backup(&config, &path),
+            Command::Admin { command } => admin(&config, &invocation, command).await,
+            Command::Integration { command } => integration(&config, &invocation, command).await,
+            Command::Backup { path } => backup(&config, &invocation, &path),
             Command::CheckUrl { url } => check_url(&config, &url).await,
-            Command::Version => unreachable!("handled above"),
+            Command::WebhookReceiver { .. } | Command::Version => unreachable!("handled above"),
         }
     })
+}
+
+/// The store of a server that exists: commands other than `serve` and `init` never create a database,
+/// since one made in the wrong directory is a server nobody runs (a token minted there is refused).
+fn existing_store(config: &Config, how: &Invocation) -> anyhow::Result<store::Store> {
+    let db = config.database_path();
+    if !db.exists() {
+        let dir = std::path::absolute(&config.storage.data_dir)
+            .unwrap_or_else(|_| config.storage.data_dir.clone());
+        return Err(UsageError(format!(
+            "no clicktermd database in {} ({}; configuration: {}). Point this command at the \
+             server's data with --data-dir DIR or --config FILE, or run it where the server runs; \
+             only `clicktermd serve` and `clicktermd init` create a new database",
+            dir.display(),
+            how.data_dir_source(config),
+            how.config_source(),
+        ))
+        .into());
+    }
+    clicktermd::open_store(config)
 }
 
 /// Logs go to standard error. Commands other than `serve` log only warnings, so their standard output
@@ -206,11 +367,23 @@ fn init_logging(config: &Config, serving: bool) {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, how: &Invocation) -> anyhow::Result<()> {
+    match &how.file {
+        Some(_) => tracing::info!("configuration: {}", how.config_source()),
+        None => tracing::info!(
+            "configuration: {}, with any CLICKTERMD_* variables",
+            how.config_source()
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-    clicktermd::run(config, listener, shutdown_signal()).await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen, or --listen)",
+                config.server.listen
+            )
+        })?;
+    clicktermd::run_as(config, listener, shutdown_signal(), &how.command()).await
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -225,7 +398,7 @@ async fn shutdown_signal() {
 }
 
 async fn init(config: &Config, path: Option<&Path>, force: bool) -> anyhow::Result<()> {
-    let path = path.unwrap_or(Path::new("clicktermd.toml"));
+    let path = path.unwrap_or(Path::new(LOCAL_CONFIG));
     if path.exists() && !force {
         return Err(UsageError(format!(
             "{} exists; pass --force to overwrite it",
@@ -238,6 +411,28 @@ async fn init(config: &Config, path: Option<&Path>, force: bool) -> anyhow::Resu
     let store = clicktermd::open_store(config)?;
     println!("wrote {}", path.display());
     println!("database {}", store.path().display());
+    // How the file is found again: by name in the current directory, or only with --config.
+    let found_here = path.parent().is_none_or(|p| {
+        p.as_os_str().is_empty() || std::fs::canonicalize(p).ok() == std::env::current_dir().ok()
+    }) && path.file_name() == Some(std::ffi::OsStr::new(LOCAL_CONFIG));
+    let data_dir = if config.storage.data_dir != Config::default().storage.data_dir {
+        format!(" --data-dir {}", shell_word(&config.storage.data_dir))
+    } else {
+        String::new()
+    };
+    if found_here {
+        println!(
+            "`clicktermd{data_dir} serve` started in this directory reads {LOCAL_CONFIG} by itself \
+             (as do the other commands); from elsewhere: clicktermd --config {}{data_dir} serve",
+            shell_word(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+        );
+    } else {
+        println!(
+            "start the server with: clicktermd --config {}{data_dir} serve (only ./{LOCAL_CONFIG} \
+             is read without --config)",
+            shell_word(path)
+        );
+    }
     Ok(())
 }
 
@@ -253,8 +448,8 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((line.trim_end_matches(['\r', '\n']).to_string(), false))
 }
 
-async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
-    let store = clicktermd::open_store(config)?;
+async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyhow::Result<()> {
+    let store = existing_store(config, how)?;
     match command {
         AdminCommand::Create {
             username,
@@ -325,8 +520,12 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn integration(config: &Config, command: IntegrationCommand) -> anyhow::Result<()> {
-    let store = clicktermd::open_store(config)?;
+async fn integration(
+    config: &Config,
+    how: &Invocation,
+    command: IntegrationCommand,
+) -> anyhow::Result<()> {
+    let store = existing_store(config, how)?;
     match command {
         IntegrationCommand::Create {
             name,
@@ -404,14 +603,9 @@ async fn integration(config: &Config, command: IntegrationCommand) -> anyhow::Re
     Ok(())
 }
 
-fn backup(config: &Config, dest: &Path) -> anyhow::Result<()> {
+fn backup(config: &Config, how: &Invocation, dest: &Path) -> anyhow::Result<()> {
     let src = config.database_path();
-    if !src.exists() {
-        bail!(
-            "no database at {} (check --data-dir or storage.data_dir)",
-            src.display()
-        );
-    }
+    drop(existing_store(config, how)?);
     store::backup(&src, dest)?;
     println!("backed up {} to {}", src.display(), dest.display());
     Ok(())
@@ -433,6 +627,81 @@ async fn check_url(config: &Config, url: &str) -> anyhow::Result<()> {
             Err(Refused(reason).into())
         }
     }
+}
+
+async fn webhook_receiver(
+    secret: Option<String>,
+    port: u16,
+    dir: &Path,
+    write_config: Option<&Path>,
+) -> anyhow::Result<()> {
+    use clicktermd::receiver;
+    let certs = receiver::certificates(dir)?;
+    println!(
+        "{} the receiver's certificate (127.0.0.1, ::1, localhost): {}",
+        if certs.created { "made" } else { "using" },
+        certs.cert_file.display()
+    );
+    println!("its CA, for clients to trust: {}", certs.ca_file.display());
+    let settings = receiver::server_settings(&certs.ca_file);
+    match write_config {
+        Some(path) if path.exists() => {
+            let loaded = Config::load(Some(path), Vec::new()).ok();
+            let has = loaded.is_some_and(|c| {
+                c.webhooks.extra_ca_file.as_deref() == Some(certs.ca_file.as_path())
+                    && c.webhooks
+                        .allow_private_cidrs
+                        .contains(&"127.0.0.1/32".parse().expect("a CIDR"))
+            });
+            if !has {
+                return Err(UsageError(format!(
+                    "{} exists and is left alone: set these two keys in its [webhooks] section \
+                     instead, then restart the server:\n  {}\n  {}",
+                    path.display(),
+                    settings[0],
+                    settings[1]
+                ))
+                .into());
+            }
+            println!("{} already has the two settings", path.display());
+        }
+        Some(path) => {
+            std::fs::write(path, receiver::server_config(&certs.ca_file))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote {}: the defaults plus the two settings that let a local clicktermd trust \
+                 and reach this receiver",
+                path.display()
+            );
+        }
+        None => {
+            println!(
+                "a clicktermd on this machine delivers here with these settings (restart it after \
+                 adding them):\n  [webhooks]\n  {}\n  {}",
+                settings[0], settings[1]
+            );
+        }
+    }
+    let Some(secret) = secret else {
+        println!(
+            "callback URL: https://127.0.0.1:{port}/webhooks (any path). Start again with \
+             --secret whsec_… (the integration's signing secret) to receive and verify"
+        );
+        return Ok(());
+    };
+    if !secret.starts_with("whsec_") {
+        eprintln!(
+            "clicktermd: warning: a signing secret starts with whsec_; the HMAC key is the whole \
+             string as given, not base64-decoded"
+        );
+    }
+    receiver::serve(&certs, port, secret, shutdown_signal(), |addr| {
+        println!(
+            "listening on https://{addr}/ — callback URL https://{addr}/webhooks (any path); \
+             verifying with the secret given; Ctrl-C stops"
+        );
+    })
+    .await
 }
 
 fn usage_if_invalid(e: clicktermd::error::Error) -> anyhow::Error {

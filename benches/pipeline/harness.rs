@@ -706,6 +706,8 @@ fn clean_command(bin: &Path) -> Command {
         }
     }
     cmd.env_remove("RUST_LOG");
+    // Not the checkout, where a developer's ./clicktermd.toml would be read.
+    cmd.current_dir(env!("CARGO_TARGET_TMPDIR"));
     cmd
 }
 

@@ -31,7 +31,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::SetupError;
 use super::policy::{Policy, Refusal};
 use super::resolve::{DnsResolver, LookupError};
 
@@ -44,11 +43,12 @@ pub enum ConnectError {
     Blocked(Refusal),
     #[error("connecting to {addr} failed: {error}")]
     Connect { addr: SocketAddr, error: io::Error },
-    #[error("TLS with {host} ({addr}) failed: {error}")]
+    /// `reason` is [`super::tls::explain`]'s sentence.
+    #[error("TLS with {host} ({addr}) failed: {reason}")]
     Tls {
         host: String,
         addr: SocketAddr,
-        error: io::Error,
+        reason: String,
     },
     #[error("{0}")]
     InvalidUrl(String),
@@ -161,7 +161,8 @@ pub struct RemoteAddr(pub SocketAddr);
 pub struct PinnedConnector {
     pub policy: Arc<Policy>,
     pub resolver: Arc<DnsResolver>,
-    pub tls: tokio_rustls::TlsConnector,
+    /// Read for every new connection, so a changed `extra_ca_file` applies without a restart.
+    pub tls: Arc<super::tls::CallbackTls>,
     /// The part of the attempt's time that DNS may use.
     pub dns_budget: Duration,
     pub dials: Arc<Dials>,
@@ -246,25 +247,52 @@ impl PinnedConnector {
                 io: Io::Plain(tcp),
                 remote: addr,
                 h2: false,
+                pending: Bytes::new(),
             });
         }
         let name = ServerName::try_from(host.clone()).map_err(|e| {
             ConnectError::InvalidUrl(format!("{host} is not a valid TLS server name: {e}"))
         })?;
-        let tls = self
-            .tls
+        let (connector, asked) = self.tls.dial();
+        let shake = std::time::Instant::now();
+        let mut tls = connector
             .connect(name, tcp)
             .await
             .map_err(|error| ConnectError::Tls {
+                reason: super::tls::explain(&host, &error),
                 host: host.clone(),
                 addr,
-                error,
             })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let mut pending = Vec::new();
+        if asked.asked()
+            && tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+        {
+            // Asked for a client certificate, in TLS 1.3: a receiver that requires one refuses it
+            // about one round trip after our Finished, and hyper would report that only as a closed
+            // connection. Wait for it briefly (twice the handshake's time); anything the receiver
+            // sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
+            use tokio::io::AsyncReadExt;
+            let wait =
+                (shake.elapsed() * 2).clamp(Duration::from_millis(20), Duration::from_millis(500));
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(wait, tls.read(&mut buf)).await {
+                Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+                Ok(Err(error)) => {
+                    return Err(ConnectError::Tls {
+                        reason: super::tls::explain(&host, &error),
+                        host: host.clone(),
+                        addr,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
         Ok(PinnedStream {
             io: Io::Tls(Box::new(tls)),
             remote: addr,
             h2,
+            pending: Bytes::from(pending),
         })
     }
 }
@@ -294,6 +322,8 @@ pub struct PinnedStream {
     io: Io,
     remote: SocketAddr,
     h2: bool,
+    /// Bytes already read from the connection (see `dial`), given to the first reads.
+    pending: Bytes,
 }
 
 impl Connection for PinnedStream {
@@ -309,7 +339,13 @@ impl AsyncRead for PinnedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -351,39 +387,4 @@ pub fn build(connector: PinnedConnector) -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
         .build(connector)
-}
-
-/// TLS settings for callbacks: Mozilla's roots (compiled in, so the appliance does not depend on the
-/// host's CA bundle) plus `extra_ca_file`; HTTP/2 and HTTP/1.1 offered by ALPN.
-pub fn tls_config(
-    extra_ca_file: Option<&std::path::Path>,
-) -> Result<tokio_rustls::TlsConnector, SetupError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_ca_file {
-        let ca = |why: String| SetupError::CaFile {
-            path: path.to_path_buf(),
-            why,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca(format!("cannot be read: {e}")))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca(format!("is not PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(ca("holds no certificate".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca(e.to_string()))?;
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

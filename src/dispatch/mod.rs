@@ -11,6 +11,7 @@ pub mod guard;
 pub mod policy;
 pub mod resolve;
 pub mod settle;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub enum SetupError {
     },
     #[error("the TLS settings for callbacks: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("the certificate verifier for callbacks: {0}")]
+    Verifier(String),
     #[error(transparent)]
     Resolver(#[from] resolve::ResolverError),
 }
@@ -66,15 +69,28 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// The headers of one attempt, in the order they are sent: built once, sent as they are, and
-/// recorded in the delivery history exactly so.
-pub fn attempt_headers(secret: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 4] {
-    [
+/// recorded in the delivery history exactly so. A test webhook carries `X-Clickterm-Test: true`, so a
+/// receiver can tell it from a real one without reading the body (whose shape is the seed's either way).
+pub fn attempt_headers(
+    secret: &str,
+    timestamp: i64,
+    body: &[u8],
+    is_test: bool,
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
         ("Content-Type", "application/json".to_string()),
         ("User-Agent", USER_AGENT.to_string()),
         ("X-Clickterm-Timestamp", timestamp.to_string()),
         ("X-Clickterm-Signature", sign(secret, timestamp, body)),
-    ]
+    ];
+    if is_test {
+        headers.push((TEST_HEADER, "true".to_string()));
+    }
+    headers
 }
+
+/// The header that marks a test webhook.
+pub const TEST_HEADER: &str = "X-Clickterm-Test";
 
 /// The `User-Agent` of every attempt.
 const USER_AGENT: &str = concat!("clicktermd/", env!("CARGO_PKG_VERSION"));
@@ -137,7 +153,7 @@ impl Dispatcher {
     ) -> Result<Dispatcher, SetupError> {
         let settings = Settings::from_config(config);
         let policy = guard.policy.clone();
-        let tls = client::tls_config(config.extra_ca_file.as_deref())?;
+        let tls = Arc::new(tls::CallbackTls::new(config.extra_ca_file.as_deref())?);
         let connector = PinnedConnector {
             policy: policy.clone(),
             resolver: guard.resolver.clone(),
@@ -306,7 +322,7 @@ impl Dispatcher {
         let started_at = Timestamp::now();
         let start = Instant::now();
         let timestamp = started_at.millis().div_euclid(1000);
-        let headers = attempt_headers(&claim.secret, timestamp, &claim.payload);
+        let headers = attempt_headers(&claim.secret, timestamp, &claim.payload, claim.is_test);
         let observed =
             match tokio::time::timeout(self.settings.timeout, self.send(&claim, &headers)).await {
                 Ok(o) => o,
@@ -414,7 +430,7 @@ impl Dispatcher {
         };
         let response = match self.client.request(request).await {
             Ok(r) => r,
-            Err(e) => return Observed::from_client_error(&e),
+            Err(e) => return Observed::from_client_error(&e, &claim.url),
         };
         let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
         let status = response.status();
@@ -542,7 +558,31 @@ impl Observed {
         Observed::failed(outcome, format!("blocked: {r}"))
     }
 
-    fn from_client_error(e: &hyper_util::client::legacy::Error) -> Observed {
+    fn from_client_error(e: &hyper_util::client::legacy::Error, url: &str) -> Observed {
+        // A refusal by TLS that arrives after the handshake (TLS 1.3: a demanded client certificate
+        // is refused once the client has sent its Finished), on the connection's first request.
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+                s.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(tls) = tls {
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Observed::failed(
+                    AttemptOutcome::TlsError,
+                    format!(
+                        "TLS with {host} failed: {}",
+                        tls::explain_rustls(&host, tls)
+                    ),
+                );
+            }
+            source = s.source();
+        }
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             if let Some(ce) = s.downcast_ref::<ConnectError>() {

@@ -30,11 +30,15 @@ pub enum ResolverError {
 /// Why a name gave no address to connect to.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LookupError {
-    #[error("DNS lookup of {host} took longer than {budget_ms} ms")]
+    #[error(
+        "the DNS lookup of {host} took longer than {budget_ms} ms: is the DNS server \
+         (webhooks.dns_servers, else /etc/resolv.conf) reachable?"
+    )]
     Timeout { host: String, budget_ms: u128 },
-    #[error("DNS lookup of {host} failed: {reason}")]
+    /// `reason` is a sentence (see [`describe`]).
+    #[error("the DNS lookup of {host} failed: {reason}")]
     Failed { host: String, reason: String },
-    #[error("{host} has no A or AAAA records")]
+    #[error("{host} has no address: DNS knows the name but it has no A or AAAA record")]
     NoRecords { host: String },
 }
 
@@ -91,9 +95,17 @@ impl DnsResolver {
                 host: host.to_string(),
                 budget_ms: budget.as_millis(),
             })?
-            .map_err(|e| LookupError::Failed {
-                host: host.to_string(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                if e.is_no_records_found() && !e.is_nx_domain() {
+                    LookupError::NoRecords {
+                        host: host.to_string(),
+                    }
+                } else {
+                    LookupError::Failed {
+                        host: host.to_string(),
+                        reason: describe(&e),
+                    }
+                }
             })?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
         addrs.dedup();
@@ -103,5 +115,35 @@ impl DnsResolver {
             });
         }
         Ok(addrs)
+    }
+}
+
+/// A resolver error as a sentence: hickory's own texts are written for its developers (a query's
+/// `Debug` form, a bare response code).
+fn describe(e: &hickory_resolver::net::NetError) -> String {
+    use hickory_resolver::net::{DnsError, NetError};
+    if e.is_nx_domain() {
+        return "the name does not exist (NXDOMAIN): check its spelling, and that the DNS servers \
+                asked (webhooks.dns_servers, else /etc/resolv.conf) know it"
+            .to_string();
+    }
+    match e {
+        NetError::Timeout => {
+            "no DNS server answered in time: is the DNS server (webhooks.dns_servers, \
+                              else /etc/resolv.conf) reachable?"
+                .to_string()
+        }
+        NetError::Dns(DnsError::ResponseCode(code)) => format!(
+            "the DNS server answered {code} ({}): it could not or would not resolve the name",
+            u16::from(*code)
+        ),
+        NetError::Io(io) => format!(
+            "the DNS server could not be asked ({io}): check webhooks.dns_servers, else \
+             /etc/resolv.conf"
+        ),
+        NetError::NoConnections => "no DNS server could be reached: check webhooks.dns_servers, \
+                                    else /etc/resolv.conf"
+            .to_string(),
+        other => other.to_string(),
     }
 }

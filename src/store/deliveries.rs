@@ -56,6 +56,8 @@ pub struct Claimed {
     /// Attempts already made in this chain; this one is `attempts + 1`.
     pub attempts: i64,
     pub trigger: Trigger,
+    /// A test webhook (`POST …/test-webhook`), sent with `X-Clickterm-Test: true`.
+    pub is_test: bool,
     pub url: String,
     pub secret: String,
 }
@@ -173,7 +175,7 @@ pub fn claim(
         .prepare_cached(
             "UPDATE deliveries SET state = 'in_flight', lease_until = ?3, updated_at = ?2 \
              WHERE id = ?1 AND ((state = 'pending' AND next_attempt_at <= ?2) OR (state = 'in_flight' AND lease_until <= ?2)) \
-             RETURNING delivery_id, integration_id, payload, attempts, chain_trigger",
+             RETURNING delivery_id, integration_id, payload, attempts, chain_trigger, is_test",
         )?
         .query_row(params![row, now.millis(), lease_until.millis()], |r| {
             Ok(Claimed {
@@ -183,6 +185,7 @@ pub fn claim(
                 payload: r.get(2)?,
                 attempts: r.get(3)?,
                 trigger: r.get(4)?,
+                is_test: r.get(5)?,
                 url: url.clone(),
                 secret: secret.clone(),
             })

@@ -20,6 +20,17 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
+/// Creates a database in `data` as an operator would before other commands: `clicktermd init`
+/// (its configuration file goes to `dir`).
+fn init_database(dir: &Path, data: &Path) {
+    let config = dir.join("init.toml");
+    let out = clicktermd(
+        &["--config", s(&config), "--data-dir", s(data), "init"],
+        &[],
+    );
+    assert_success(&out, "init");
+}
+
 fn user_version(db: &Path) -> i64 {
     rusqlite::Connection::open(db)
         .unwrap()
@@ -56,6 +67,7 @@ fn unknown_config_key_in_a_file_is_refused_by_name() {
 fn bad_environment_variables_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    init_database(dir.path(), &data);
     let cases = [
         (
             "CLICKTERMD_WEBHOOKS__TIMEOUT_SECZ",
@@ -97,6 +109,7 @@ fn bad_environment_variables_are_refused_by_name() {
 fn a_database_from_a_newer_version_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    init_database(dir.path(), &data);
     let out = clicktermd(&["--data-dir", s(&data), "integration", "list"], &[]);
     assert_success(&out, "first run");
     let db = data.join("clicktermd.db");
@@ -171,6 +184,15 @@ fn init_writes_the_config_file_named_by_config_and_the_database() {
     assert_success(
         &out,
         "init with --config naming a file that does not exist yet",
+    );
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!(
+            "clicktermd --config {} --data-dir {} serve",
+            s(&config),
+            s(&data)
+        )),
+        "init says how to start with this file: {said}"
     );
     let text = assert_initialised(&config, &data);
 
@@ -403,6 +425,7 @@ async fn backup_while_serving_is_consistent_and_complete() {
 async fn backup_finishes_under_a_steady_write_load() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    init_database(dir.path(), &data);
     let out = clicktermd_async(
         &[
             "--data-dir",
@@ -701,6 +724,7 @@ async fn integration_create_judges_the_callback_url_with_dns_first() {
     dns.set("inside.test", &["127.0.0.2".parse().unwrap()]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    init_database(dir.path(), &data);
     let servers = format!("[\"{}\"]", dns.server_string());
     let env = [
         ("CLICKTERMD_WEBHOOKS__DNS_SERVERS", servers.as_str()),
@@ -779,4 +803,253 @@ async fn integration_create_judges_the_callback_url_with_dns_first() {
     .await;
     let list: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
     assert_eq!(list[0]["callbackUrl"], "https://ok.test/hook", "{list}");
+}
+
+// Issue #14, point 4: configuration where people look for it.
+
+/// `admin token create` in the wrong directory used to make a new database and print a token the
+/// server rejects. Every command but `serve` and `init` now refuses, naming where it looked.
+#[test]
+fn commands_other_than_serve_and_init_never_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = std::fs::canonicalize(dir.path()).unwrap();
+    let elsewhere = here.join("elsewhere");
+    let commands: [&[&str]; 6] = [
+        &["admin", "token", "create"],
+        &["admin", "token", "list"],
+        &["admin", "create", "--username", "ops"],
+        &["integration", "list"],
+        &["integration", "create", "--name", "Shop"],
+        &["backup", "copy.db"],
+    ];
+    for args in commands {
+        let out = clicktermd_in(&here, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        let default = here.join("clicktermd-data");
+        for needle in [
+            default.to_str().unwrap(),
+            "default data directory",
+            "--data-dir",
+            "--config",
+            "no configuration file",
+        ] {
+            assert!(err.contains(needle), "{args:?}: {needle:?} in {err}");
+        }
+        assert!(!default.exists(), "{args:?} created {}", default.display());
+
+        let mut with_dir = vec!["--data-dir", s(&elsewhere)];
+        with_dir.extend_from_slice(args);
+        let out = clicktermd_in(&here, &with_dir);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{with_dir:?}: {err}");
+        assert!(
+            err.contains(s(&elsewhere)) && err.contains("given with --data-dir"),
+            "{err}"
+        );
+        assert!(!elsewhere.exists());
+    }
+}
+
+/// `serve` finds `./clicktermd.toml` by itself and says so; the other commands read the same file,
+/// so a token minted in that directory is one the server accepts; `init` says how the file is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_clicktermd_toml_in_the_current_directory_and_says_which_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+    let out = clicktermd_in(here, &["init"]);
+    assert_success(&out, "init");
+    let said = stdout(&out);
+    assert!(
+        said.contains("serve` started in this directory reads clicktermd.toml by itself"),
+        "{said}"
+    );
+    // A data directory of the file's own, so that it is the file (not the default) that counts.
+    let config = here.join("clicktermd.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "data_dir = \"./clicktermd-data\"",
+            "data_dir = \"./from-file\"",
+        ),
+    )
+    .unwrap();
+
+    let log = here.join("serve.log");
+    let (serving, base) = common::serving::serve_in(here, &[], &log).await;
+    let text = serving.log();
+    assert!(
+        text.contains(
+            "configuration: the configuration file clicktermd.toml (found in the current directory)"
+        ),
+        "{text}"
+    );
+    assert!(here.join("from-file/clicktermd.db").is_file(), "{text}");
+    let out = clicktermd_in(here, &["admin", "token", "create"]);
+    assert_success(
+        &out,
+        "admin token create next to the server's clicktermd.toml",
+    );
+    let token = stdout(&out).trim().to_string();
+    let res = bearer_client(&token)
+        .get(format!("{base}/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the server accepts the token");
+    drop(serving);
+
+    // Elsewhere, no file: said too.
+    let empty = tempfile::tempdir().unwrap();
+    let log = empty.path().join("serve.log");
+    let (serving, _) = common::serving::serve_in(empty.path(), &[], &log).await;
+    assert!(
+        serving
+            .log()
+            .contains("configuration: no configuration file"),
+        "{}",
+        serving.log()
+    );
+}
+
+/// The first-start banner tells how to reach this server's data from the command line: with the
+/// `--config` and `--data-dir` the server was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_banner_repeats_config_and_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("my config.toml");
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let args = ["--config", s(&config), "--data-dir", s(&data)];
+    let (serving, _) = common::serving::serve_in(dir.path(), &args, &log).await;
+    let text = serving.log();
+    let expected = format!(
+        "Change it with: clicktermd --config '{}' --data-dir {} admin set-password --username admin",
+        s(&config),
+        s(&data)
+    );
+    assert!(text.contains(&expected), "{expected:?} in {text}");
+}
+
+/// Mistakes people make get the fix in their own words, not serde's.
+#[test]
+fn configuration_mistakes_are_answered_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    /// Arguments, environment, what the message must say.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            &["serve", "--listen", "localhost:8080"],
+            &[],
+            &["127.0.0.1:8080"],
+        ),
+        (
+            &["check-url", "https://example.com/"],
+            &[("CLICKTERMD_WEBHOOKS__TIMEOUT_SECS", "ten")],
+            &["a number of seconds"],
+        ),
+        (
+            &["check-url", "https://example.com/"],
+            &[(
+                "CLICKTERMD_WEBHOOKS__ALLOW_PRIVATE_CIDRS",
+                "[\"127.0.0.1\"]",
+            )],
+            &["\"127.0.0.1/32\""],
+        ),
+        (
+            &["check-url", "https://example.com/"],
+            &[("CLICKTERMD_SERVER__LISTEN", "localhost:8080")],
+            &["127.0.0.1:8080"],
+        ),
+    ];
+    for (args, env, needles) in cases {
+        let out = clicktermd_command(args, env)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{args:?} {env:?}: {needle:?} in {err}"
+            );
+        }
+        assert!(!err.contains("expected f64"), "{err}");
+    }
+}
+
+/// A name that does not exist reads as a sentence, not as hickory's `Debug` form of the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_url_explains_a_dns_failure_in_words() {
+    let dns = common::dns::DnsServer::start().await;
+    let servers = format!("[\"{}\"]", dns.server_string());
+    let out = clicktermd_async(
+        &["check-url", "https://nowhere.test/hook"],
+        &[("CLICKTERMD_WEBHOOKS__DNS_SERVERS", servers.as_str())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.contains("nowhere.test"), "{said}");
+    assert!(
+        said.contains("does not exist") || said.contains("has no address"),
+        "{said}"
+    );
+    for debug in ["Query {", "Name(", "query_type", "NoRecords"] {
+        assert!(!said.contains(debug), "{debug:?} in {said}");
+    }
+}
+
+/// Every option and argument of every command has a line of help.
+#[test]
+fn every_option_has_a_help_line() {
+    fn walk(path: &mut Vec<String>, undocumented: &mut Vec<String>) {
+        let mut args = path.clone();
+        args.push("--help".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = clicktermd(&args, &[]);
+        assert_success(&out, &format!("{args:?}"));
+        let text = stdout(&out);
+        let mut section = "";
+        let mut children = Vec::new();
+        for line in text.lines() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                section = line;
+                continue;
+            }
+            let entry = line.trim_start();
+            let indent = line.len() - entry.len();
+            if entry.is_empty() || indent > 6 {
+                continue;
+            }
+            match section {
+                "Commands:" => {
+                    let name = entry.split_whitespace().next().unwrap();
+                    if name != "help" {
+                        children.push(name.to_string());
+                    }
+                }
+                "Options:" | "Arguments:" => {
+                    let (spec, help) = entry.split_once("  ").unwrap_or((entry, ""));
+                    if help.trim().is_empty() {
+                        undocumented.push(format!("{} {spec}", path.join(" ")));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for child in children {
+            path.push(child);
+            walk(path, undocumented);
+            path.pop();
+        }
+    }
+    let mut undocumented = Vec::new();
+    walk(&mut Vec::new(), &mut undocumented);
+    assert!(undocumented.is_empty(), "without help: {undocumented:#?}");
 }

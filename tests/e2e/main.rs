@@ -11,6 +11,7 @@ mod connections;
 mod crash;
 mod dashboard;
 mod disk_full;
+mod first_webhook;
 mod foundation;
 mod hardening;
 mod harness_selftest;

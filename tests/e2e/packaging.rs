@@ -174,7 +174,8 @@ fn the_package_is_named_versioned_and_filled_as_debian_expects() {
         std::fs::read_to_string(root.join("etc/clicktermd/config.toml")).unwrap(),
         std::fs::read_to_string(repo().join("packaging/config.toml")).unwrap()
     );
-    // The packaged binary accepts the packaged configuration file.
+    // The packaged binary accepts the packaged configuration file: `integration list` gets as far as
+    // looking for the database (which it never creates).
     let data = tempfile::tempdir().unwrap();
     let out = run(Command::new(&packaged_bin)
         .arg("--config")
@@ -183,7 +184,11 @@ fn the_package_is_named_versioned_and_filled_as_debian_expects() {
         .arg(data.path().join("d"))
         .args(["integration", "list"])
         .env_clear());
-    assert_success(&out, "integration list with the packaged config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("no clicktermd database"),
+        "integration list with the packaged config: {err}"
+    );
 
     // The man page in the package is the one in packaging/, with the version filled in.
     let man = run_ok(

@@ -240,6 +240,31 @@ async fn a_verified_event_arrives_signed_over_pinned_tls() {
     );
     // The payload the receiver got is byte for byte the frozen one.
     assert_eq!(d["payload"].as_str().unwrap(), req.body);
+    assert_eq!(
+        req.header("x-clickterm-test"),
+        None,
+        "a real event is no test"
+    );
+
+    // A test webhook says so in a header (sent and recorded alike); its body has the real one's shape.
+    let id = w.test_webhook(&app_id).await;
+    let d = w.until_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let got = w.receiver.wait_for(2, DEADLINE).await;
+    let test = &got[1];
+    assert!(test.signature_valid, "{test:?}");
+    assert_eq!(test.header("x-clickterm-test"), Some("true"), "{test:?}");
+    assert_eq!(
+        d["attemptList"][0]["requestHeaders"]["X-Clickterm-Test"], "true",
+        "{d}"
+    );
+    let test_body = test.json();
+    assert_eq!(common::keys(&test_body), common::keys(&body));
+    assert_eq!(
+        common::keys(&test_body["data"]),
+        common::keys(&body["data"])
+    );
+    assert_eq!(test_body["eventType"], body["eventType"]);
     w.server.stop().await;
 }
 
@@ -1302,4 +1327,133 @@ async fn a_first_release_database_is_upgraded_and_its_queue_still_delivers() {
         assert_eq!(item["state"], "succeeded", "{item}");
     }
     server.stop().await;
+}
+
+/// Issue #14: a receiver with the usual `openssl req -x509` certificate (self-signed, `CA:TRUE`) is
+/// trusted when that certificate is in `webhooks.extra_ca_file` (pinned), refused with a sentence
+/// saying so when it is not, and a change to the file applies at the next connection, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_in_extra_ca_file_is_pinned_and_the_file_is_read_again() {
+    use crate::common::receiver::ReceiverCa;
+    let localhost = "127.0.0.1".parse().unwrap();
+    let listed =
+        Receiver::start_prepared(ReceiverCa::self_signed(), localhost, RECEIVER_SECRET).await;
+    let unlisted =
+        Receiver::start_prepared(ReceiverCa::self_signed(), localhost, RECEIVER_SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("trusted.pem");
+    std::fs::write(&trusted, &listed.ca_pem).unwrap();
+    let ca_file = trusted.clone();
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(ca_file);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        c.webhooks.max_retries = 0;
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let w = World {
+        server,
+        admin,
+        receiver: listed,
+        dns: DnsServer::start().await,
+    };
+    let integration = |url: String| {
+        let w = &w;
+        async move {
+            let (app_id, _, _) = w.server.create_integration(&w.admin, "Self-signed").await;
+            w.patch(&app_id, json!({"callbackUrl": url})).await;
+            w.use_receiver_secret(&app_id);
+            app_id
+        }
+    };
+
+    // Listed: delivered, and the receiver's own check of the signature passes.
+    let good = integration(w.receiver.url("127.0.0.1", "/ok")).await;
+    let d = w
+        .until_state(&w.test_webhook(&good).await, &["succeeded", "failed"])
+        .await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert!(w.receiver.wait_for(1, DEADLINE).await[0].signature_valid);
+
+    // Not listed: a TLS error that says what is wrong and what to do, not rustls's variant name.
+    let other = integration(unlisted.url("127.0.0.1", "/ok")).await;
+    let d = w
+        .until_state(&w.test_webhook(&other).await, &["succeeded", "failed"])
+        .await;
+    let a = &d["attemptList"][0];
+    assert_eq!(a["outcome"], "tls_error", "{d}");
+    let detail = a["detail"].as_str().unwrap();
+    for needle in ["CA:TRUE", "webhooks.extra_ca_file", "pinned"] {
+        assert!(detail.contains(needle), "{needle:?} in {detail}");
+    }
+    assert!(!detail.contains("CaUsedAsEndEntity"), "{detail}");
+    assert!(unlisted.requests().is_empty());
+
+    // The operator adds the second certificate to the file (a new file moved into place, as editors
+    // and config management do): the next attempt trusts it, with the server still running.
+    let next = dir.path().join("trusted.pem.new");
+    std::fs::write(&next, format!("{}{}", w.receiver.ca_pem, unlisted.ca_pem)).unwrap();
+    std::fs::rename(&next, &trusted).unwrap();
+    let d = w
+        .until_state(&w.test_webhook(&other).await, &["succeeded", "failed"])
+        .await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let got = unlisted.wait_for(1, DEADLINE).await;
+    assert!(got[0].signature_valid, "{:?}", got[0]);
+    w.server.stop().await;
+}
+
+/// A receiver that demands a client certificate is refused with a sentence that says so, although
+/// in TLS 1.3 its refusal comes after the client has finished its part of the handshake; one that
+/// only asks for one still gets its webhooks (over HTTP/2, whose first frame the check must keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_demanding_a_client_certificate_is_explained() {
+    use crate::common::h2receiver::H2Receiver;
+    let receiver = H2Receiver::asking_for_client_certificates(false).await;
+    let optional = H2Receiver::asking_for_client_certificates(true).await;
+    let ca = receiver.ca_file.clone();
+    let optional_ca = std::fs::read_to_string(&optional.ca_file).unwrap();
+    let both = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        both.path(),
+        std::fs::read_to_string(&ca).unwrap() + &optional_ca,
+    )
+    .unwrap();
+    let ca = both.path().to_path_buf();
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(ca);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        c.webhooks.max_retries = 0;
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let w = World {
+        server,
+        admin,
+        receiver: Receiver::start(RECEIVER_SECRET).await,
+        dns: DnsServer::start().await,
+    };
+    let (app_id, _, _) = w.server.create_integration(&w.admin, "mTLS").await;
+    w.patch(&app_id, json!({"callbackUrl": receiver.url("/hook")}))
+        .await;
+    let d = w
+        .until_state(&w.test_webhook(&app_id).await, &["succeeded", "failed"])
+        .await;
+    let a = &d["attemptList"][0];
+    assert_eq!(a["outcome"], "tls_error", "{d}");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(detail.contains("client certificate"), "{detail}");
+    assert!(receiver.seen().is_empty());
+
+    let (app_id, _, _) = w.server.create_integration(&w.admin, "optional mTLS").await;
+    w.patch(&app_id, json!({"callbackUrl": optional.url("/hook")}))
+        .await;
+    let d = w
+        .until_state(&w.test_webhook(&app_id).await, &["succeeded", "failed"])
+        .await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let seen = optional.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+    w.server.stop().await;
 }

@@ -38,6 +38,16 @@ pub struct H2Receiver {
 
 impl H2Receiver {
     pub async fn start() -> H2Receiver {
+        H2Receiver::start_with(None).await
+    }
+
+    /// A receiver that asks for a client certificate (mutual TLS) signed by a CA of its own, which
+    /// clicktermd never has: it demands one, or, if `optional`, takes the connection without.
+    pub async fn asking_for_client_certificates(optional: bool) -> H2Receiver {
+        H2Receiver::start_with(Some(optional)).await
+    }
+
+    async fn start_with(client_auth: Option<bool>) -> H2Receiver {
         let dir = tempfile::tempdir().expect("temporary directory");
         super::receiver::write_certificates(&dir);
         let certs: Vec<CertificateDer<'static>> =
@@ -46,14 +56,33 @@ impl H2Receiver {
                 .collect::<Result<_, _>>()
                 .expect("parse cert.pem");
         let key = PrivateKeyDer::from_pem_file(dir.path().join("key.pem")).expect("key.pem");
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("receiver certificate");
+        .expect("TLS versions");
+        let config = if let Some(optional) = client_auth {
+            let clients = tempfile::tempdir().expect("temporary directory");
+            let (client_ca, _) = super::receiver::write_certificates(&clients);
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(client_ca).expect("client CA");
+            let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(rustls::crypto::ring::default_provider()),
+            );
+            let builder = if optional {
+                builder.allow_unauthenticated()
+            } else {
+                builder
+            };
+            let verifier = builder.build().expect("client verifier");
+            config.with_client_cert_verifier(verifier)
+        } else {
+            config.with_no_client_auth()
+        };
+        let mut config = config
+            .with_single_cert(certs, key)
+            .expect("receiver certificate");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -401,6 +401,8 @@ pub fn clicktermd_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     }
     // No stray log filter from the environment changes what the binary prints.
     cmd.env_remove("RUST_LOG");
+    // Not the checkout, where a developer's ./clicktermd.toml (ignored by git) would be read.
+    cmd.current_dir(env!("CARGO_TARGET_TMPDIR"));
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);

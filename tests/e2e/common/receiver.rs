@@ -90,6 +90,8 @@ pub struct ReceiverCa {
     pub ca_file: PathBuf,
     ca_der: CertificateDer<'static>,
     ca_pem: String,
+    /// The receiver presents `ca_file` itself (see [`ReceiverCa::self_signed`]).
+    self_signed: bool,
     dir: TempDir,
 }
 
@@ -101,6 +103,37 @@ impl ReceiverCa {
             ca_file: dir.path().join("ca.pem"),
             ca_der,
             ca_pem,
+            self_signed: false,
+            dir,
+        }
+    }
+
+    /// One self-signed certificate, as `openssl req -x509 -newkey … -addext subjectAltName=…` makes
+    /// it: `CA:TRUE` (critical), subject and authority key identifiers, no key usages; valid for
+    /// [`CERT_NAMES`]. The receiver presents it and `ca_file` is the same certificate.
+    pub fn self_signed() -> ReceiverCa {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let names: Vec<String> = CERT_NAMES.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("certificate parameters");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "receiver.test");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed certificate");
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text)
+                .unwrap_or_else(|e| panic!("write {name}: {e}"));
+        };
+        write("ca.pem", &cert.pem());
+        write("cert.pem", &cert.pem());
+        write("key.pem", &key.serialize_pem());
+        ReceiverCa {
+            ca_file: dir.path().join("ca.pem"),
+            ca_der: cert.der().clone(),
+            ca_pem: cert.pem(),
+            self_signed: true,
             dir,
         }
     }
@@ -149,6 +182,7 @@ impl Receiver {
             ca_der,
             ca_pem,
             ca_file,
+            self_signed,
         } = ca;
         let log = dir.path().join("requests.jsonl");
         let stderr = dir.path().join("stderr.txt");
@@ -182,7 +216,7 @@ impl Receiver {
                 .spawn()
                 .expect("spawn python3 (is Python 3 installed?)");
             let mut child = ChildGuard(child);
-            match wait_ready(&mut child, SocketAddr::new(ip, port), &tls).await {
+            match wait_ready(&mut child, SocketAddr::new(ip, port), &tls, self_signed).await {
                 Ok(()) => break (port, child),
                 Err(Some(3)) if attempt < 5 => continue,
                 Err(status) => panic!(
@@ -311,11 +345,13 @@ impl Drop for ChildGuard {
 }
 
 /// Waits until `addr` completes a TLS handshake with a client that trusts only our CA. `Err` carries the
-/// exit code if the child died first.
+/// exit code if the child died first. A `self_signed` receiver is ready when it presents a certificate
+/// (webpki refuses a `CA:TRUE` one as a server's, which is what the tests of pinning are about).
 async fn wait_ready(
     child: &mut ChildGuard,
     addr: SocketAddr,
     tls: &tokio_rustls::TlsConnector,
+    self_signed: bool,
 ) -> Result<(), Option<i32>> {
     let start = Instant::now();
     loop {
@@ -325,8 +361,18 @@ async fn wait_ready(
         if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await {
             // An IP server name: the handshake checks the IP SAN, and no SNI is sent.
             let name = ServerName::IpAddress(addr.ip().into());
-            if tls.connect(name, tcp).await.is_ok() {
-                return Ok(());
+            match tls.connect(name, tcp).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if self_signed
+                        && matches!(
+                            e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+                            Some(rustls::Error::InvalidCertificate(_))
+                        ) =>
+                {
+                    return Ok(());
+                }
+                Err(_) => {}
             }
         }
         assert!(

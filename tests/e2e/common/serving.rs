@@ -129,3 +129,41 @@ pub async fn serve_under(
     }
     panic!("could not start clicktermd serve on a free port");
 }
+
+/// `clicktermd ARGS serve --listen 127.0.0.1:PORT` started in `cwd` (where it may find
+/// `./clicktermd.toml`) on a free port; waits for /healthz. Returns the process and its base URL.
+pub async fn serve_in(cwd: &Path, args: &[&str], log: &Path) -> (Serving, String) {
+    let listen = format!("127.0.0.1:{}", super::free_port());
+    let mut all = args.to_vec();
+    all.extend(["serve", "--listen", &listen]);
+    let child = clicktermd_command(&all, &[])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn clicktermd serve");
+    let mut serving = Serving {
+        child,
+        log: log.to_path_buf(),
+    };
+    let base = format!("http://{listen}");
+    let http = super::client();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = serving.child.try_wait().unwrap() {
+            panic!("clicktermd serve exited with {status}:\n{}", serving.log());
+        }
+        if let Ok(res) = http.get(format!("{base}/healthz")).send().await
+            && res.status() == StatusCode::OK
+        {
+            return (serving, base);
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "clicktermd serve not healthy:\n{}",
+            serving.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
