@@ -689,7 +689,7 @@ mod tests {
         )
     }
 
-    /// The README's configuration table names every key of the defaults file, each with its default
+    /// The configuration table (docs/configuration.md) names every key of the defaults file, each with its default
     /// as written there: a key is `unset` when the file only shows it commented out, and the table's
     /// cell lists the values of a row's keys in order.
     #[test]
@@ -718,7 +718,7 @@ mod tests {
             };
             defaults.insert(format!("{section}.{key}"), value);
         }
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/configuration.md");
         let mut table: BTreeMap<String, String> = BTreeMap::new();
         for row in readme.lines().filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = row.split(" | ").collect();
@@ -737,10 +737,14 @@ mod tests {
                 "unset" => vec!["unset".to_string(); keys.len()],
                 cell => ticked(cell),
             };
-            assert_eq!(keys.len(), values.len(), "README row {row:?}");
+            assert_eq!(
+                keys.len(),
+                values.len(),
+                "docs/configuration.md row {row:?}"
+            );
             table.extend(keys.into_iter().zip(values));
         }
-        assert_eq!(table, defaults, "the README's configuration table");
+        assert_eq!(table, defaults, "docs/configuration.md's table");
     }
 
     #[test]

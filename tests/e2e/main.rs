@@ -19,5 +19,6 @@ mod packaging;
 mod proxy;
 mod templates;
 mod tls;
+mod walkthrough;
 mod webhooks;
 mod widget;
