@@ -503,20 +503,8 @@ async fn app_with_template(
     name: &str,
 ) -> (App, String) {
     let (id, key, _) = server.create_integration(admin, name).await;
-    let template = admin
-        .post(server.url("/api/v1/templates"))
-        .json(
-            &json!({"name": format!("{name} terms"), "defaultLanguage": "en",
-                      "languages": {"en": {"title": "Terms", "content": "<p>Terms</p>"}},
-                      "integrations": [id]}),
-        )
-        .json_with(StatusCode::CREATED)
-        .await;
-    let tid = template["id"].as_str().unwrap().to_string();
-    admin
-        .post(server.url(&format!("/api/v1/templates/{tid}/versions")))
-        .json(&json!({"type": "MAJOR"}))
-        .json_with(StatusCode::CREATED)
+    let tid = server
+        .published_template(admin, &format!("{name} terms"), &[&id])
         .await;
     (App { id, key }, tid)
 }

@@ -106,18 +106,7 @@ async fn behind_a_trusted_proxy_the_client_address_is_the_clients_own() {
 
     let admin = server.admin_client().await;
     let (app_id, key, _) = server.create_integration(&admin, "Proxied").await;
-    let template = admin
-        .post(server.url("/api/v1/templates"))
-        .json(&json!({"name": "Terms", "defaultLanguage": "en",
-                      "languages": {"en": {"title": "Terms", "content": "<p>Terms</p>"}}}))
-        .json_with(StatusCode::CREATED)
-        .await;
-    let tid = template["id"].as_str().unwrap().to_string();
-    admin
-        .post(server.url(&format!("/api/v1/templates/{tid}/versions")))
-        .json(&json!({"type": "MAJOR"}))
-        .json_with(StatusCode::CREATED)
-        .await;
+    let tid = server.published_template(&admin, "Terms", &[]).await;
 
     // The end user acts through the proxy and writes a forwarding header of its own.
     let end_user = client_from_127_0_0_5(false);

@@ -191,6 +191,30 @@ impl TestServer {
         create_integration(admin, &self.base, name).await
     }
 
+    /// A template named `name` with one English text, linked to `integrations` (none: visible to
+    /// all), published as version 1.0; returns its id.
+    pub async fn published_template(
+        &self,
+        admin: &reqwest::Client,
+        name: &str,
+        integrations: &[&str],
+    ) -> String {
+        let template: Value = admin
+            .post(self.url("/api/v1/templates"))
+            .json(&serde_json::json!({"name": name, "defaultLanguage": "en",
+                      "languages": {"en": {"title": "Terms", "content": "<p>Terms</p>"}},
+                      "integrations": integrations}))
+            .json_with(StatusCode::CREATED)
+            .await;
+        let tid = template["id"].as_str().expect("template id").to_string();
+        admin
+            .post(self.url(&format!("/api/v1/templates/{tid}/versions")))
+            .json(&serde_json::json!({"type": "MAJOR"}))
+            .json_with(StatusCode::CREATED)
+            .await;
+        tid
+    }
+
     /// Stops the server gracefully (within the deadline) and asserts that `run` returned `Ok`. The data
     /// directory stays until the returned value is dropped.
     pub async fn stop(mut self) -> StoppedServer {
