@@ -981,11 +981,29 @@ fn installs_runs_as_its_user_survives_reinstall_and_purges_clean() {
     assert!(Path::new(CONFIG).is_file(), "remove deleted the conffile");
     assert!(passwd_entry().is_some(), "remove deleted the user");
 
-    // Purge leaves nothing.
+    // Purge removes everything of the package's, but files an operator put beside its
+    // configuration (a TLS key, a CA file) are not its to delete.
+    let operator_files = ["/etc/clicktermd/tls/key.pem", "/etc/clicktermd/receiver-ca.pem"];
+    std::fs::create_dir_all("/etc/clicktermd/tls").unwrap();
+    for file in operator_files {
+        std::fs::write(file, "an operator's file\n").unwrap();
+    }
     dpkg(&["--purge", "clicktermd"]);
     assert_eq!(package_status(), "not-installed");
     assert!(passwd_entry().is_none(), "purge left the clicktermd user");
     assert!(!group_exists(), "purge left the clicktermd group");
+    assert!(!Path::new(CONFIG).exists(), "purge left the conffile");
+    for file in operator_files {
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap_or_default(),
+            "an operator's file\n",
+            "purge deleted {file}, which the package did not install"
+        );
+    }
+    std::fs::remove_dir_all("/etc/clicktermd").unwrap();
+    // Without such files, purge leaves nothing at all.
+    dpkg(&["-i", &deb]);
+    dpkg(&["--purge", "clicktermd"]);
     for path in [
         "/etc/clicktermd",
         STATE,
