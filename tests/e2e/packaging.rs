@@ -983,7 +983,10 @@ fn installs_runs_as_its_user_survives_reinstall_and_purges_clean() {
 
     // Purge removes everything of the package's, but files an operator put beside its
     // configuration (a TLS key, a CA file) are not its to delete.
-    let operator_files = ["/etc/clicktermd/tls/key.pem", "/etc/clicktermd/receiver-ca.pem"];
+    let operator_files = [
+        "/etc/clicktermd/tls/key.pem",
+        "/etc/clicktermd/receiver-ca.pem",
+    ];
     std::fs::create_dir_all("/etc/clicktermd/tls").unwrap();
     for file in operator_files {
         std::fs::write(file, "an operator's file\n").unwrap();
