@@ -88,8 +88,11 @@ pub async fn send_test(store: &Store, actor: &Actor, app_id: &str) -> Result<Del
     store
         .write(move |c| -> Result<_> {
             let now = Timestamp::now();
-            let facts = integrations::facts(c, &app)?.ok_or(Error::NotFound("integration"))?;
-            if facts.callback_url.is_none() {
+            let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
+            let target = integrations::webhook_target(c, id)?
+                .filter(|t| !t.deleted)
+                .ok_or(Error::NotFound("integration"))?;
+            if target.callback_url.is_none() {
                 return Err(Error::Conflict(
                     "set a callback URL before sending a test webhook".into(),
                 ));
@@ -111,15 +114,12 @@ pub async fn send_test(store: &Store, actor: &Actor, app_id: &str) -> Result<Del
                 verified_at: Some(now),
             };
             let payload = crate::clickwrap::webhook_payload(&sample);
-            let target = integrations::webhook_target(c, facts.id)?
-                .filter(|t| !t.deleted)
-                .ok_or(Error::NotFound("integration"))?;
             let delivery_id = deliveries::new_delivery_id();
             deliveries::insert(
                 c,
                 &NewDelivery {
                     delivery_id: &delivery_id,
-                    integration_id: facts.id,
+                    integration_id: id,
                     event_row: None,
                     is_test: true,
                     event_type: EventType::ClickwrapEventVerified,
