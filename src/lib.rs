@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod client_cert;
 pub mod clickwrap;
 pub mod config;
 pub mod credentials;
@@ -94,6 +95,11 @@ pub async fn run_as(
         announce_initial_password(&config, &password, cli);
     }
     let signature_key = clickwrap::signature_key(&store).await?;
+    let client_certificates = Arc::new(
+        integrations::load_configured_certificates(&store, &config.webhooks.client_certificates)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?,
+    );
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
         _ => None,
@@ -112,6 +118,7 @@ pub async fn run_as(
         store.clone(),
         &config.webhooks,
         &guard,
+        client_certificates.by_integration(),
         wake.clone(),
         metrics.clone(),
     )
@@ -144,6 +151,7 @@ pub async fn run_as(
         guard,
         signals,
         metrics,
+        client_certificates,
     );
     let mut http_stop = stop_rx;
     let http_stopped = async move {

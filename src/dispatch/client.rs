@@ -166,6 +166,9 @@ pub struct PinnedConnector {
     /// The part of the attempt's time that DNS may use.
     pub dns_budget: Duration,
     pub dials: Arc<Dials>,
+    /// The client certificate every connection of this connector presents when asked (mutual TLS):
+    /// one connector, and so one pool, per certificate (see `clients`).
+    pub identity: Option<Arc<crate::client_cert::ClientCertificate>>,
 }
 
 impl PinnedConnector {
@@ -253,24 +256,24 @@ impl PinnedConnector {
         let name = ServerName::try_from(host.clone()).map_err(|e| {
             ConnectError::InvalidUrl(format!("{host} is not a valid TLS server name: {e}"))
         })?;
-        let (connector, asked) = self.tls.dial();
+        let (connector, auth) = self.tls.dial(self.identity.clone());
         let shake = std::time::Instant::now();
         let mut tls = connector
             .connect(name, tcp)
             .await
             .map_err(|error| ConnectError::Tls {
-                reason: super::tls::explain(&host, &error),
+                reason: super::tls::explain(&host, &error, &auth.seen()),
                 host: host.clone(),
                 addr,
             })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let mut pending = Vec::new();
-        if asked.asked()
+        if auth.asked()
             && tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
         {
-            // Asked for a client certificate, in TLS 1.3: a receiver that requires one refuses it
-            // about one round trip after our Finished, and hyper would report that only as a closed
-            // connection. Wait for it briefly (twice the handshake's time); anything the receiver
+            // Asked for a client certificate, in TLS 1.3: a receiver that requires one (or refuses
+            // ours) says so about one round trip after our Finished, and hyper would report that
+            // only as a closed connection. Wait for it briefly (twice the handshake's time); anything the receiver
             // sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
             use tokio::io::AsyncReadExt;
             let wait =
@@ -280,7 +283,7 @@ impl PinnedConnector {
                 Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
                 Ok(Err(error)) => {
                     return Err(ConnectError::Tls {
-                        reason: super::tls::explain(&host, &error),
+                        reason: super::tls::explain(&host, &error, &auth.seen()),
                         host: host.clone(),
                         addr,
                     });

@@ -7,6 +7,7 @@
 //! for any one integration, so a callback that hangs until the timeout only ever occupies its own slots.
 
 pub mod client;
+pub mod clients;
 pub mod guard;
 pub mod policy;
 pub mod resolve;
@@ -27,7 +28,7 @@ use crate::config::WebhookConfig;
 use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
 use crate::store::deliveries::{self, Attempt, Claimed, Gate, Next};
 use crate::store::{Store, StoreError};
-use client::{ConnectError, HttpClient, PinnedConnector, RemoteAddr};
+use client::{ConnectError, PinnedConnector, RemoteAddr};
 use policy::{Policy, Refusal};
 
 /// Why the dispatcher or the URL guard cannot be built from `[webhooks]`.
@@ -134,7 +135,8 @@ impl Settings {
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
-    client: HttpClient,
+    /// The pooled clients: one per client certificate, and the default one (see `clients`).
+    clients: Arc<clients::Clients>,
     policy: Arc<Policy>,
     settings: Settings,
     wake: Arc<Notify>,
@@ -144,10 +146,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// `configured` holds the client certificates named in the config file, by integration row.
     pub fn new(
         store: Store,
         config: &WebhookConfig,
         guard: &guard::UrlGuard,
+        configured: HashMap<i64, Arc<crate::client_cert::ClientCertificate>>,
         wake: Arc<Notify>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Dispatcher, SetupError> {
@@ -160,11 +164,12 @@ impl Dispatcher {
             tls,
             dns_budget: guard.dns_budget,
             dials: Arc::default(),
+            identity: None,
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(Dispatcher {
             store,
-            client: client::build(connector),
+            clients: Arc::new(clients::Clients::new(connector, configured)),
             policy,
             settings,
             wake,
@@ -428,9 +433,19 @@ impl Dispatcher {
                 );
             }
         };
-        let response = match self.client.request(request).await {
+        let chosen = match self.clients.for_attempt(
+            claim.integration_id,
+            claim.client_cert.as_ref(),
+            Timestamp::now(),
+        ) {
+            Ok(chosen) => chosen,
+            Err(detail) => return Observed::failed(AttemptOutcome::TlsError, detail),
+        };
+        let response = match chosen.client.request(request).await {
             Ok(r) => r,
-            Err(e) => return Observed::from_client_error(&e, &claim.url),
+            Err(e) => {
+                return Observed::from_client_error(&e, &claim.url, chosen.certificate.as_deref());
+            }
         };
         let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
         let status = response.status();
@@ -558,7 +573,12 @@ impl Observed {
         Observed::failed(outcome, format!("blocked: {r}"))
     }
 
-    fn from_client_error(e: &hyper_util::client::legacy::Error, url: &str) -> Observed {
+    /// `presented` is the client certificate the attempt's connections present, if any.
+    fn from_client_error(
+        e: &hyper_util::client::legacy::Error,
+        url: &str,
+        presented: Option<&crate::client_cert::ClientCertificate>,
+    ) -> Observed {
         // A refusal by TLS that arrives after the handshake (TLS 1.3: a demanded client certificate
         // is refused once the client has sent its Finished), on the connection's first request.
         let mut source = std::error::Error::source(e);
@@ -577,7 +597,14 @@ impl Observed {
                     AttemptOutcome::TlsError,
                     format!(
                         "TLS with {host} failed: {}",
-                        tls::explain_rustls(&host, tls)
+                        tls::explain_rustls(
+                            &host,
+                            tls,
+                            &tls::ClientAuthSeen {
+                                presented,
+                                ..Default::default()
+                            }
+                        )
                     ),
                 );
             }
@@ -674,7 +701,11 @@ impl Claims {
             Gate::Hold => rows
                 .iter()
                 .try_for_each(|&row| deliveries::set_aside(c, row, DeliveryState::Held, self.now)),
-            Gate::Send { url, secret } => {
+            Gate::Send {
+                url,
+                secret,
+                client_cert,
+            } => {
                 for &row in rows {
                     if self.room(counts, integration) == 0 {
                         break;
@@ -686,6 +717,7 @@ impl Claims {
                         self.lease_until,
                         url.clone(),
                         secret.clone(),
+                        client_cert.clone(),
                     )?;
                     if let Some(claim) = claim {
                         *counts.entry(integration).or_insert(0) += 1;

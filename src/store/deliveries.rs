@@ -1,9 +1,12 @@
 //! Webhook deliveries: created with their payload bytes frozen (in the verify transaction, or by
 //! "send test webhook"), then moved through their states by the dispatcher.
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Result;
+use super::client_certs::StoredClientCert;
 use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp, Trigger};
 
 /// A new delivery id: a UUID, version 7 (time-ordered, 74 random bits), so the unique index on
@@ -60,6 +63,8 @@ pub struct Claimed {
     pub is_test: bool,
     pub url: String,
     pub secret: String,
+    /// The client certificate its connection presents (mutual TLS), if the integration has one.
+    pub client_cert: Option<Arc<StoredClientCert>>,
 }
 
 /// In-flight deliveries whose lease ran out at `now` (their attempt outlived any timeout: the process
@@ -136,6 +141,7 @@ pub enum Gate {
     Send {
         url: String,
         secret: String,
+        client_cert: Option<Arc<StoredClientCert>>,
     },
     /// Delivery switched off, integration disabled, or no callback URL: keep, do not send.
     Hold,
@@ -156,6 +162,7 @@ pub fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
             }) => Gate::Send {
                 url,
                 secret: signing_secret,
+                client_cert: super::client_certs::for_integration(conn, integration_id)?,
             },
             Some(_) => Gate::Hold,
         },
@@ -170,6 +177,7 @@ pub fn claim(
     lease_until: Timestamp,
     url: String,
     secret: String,
+    client_cert: Option<Arc<StoredClientCert>>,
 ) -> Result<Option<Claimed>> {
     let claimed = conn
         .prepare_cached(
@@ -188,6 +196,7 @@ pub fn claim(
                 is_test: r.get(5)?,
                 url: url.clone(),
                 secret: secret.clone(),
+                client_cert: client_cert.clone(),
             })
         })
         .optional()?;
@@ -840,6 +849,7 @@ mod tests {
                             Timestamp(step + 5),
                             String::new(),
                             String::new(),
+                            None,
                         )
                         .unwrap();
                     }
@@ -864,6 +874,7 @@ mod tests {
                             Timestamp(step + 5),
                             String::new(),
                             String::new(),
+                            None,
                         )
                         .unwrap();
                         record_attempt(&conn, row, &attempt(outcome), &next_state, now).unwrap();
@@ -1057,6 +1068,7 @@ mod tests {
                 Timestamp(at + 5),
                 String::new(),
                 String::new(),
+                None,
             )
             .unwrap();
             record_attempt(
@@ -1088,6 +1100,7 @@ mod tests {
                 Timestamp(5_010),
                 String::new(),
                 String::new(),
+                None,
             )
             .unwrap();
             record_attempt(
