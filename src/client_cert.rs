@@ -496,7 +496,10 @@ mod tests {
         );
         std::fs::write(&k, &cert).unwrap();
         let e = read_files(setting, &c, &k, Timestamp::now()).unwrap_err();
-        assert!(e.contains(".key_file: ") && e.contains("no private key"), "{e}");
+        assert!(
+            e.contains(".key_file: ") && e.contains("no private key"),
+            "{e}"
+        );
         std::fs::write(&k, &key).unwrap();
         let read = read_files(setting, &c, &k, Timestamp::now()).unwrap();
         assert_eq!(read.summary.subject, "CN=file");

@@ -457,7 +457,10 @@ impl Config {
                     &format!("{:?} is named twice; give it one entry", entry.app_id),
                 );
             }
-            for (name, path) in [("cert_file", &entry.cert_file), ("key_file", &entry.key_file)] {
+            for (name, path) in [
+                ("cert_file", &entry.cert_file),
+                ("key_file", &entry.key_file),
+            ] {
                 if path.as_os_str().is_empty() {
                     return fail(&format!("{key}.{name}"), "must be the path of a PEM file");
                 }

@@ -5,8 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
-pub mod client_cert;
 pub mod clickwrap;
+pub mod client_cert;
 pub mod config;
 pub mod credentials;
 pub mod dispatch;

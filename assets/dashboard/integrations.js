@@ -358,6 +358,7 @@ function clientCertificateSection(app) {
       fill(current, h("p", { class: "muted", id: "cert-none" }, "None: connections to the receiver present no client certificate."));
       remove.hidden = true;
       form.hidden = false;
+      upload.textContent = "Upload certificate";
       return;
     }
     fill(
@@ -377,6 +378,7 @@ function clientCertificateSection(app) {
         h("dd", { id: "cert-source" }, c.source === "config" ? `the config file (${c.certFile}); change it there` : ["uploaded ", time(c.setAt)]),
       ),
     );
+    upload.textContent = "Replace certificate";
     // A certificate named in the config file belongs to the file.
     form.hidden = c.source === "config";
     remove.hidden = c.source === "config";

@@ -168,7 +168,10 @@ impl World {
             if ["succeeded", "failed"].contains(&d["state"].as_str().unwrap_or("")) {
                 return d;
             }
-            assert!(Instant::now() < deadline, "the delivery never finished: {d}");
+            assert!(
+                Instant::now() < deadline,
+                "the delivery never finished: {d}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -254,8 +257,14 @@ async fn each_integration_presents_its_own_certificate_and_no_other() {
     w.upload(&a, &renewed).await;
     let before = w.receiver.accepted();
     assert_eq!(w.deliver(&a).await["state"], "succeeded");
-    assert_eq!(w.arrived_at("/a").last().unwrap(), &Some(renewed.der.clone()));
-    assert!(w.receiver.accepted() > before, "a new connection for the new certificate");
+    assert_eq!(
+        w.arrived_at("/a").last().unwrap(),
+        &Some(renewed.der.clone())
+    );
+    assert!(
+        w.receiver.accepted() > before,
+        "a new connection for the new certificate"
+    );
     let seen = w.receiver.seen();
     let last = seen.last().unwrap();
     assert!(
@@ -314,7 +323,10 @@ async fn uploads_are_checked_and_the_key_is_never_shown() {
     assert_eq!(none["message"], "client certificate not found", "{none}");
     let body = |cert: &str, key: &str| json!({"certificate": cert, "privateKey": key});
     let cases: &[(Value, &str)] = &[
-        (body("hello", &good.key_pem), "certificate: holds no certificate"),
+        (
+            body("hello", &good.key_pem),
+            "certificate: holds no certificate",
+        ),
         (
             body(
                 "-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n",
@@ -322,7 +334,10 @@ async fn uploads_are_checked_and_the_key_is_never_shown() {
             ),
             "certificate: is not valid PEM",
         ),
-        (body(&good.cert_pem, "hello"), "privateKey: holds no private key"),
+        (
+            body(&good.cert_pem, "hello"),
+            "privateKey: holds no private key",
+        ),
         (
             body(&good.cert_pem, &other.key_pem),
             "privateKey: does not belong to the certificate CN=shop",
@@ -383,10 +398,16 @@ async fn uploads_are_checked_and_the_key_is_never_shown() {
     assert_eq!(shown["subject"], "CN=shop");
     assert_eq!(shown["chainLength"], 2);
     assert_eq!(shown["fingerprintSha256"], good.fingerprint());
-    assert!(shown["notAfter"].as_str().unwrap().ends_with('Z'), "{shown}");
+    assert!(
+        shown["notAfter"].as_str().unwrap().ends_with('Z'),
+        "{shown}"
+    );
     let audit: Value = serde_json::from_str(&answers[4]).unwrap();
     let set = &audit["items"][0];
-    assert_eq!(set["action"], "integration.client_certificate.set", "{audit}");
+    assert_eq!(
+        set["action"], "integration.client_certificate.set",
+        "{audit}"
+    );
     assert_eq!(set["target"], app_id.as_str());
     let detail = set["detail"].as_str().unwrap();
     assert!(
@@ -394,10 +415,7 @@ async fn uploads_are_checked_and_the_key_is_never_shown() {
         "{detail}"
     );
 
-    admin
-        .delete(&url)
-        .json_with(StatusCode::NO_CONTENT)
-        .await;
+    admin.delete(&url).json_with(StatusCode::NO_CONTENT).await;
     expect_error(admin.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND).await;
     expect_error(
         admin.delete(&url).send().await.unwrap(),
@@ -434,7 +452,10 @@ async fn a_certificate_named_in_the_config_file_is_presented() {
     let app_id = w.integration("From the file", "/file").await;
     let issued = ca.issue("from the file");
     let files = tempfile::tempdir().unwrap();
-    let (cert_file, key_file) = (files.path().join("client.pem"), files.path().join("client.key"));
+    let (cert_file, key_file) = (
+        files.path().join("client.pem"),
+        files.path().join("client.key"),
+    );
     std::fs::write(&cert_file, &issued.cert_pem).unwrap();
     std::fs::write(&key_file, &issued.key_pem).unwrap();
     let World {
@@ -528,4 +549,132 @@ async fn a_certificate_named_in_the_config_file_is_presented() {
         let message = format!("{e:#}");
         assert!(message.contains(&want), "{want:?} in {message:?}");
     }
+}
+
+/// The dashboard's integration page uploads a certificate from two files and removes it, in a real
+/// Chromium: a wrong key is refused in words under the form, the right one shows the subject, issuer
+/// and fingerprint (confirmed through the API), the key never reaches the page, Remove asks first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_uploads_and_removes_a_certificate() {
+    use crate::common::browser::Browser;
+    use fantoccini::Locator;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = ClientCa::new("Example Corp Client CA");
+    let server = TestServer::start().await;
+    let admin = server.admin_client().await;
+    let (app_id, _, _) = server.create_integration(&admin, "Browser shop").await;
+    let issued = ca.issue("browser shop");
+    let other = ca.issue("someone else");
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key, wrong) = (
+        write("client.pem", &issued.cert_pem),
+        write("client.key", &issued.key_pem),
+        write("other.key", &other.key_pem),
+    );
+
+    let browser = Browser::start(1280, 900).await;
+    let find = |css: &'static str| {
+        let client = browser.client.clone();
+        async move {
+            client
+                .wait()
+                .at_most(DEADLINE)
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
+        }
+    };
+    browser
+        .client
+        .goto(&format!("{}/#/integrations/{app_id}", server.base))
+        .await
+        .unwrap();
+    for (css, value) in [
+        (
+            "#login-form input[name=username]",
+            crate::common::ADMIN.to_string(),
+        ),
+        ("#login-form input[name=password]", server.admin_password()),
+    ] {
+        let input = find(css).await;
+        input.clear().await.unwrap();
+        input.send_keys(&value).await.unwrap();
+    }
+    browser.click("#login-form button[type=submit]").await;
+    browser
+        .wait_text("#cert-current", |t| t.contains("None"))
+        .await;
+
+    // The wrong key: refused under the form, nothing stored.
+    find("#cert-file").await.send_keys(&cert).await.unwrap();
+    find("#cert-key-file")
+        .await
+        .send_keys(&wrong)
+        .await
+        .unwrap();
+    browser.click("#cert-upload").await;
+    let refused = browser.wait_text("#cert-error", |t| !t.is_empty()).await;
+    assert!(
+        refused.contains("privateKey: does not belong to the certificate CN=browser shop"),
+        "{refused}"
+    );
+    let url = server.url(&format!("/api/v1/integrations/{app_id}/client-certificate"));
+    expect_error(admin.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+
+    // The right one: shown as the API shows it; the key is nowhere in the page.
+    find("#cert-key-file").await.send_keys(&key).await.unwrap();
+    browser.click("#cert-upload").await;
+    let subject = browser.wait_text("#cert-subject", |t| !t.is_empty()).await;
+    assert_eq!(subject, "CN=browser shop");
+    assert_eq!(
+        browser.text("#cert-issuer").await,
+        "CN=Example Corp Client CA"
+    );
+    assert_eq!(
+        browser.text("#cert-fingerprint").await,
+        issued.fingerprint()
+    );
+    let stored = admin.get(&url).json_ok().await;
+    assert_eq!(stored["fingerprintSha256"], issued.fingerprint());
+    let html = browser.client.source().await.unwrap();
+    for line in issued.key_lines() {
+        assert!(!html.contains(&line), "the key is in the page");
+    }
+    browser.screenshot("integration-client-certificate").await;
+
+    // Remove: a confirmation first, then none.
+    browser.click("#cert-remove").await;
+    browser
+        .wait_text(".confirm-dialog", |t| {
+            t.contains("present no client certificate")
+        })
+        .await;
+    browser.click(".confirm-dialog button.confirm").await;
+    browser
+        .wait_text("#cert-current", |t| t.contains("None"))
+        .await;
+    expect_error(admin.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    let audit = admin.get(server.url("/api/v1/audit")).json_ok().await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .take(2)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "integration.client_certificate.remove",
+            "integration.client_certificate.set"
+        ]
+    );
+    browser.close().await;
+    server.stop().await;
 }

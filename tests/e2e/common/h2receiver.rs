@@ -33,7 +33,9 @@ pub struct Seen {
 enum ClientAuth {
     None,
     /// Signed by a CA of its own, which clicktermd never has; `optional` takes connections without.
-    OwnCa { optional: bool },
+    OwnCa {
+        optional: bool,
+    },
     /// Required, from this CA.
     Requires(CertificateDer<'static>),
 }
