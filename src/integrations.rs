@@ -4,9 +4,10 @@
 
 use crate::credentials::{self, APP_KEY_PREFIX, SIGNING_SECRET_PREFIX, SecretDigest};
 use crate::error::{Error, Result};
-use crate::model::{Actor, CallbackUrl, Domain, Integration, IntegrationStatus, Name, Timestamp};
-use crate::store::integrations::{self as rows, Changes, NewIntegration};
-use crate::store::{Store, audit, deliveries};
+use crate::model::{Actor, CallbackUrl, Domain, Integration, IntegrationStatus, Name};
+use crate::store::Store;
+use crate::store::audit::Audit;
+use crate::store::integrations::{Changes, NewIntegration};
 
 /// A new integration with the credentials that are shown exactly once.
 pub struct Created {
@@ -26,33 +27,19 @@ pub async fn create(
     let app_key = credentials::random_token(APP_KEY_PREFIX);
     let signing_secret = credentials::random_token(SIGNING_SECRET_PREFIX);
     let digest = SecretDigest::of(&app_key);
-    let actor = actor.clone();
-    let (id, secret) = (app_id.clone(), signing_secret.clone());
+    let audit = Audit::new(actor, "integration.create")
+        .target(&app_id)
+        .detail(name.as_str());
+    let new = NewIntegration {
+        app_id,
+        name,
+        app_key_digest: digest,
+        signing_secret: signing_secret.clone(),
+        domains,
+        callback_url,
+    };
     let integration = store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            rows::insert(
-                c,
-                &NewIntegration {
-                    app_id: &id,
-                    name: &name,
-                    app_key_digest: digest,
-                    signing_secret: &secret,
-                    domains: &domains,
-                    callback_url: callback_url.as_ref(),
-                    created_at: now,
-                },
-            )?;
-            audit::record(
-                c,
-                now,
-                &actor,
-                "integration.create",
-                Some(&id),
-                Some(name.as_str()),
-            )?;
-            Ok(rows::get(c, &id)?)
-        })
+        .create_integration(new, audit)
         .await?
         .ok_or(Error::NotFound("integration"))?;
     Ok(Created {
@@ -63,13 +50,12 @@ pub async fn create(
 }
 
 pub async fn list(store: &Store) -> Result<Vec<Integration>> {
-    Ok(store.read(rows::list).await?)
+    Ok(store.integrations().await?)
 }
 
 pub async fn get(store: &Store, app_id: &str) -> Result<Integration> {
-    let id = app_id.to_string();
     store
-        .read(move |c| rows::get(c, &id))
+        .integration(app_id)
         .await?
         .ok_or(Error::NotFound("integration"))
 }
@@ -99,28 +85,13 @@ pub async fn update(
     if let Some(on) = changes.webhook_delivery_enabled {
         what.push(format!("webhookDeliveryEnabled={on}"));
     }
-    let (actor, id) = (actor.clone(), app_id.to_string());
+    let audit = (!what.is_empty()).then(|| {
+        Audit::new(actor, "integration.update")
+            .target(app_id)
+            .detail(what.join(", "))
+    });
     store
-        .write(move |c| -> Result<_> {
-            let updated = rows::update(c, &id, &changes)?;
-            // Pausing holds its deliveries, resuming (or enabling, or setting a callback URL)
-            // releases them: the first batch in the same transaction as the change itself, the rest
-            // (if any) by the settling task, one batch per write (`dispatch::settle`).
-            if let Some(row) = rows::live_id(c, &id)? {
-                deliveries::settle_batch(c, row, Timestamp::now(), deliveries::BATCH)?;
-            }
-            if updated.is_some() && !what.is_empty() {
-                audit::record(
-                    c,
-                    Timestamp::now(),
-                    &actor,
-                    "integration.update",
-                    Some(&id),
-                    Some(&what.join(", ")),
-                )?;
-            }
-            Ok(updated)
-        })
+        .update_integration(app_id, changes, audit)
         .await?
         .ok_or(Error::NotFound("integration"))
 }
@@ -129,23 +100,8 @@ pub async fn update(
 pub async fn regenerate_app_key(store: &Store, actor: &Actor, app_id: &str) -> Result<String> {
     let key = credentials::random_token(APP_KEY_PREFIX);
     let digest = SecretDigest::of(&key);
-    let (actor, id) = (actor.clone(), app_id.to_string());
-    let done = store
-        .write(move |c| -> Result<_> {
-            let done = rows::set_app_key_digest(c, &id, digest)?;
-            if done {
-                audit::record(
-                    c,
-                    Timestamp::now(),
-                    &actor,
-                    "integration.app_key.regenerate",
-                    Some(&id),
-                    None,
-                )?;
-            }
-            Ok(done)
-        })
-        .await?;
+    let audit = Audit::new(actor, "integration.app_key.regenerate").target(app_id);
+    let done = store.set_app_key(app_id, digest, audit).await?;
     if done {
         Ok(key)
     } else {
@@ -155,22 +111,9 @@ pub async fn regenerate_app_key(store: &Store, actor: &Actor, app_id: &str) -> R
 
 /// The signing secret, on purpose: revealing it is audited.
 pub async fn reveal_signing_secret(store: &Store, actor: &Actor, app_id: &str) -> Result<String> {
-    let (actor, id) = (actor.clone(), app_id.to_string());
+    let audit = Audit::new(actor, "integration.signing_secret.reveal").target(app_id);
     store
-        .write(move |c| -> Result<_> {
-            let secret = rows::signing_secret(c, &id)?;
-            if secret.is_some() {
-                audit::record(
-                    c,
-                    Timestamp::now(),
-                    &actor,
-                    "integration.signing_secret.reveal",
-                    Some(&id),
-                    None,
-                )?;
-            }
-            Ok(secret)
-        })
+        .reveal_signing_secret(app_id, audit)
         .await?
         .ok_or(Error::NotFound("integration"))
 }
@@ -178,22 +121,9 @@ pub async fn reveal_signing_secret(store: &Store, actor: &Actor, app_id: &str) -
 /// Replaces the signing secret; deliveries attempted after this commit are signed with the new one.
 pub async fn rotate_signing_secret(store: &Store, actor: &Actor, app_id: &str) -> Result<String> {
     let secret = credentials::random_token(SIGNING_SECRET_PREFIX);
-    let (actor, id, s) = (actor.clone(), app_id.to_string(), secret.clone());
+    let audit = Audit::new(actor, "integration.signing_secret.rotate").target(app_id);
     let done = store
-        .write(move |c| -> Result<_> {
-            let done = rows::set_signing_secret(c, &id, &s)?;
-            if done {
-                audit::record(
-                    c,
-                    Timestamp::now(),
-                    &actor,
-                    "integration.signing_secret.rotate",
-                    Some(&id),
-                    None,
-                )?;
-            }
-            Ok(done)
-        })
+        .set_signing_secret(app_id, secret.clone(), audit)
         .await?;
     if done {
         Ok(secret)
@@ -204,22 +134,8 @@ pub async fn rotate_signing_secret(store: &Store, actor: &Actor, app_id: &str) -
 
 /// Deletes the integration: its credentials stop working at once; its events and history are kept.
 pub async fn delete(store: &Store, actor: &Actor, app_id: &str) -> Result<()> {
-    let (actor, id) = (actor.clone(), app_id.to_string());
-    let done = store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let done = rows::delete(c, &id, now)?;
-            if done {
-                // Unfinished deliveries are cancelled (the first batch here, the rest by the
-                // settling task); history and events stay.
-                if let Some(row) = rows::any_id(c, &id)? {
-                    deliveries::settle_batch(c, row, now, deliveries::BATCH)?;
-                }
-                audit::record(c, now, &actor, "integration.delete", Some(&id), None)?;
-            }
-            Ok(done)
-        })
-        .await?;
+    let audit = Audit::new(actor, "integration.delete").target(app_id);
+    let done = store.delete_integration(app_id, audit).await?;
     if done {
         Ok(())
     } else {
