@@ -5,8 +5,9 @@ use std::path::Path;
 
 use crate::credentials::{self, ADMIN_TOKEN_PREFIX, SecretDigest};
 use crate::error::{Error, Result};
-use crate::model::{Actor, Name, Timestamp, Username};
-use crate::store::{Store, StoreError, admin, audit};
+use crate::model::{Actor, Name, Username};
+use crate::store::audit::Audit;
+use crate::store::{Store, StoreError, admin};
 
 /// The name of the user created at first start.
 pub const INITIAL_ADMIN: &str = "admin";
@@ -33,31 +34,16 @@ fn check_password(password: &str) -> Result<()> {
 /// On a database with no admin user, creates `admin` with a random password, writes it to a 0600 file
 /// in the data directory and returns it so the caller can show it once.
 pub async fn ensure_initial_admin(store: &Store, data_dir: &Path) -> Result<Option<String>> {
-    if store.read(admin::user_count).await? > 0 {
+    if store.admin_count().await? > 0 {
         return Ok(None);
     }
     let password = credentials::random_password();
     let phc = hash(password.clone()).await?;
     let user = Username::parse(INITIAL_ADMIN).expect("the initial user name is valid");
-    let created = store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            // Another process may have created a user meanwhile; only an empty table gets the default.
-            if admin::user_count(c)? > 0 {
-                return Ok(false);
-            }
-            let created = admin::create_user(c, &user, &phc, now)?;
-            audit::record(
-                c,
-                now,
-                &Actor::local("system"),
-                "admin.create",
-                Some(INITIAL_ADMIN),
-                Some("first start"),
-            )?;
-            Ok(created)
-        })
-        .await?;
+    let audit = Audit::new(&Actor::local("system"), "admin.create")
+        .target(INITIAL_ADMIN)
+        .detail("first start");
+    let created = store.create_first_admin(user, phc, audit).await?;
     if !created {
         return Ok(None);
     }
@@ -91,25 +77,9 @@ pub async fn create_user(
 ) -> Result<()> {
     check_password(&password)?;
     let phc = hash(password).await?;
-    let actor = actor.clone();
     let name = username.as_str().to_string();
-    let created = store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let created = admin::create_user(c, &username, &phc, now)?;
-            if created {
-                audit::record(
-                    c,
-                    now,
-                    &actor,
-                    "admin.create",
-                    Some(username.as_str()),
-                    None,
-                )?;
-            }
-            Ok(created)
-        })
-        .await?;
+    let audit = Audit::new(actor, "admin.create").target(&name);
+    let created = store.create_admin(username, phc, audit).await?;
     if created {
         Ok(())
     } else {
@@ -129,25 +99,9 @@ pub async fn set_password(
 ) -> Result<()> {
     check_password(&password)?;
     let phc = hash(password).await?;
-    let actor = actor.clone();
     let is_initial = username.as_str() == INITIAL_ADMIN;
-    let done = store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let done = admin::set_password(c, &username, &phc, now)?;
-            if done {
-                audit::record(
-                    c,
-                    now,
-                    &actor,
-                    "admin.set_password",
-                    Some(username.as_str()),
-                    None,
-                )?;
-            }
-            Ok(done)
-        })
-        .await?;
+    let audit = Audit::new(actor, "admin.set_password").target(username.as_str());
+    let done = store.set_admin_password(username, phc, audit).await?;
     if !done {
         return Err(Error::NotFound("admin user"));
     }
@@ -166,50 +120,21 @@ pub async fn create_token(store: &Store, actor: &Actor, name: &str) -> Result<St
     let name = Name::parse(name).map_err(|e| Error::invalid("name", e))?;
     let token = credentials::random_token(ADMIN_TOKEN_PREFIX);
     let digest = SecretDigest::of(&token);
-    let (actor, name) = (actor.clone(), name.as_str().to_string());
+    let audit = Audit::new(actor, "admin.token.create").target(name.as_str());
     store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            admin::create_token(c, digest, &name, now)?;
-            Ok(audit::record(
-                c,
-                now,
-                &actor,
-                "admin.token.create",
-                Some(&name),
-                None,
-            )?)
-        })
+        .create_admin_token(digest, name.as_str().to_string(), audit)
         .await?;
     Ok(token)
 }
 
 pub async fn list_tokens(store: &Store) -> Result<Vec<admin::TokenInfo>> {
-    Ok(store
-        .read(|c| admin::list_tokens(c, MAX_TOKENS_LISTED))
-        .await?)
+    Ok(store.admin_tokens(MAX_TOKENS_LISTED).await?)
 }
 
 /// Revokes the admin token `id`: requests bearing it are refused from now on.
 pub async fn revoke_token(store: &Store, actor: &Actor, id: i64) -> Result<()> {
-    let actor = actor.clone();
-    let revoked = store
-        .write(move |c| -> Result<_> {
-            let Some(name) = admin::delete_token(c, id)? else {
-                return Ok(false);
-            };
-            let detail = format!("token {id}");
-            audit::record(
-                c,
-                Timestamp::now(),
-                &actor,
-                "admin.token.revoke",
-                Some(&name),
-                Some(&detail),
-            )?;
-            Ok(true)
-        })
-        .await?;
+    let audit = Audit::new(actor, "admin.token.revoke").detail(format!("token {id}"));
+    let revoked = store.revoke_admin_token(id, audit).await?;
     if revoked {
         Ok(())
     } else {
@@ -226,8 +151,7 @@ pub async fn login(
     ttl_secs: u64,
     slot: credentials::CheckSlot,
 ) -> Result<Option<String>> {
-    let name = username.to_string();
-    let user = store.read(move |c| admin::find_user(c, &name)).await?;
+    let user = store.admin_login_facts(username).await?;
     let (user_id, phc) = match user {
         Some((id, phc)) => (Some(id), Some(phc)),
         None => (None, None),
@@ -239,40 +163,25 @@ pub async fn login(
     };
     let session = credentials::random_token("");
     let digest = SecretDigest::of(&session);
-    store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            Ok(admin::create_session(
-                c,
-                digest,
-                user_id,
-                now,
-                now.plus_secs(ttl_secs),
-            )?)
-        })
-        .await?;
+    store.start_session(digest, user_id, ttl_secs).await?;
     Ok(Some(session))
 }
 
 pub async fn logout(store: &Store, session: &str) -> Result<()> {
     let digest = SecretDigest::of(session);
-    Ok(store
-        .write(move |c| admin::delete_session(c, digest))
-        .await?)
+    Ok(store.end_session(digest).await?)
 }
 
 /// Who is behind a session cookie or a bearer token, as the audit log names them.
 pub async fn session_actor(store: &Store, session: &str) -> Result<Option<String>> {
     let digest = SecretDigest::of(session);
-    Ok(store
-        .read(move |c| admin::session_user(c, digest, Timestamp::now()))
-        .await?)
+    Ok(store.session_user(digest).await?)
 }
 
 pub async fn token_actor(store: &Store, token: &str) -> Result<Option<String>> {
     let digest = SecretDigest::of(token);
     Ok(store
-        .read(move |c| admin::token_name(c, digest))
+        .admin_token_name(digest)
         .await?
         .map(|name| format!("token:{name}")))
 }

@@ -82,9 +82,7 @@ pub async fn run_as(
         }
         anyhow::bail!("cannot start: the database in {dir} cannot be written: {e}");
     }
-    let recovered = store
-        .write(|c| store::deliveries::recover_interrupted(c, model::Timestamp::now()))
-        .await?;
+    let recovered = store.recover_interrupted_deliveries().await?;
     if recovered > 0 {
         tracing::warn!(
             deliveries = recovered,

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::WebhookConfig;
 use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
-use crate::store::deliveries::{self, Attempt, Claimed, Gate, Next};
+use crate::store::deliveries::{Attempt, Busy, ClaimLimits, Claimed, Next};
 use crate::store::{Store, StoreError};
 use client::{ConnectError, PinnedConnector, RemoteAddr};
 use policy::{Policy, Refusal};
@@ -141,7 +141,7 @@ pub struct Dispatcher {
     settings: Settings,
     wake: Arc<Notify>,
     permits: Arc<Semaphore>,
-    per_integration: Arc<Mutex<HashMap<i64, usize>>>,
+    per_integration: Busy,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -186,44 +186,14 @@ impl Dispatcher {
         if budget == 0 {
             return Ok(0);
         }
-        let per_limit = self.settings.max_in_flight_per_integration;
-        let counts = self.per_integration.clone();
-        let lease = self.settings.lease();
-        // The claim does not wait for its own batch's sync, only for the batches before it (so it never
-        // sees a delivery that is not yet on disk): a claim lost to a crash leaves the delivery due, so
-        // it is sent again (at least once), and waiting for its own sync doubled the time each slot
-        // spends per delivery (claim commit + attempt commit).
-        let claimed = self
+        let limits = ClaimLimits {
+            budget,
+            per_integration: self.settings.max_in_flight_per_integration,
+            lease: self.settings.lease(),
+        };
+        let claimed: Vec<Claimed> = self
             .store
-            .write_uncommitted(move |c| -> Result<Vec<Claimed>, StoreError> {
-                let now = Timestamp::now();
-                let lease_until = Timestamp(now.millis() + lease.as_millis() as i64);
-                let mut counts = counts.lock().expect("counts lock");
-                let mut claims = Claims {
-                    out: Vec::new(),
-                    budget,
-                    per_limit,
-                    now,
-                    lease_until,
-                };
-                // Expired leases are the oldest work; then each integration's queue, the one waiting
-                // longest first, as far as its free slots and the global budget allow.
-                for (row, integration) in deliveries::expired_leases(c, now, budget)? {
-                    claims.take(c, &mut counts, integration, &[row])?;
-                }
-                let mut queues = deliveries::pending_integrations(c)?;
-                queues.retain(|&(_, first)| first <= now);
-                queues.sort_by_key(|&(integration, first)| (first, integration));
-                for (integration, _) in queues {
-                    let room = claims.room(&counts, integration);
-                    if room == 0 {
-                        continue;
-                    }
-                    let rows = deliveries::due_of(c, integration, now, room)?;
-                    claims.take(c, &mut counts, integration, &rows)?;
-                }
-                Ok(claims.out)
-            })
+            .claim_due_deliveries(limits, self.per_integration.clone())
             .await?;
         let started = claimed.len();
         for claim in claimed {
@@ -281,7 +251,7 @@ impl Dispatcher {
             let wait = if started > 0 && self.permits.available_permits() > 0 {
                 Duration::ZERO
             } else {
-                match self.store.read(deliveries::next_wake).await {
+                match self.store.next_delivery_wake().await {
                     Ok(Some(at)) => {
                         let ms = at.millis() - Timestamp::now().millis();
                         // Due now but nothing could start (limits): wait for an attempt to finish.
@@ -402,11 +372,7 @@ impl Dispatcher {
             outcome: observed.outcome,
             detail: observed.detail,
         };
-        let row = claim.row;
-        let stored = self
-            .store
-            .write(move |c| deliveries::record_attempt(c, row, &record, &next, Timestamp::now()))
-            .await;
+        let stored = self.store.record_attempt(claim.row, record, next).await;
         if let Err(e) = stored {
             // The lease runs out and the delivery is attempted again: at least once, never lost.
             tracing::error!(delivery = %claim.delivery_id, error = %e, "storing an attempt failed");
@@ -509,9 +475,7 @@ pub async fn prune_attempts(store: &Store, retention_days: u32) -> Result<usize,
     let before = Timestamp(Timestamp::now().millis() - i64::from(retention_days) * 86_400_000);
     let mut total = 0;
     loop {
-        let n = store
-            .write(move |c| deliveries::prune_attempts(c, before, PRUNE_BATCH))
-            .await?;
+        let n = store.prune_attempts(before, PRUNE_BATCH).await?;
         total += n;
         if n < PRUNE_BATCH as usize {
             return Ok(total);
@@ -661,73 +625,6 @@ pub async fn check_url(
         .map_err(|e| e.to_string())?
         .explain(raw)
         .await
-}
-
-/// One tick's claims, within the global budget and each integration's free slots.
-struct Claims {
-    out: Vec<Claimed>,
-    budget: usize,
-    per_limit: usize,
-    now: Timestamp,
-    lease_until: Timestamp,
-}
-
-impl Claims {
-    /// How many more of `integration`'s deliveries may start now.
-    fn room(&self, counts: &HashMap<i64, usize>, integration: i64) -> usize {
-        let busy = counts.get(&integration).copied().unwrap_or(0);
-        self.per_limit
-            .saturating_sub(busy)
-            .min(self.budget.saturating_sub(self.out.len()))
-    }
-
-    /// Claims `rows` of `integration` as far as there is room, after asking its settings: deliveries of
-    /// an integration that may not be sent to now are set aside instead (`held`, or `cancelled` when
-    /// it was deleted).
-    fn take(
-        &mut self,
-        c: &rusqlite::Connection,
-        counts: &mut HashMap<i64, usize>,
-        integration: i64,
-        rows: &[i64],
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() || self.room(counts, integration) == 0 {
-            return Ok(());
-        }
-        match deliveries::gate(c, integration)? {
-            Gate::Cancel => rows.iter().try_for_each(|&row| {
-                deliveries::set_aside(c, row, DeliveryState::Cancelled, self.now)
-            }),
-            Gate::Hold => rows
-                .iter()
-                .try_for_each(|&row| deliveries::set_aside(c, row, DeliveryState::Held, self.now)),
-            Gate::Send {
-                url,
-                secret,
-                client_cert,
-            } => {
-                for &row in rows {
-                    if self.room(counts, integration) == 0 {
-                        break;
-                    }
-                    let claim = deliveries::claim(
-                        c,
-                        row,
-                        self.now,
-                        self.lease_until,
-                        url.clone(),
-                        secret.clone(),
-                        client_cert.clone(),
-                    )?;
-                    if let Some(claim) = claim {
-                        *counts.entry(integration).or_insert(0) += 1;
-                        self.out.push(claim);
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -452,10 +452,7 @@ pub async fn audit_log(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
-    let entries = state
-        .store
-        .read(move |c| crate::store::audit::list(c, limit, q.before))
-        .await?;
+    let entries = state.store.audit_log(limit, q.before).await?;
     let next_before = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.id))
         .flatten();

@@ -434,11 +434,7 @@ pub async fn admin_events(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (mut filter, cursor, limit) = event_filter(&q)?;
     if let Some(app_id) = &q.app_id {
-        let id = app_id.clone();
-        let row = state
-            .store
-            .read(move |c| crate::store::integrations::any_id(c, &id))
-            .await?;
+        let row = state.store.integration_row(app_id).await?;
         filter.integration_id =
             Some(row.ok_or_else(|| ApiError::invalid("appId", "no such integration"))?);
     }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Result, Store, audit};
-use crate::model::{Actor, Timestamp};
+use super::audit::Audit;
+use super::{Result, Store};
+use crate::model::Timestamp;
 
 /// A stored certificate as the dispatcher needs it. Shared by every delivery of one claim.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,11 +75,10 @@ pub(super) fn delete_for(conn: &Connection, app_id: &str) -> Result<()> {
 
 fn set(
     conn: &Connection,
-    actor: &Actor,
     app_id: &str,
     cert: &StoredClientCert,
     fingerprint: &str,
-    detail: &str,
+    audit: &Audit,
 ) -> Result<bool> {
     let Some(id) = super::integrations::live_id(conn, app_id)? else {
         return Ok(false);
@@ -97,18 +97,12 @@ fn set(
         fingerprint,
         now.millis()
     ])?;
-    audit::record(
-        conn,
-        now,
-        actor,
-        "integration.client_certificate.set",
-        Some(app_id),
-        Some(detail),
-    )?;
+    audit.write(conn, now)?;
     Ok(true)
 }
 
-fn remove(conn: &Connection, actor: &Actor, app_id: &str) -> Result<Removed> {
+/// Removes the certificate; the audit entry is given the removed one's fingerprint.
+fn remove(conn: &Connection, app_id: &str, audit: Audit) -> Result<Removed> {
     let Some(id) = super::integrations::live_id(conn, app_id)? else {
         return Ok(Removed::NoIntegration);
     };
@@ -121,14 +115,9 @@ fn remove(conn: &Connection, actor: &Actor, app_id: &str) -> Result<Removed> {
     let Some(fingerprint) = fingerprint else {
         return Ok(Removed::NoCertificate);
     };
-    audit::record(
-        conn,
-        Timestamp::now(),
-        actor,
-        "integration.client_certificate.remove",
-        Some(app_id),
-        Some(&format!("sha256={fingerprint}")),
-    )?;
+    audit
+        .detail(format!("sha256={fingerprint}"))
+        .write(conn, Timestamp::now())?;
     Ok(Removed::Removed)
 }
 
@@ -149,25 +138,25 @@ fn lookup(conn: &Connection, app_id: &str) -> Result<Lookup> {
 }
 
 impl Store {
-    /// Sets (or replaces) the client certificate of a live integration, audited with `detail` in the
-    /// same transaction; false when there is no such integration.
+    /// Sets (or replaces) the client certificate of a live integration, with its audit entry, in one
+    /// transaction; false when there is no such integration.
     pub async fn set_client_certificate(
         &self,
-        actor: &Actor,
         app_id: &str,
         cert: StoredClientCert,
         fingerprint: String,
-        detail: String,
+        audit: Audit,
     ) -> Result<bool> {
-        let (actor, app_id) = (actor.clone(), app_id.to_string());
-        self.write(move |c| set(c, &actor, &app_id, &cert, &fingerprint, &detail))
+        let app_id = app_id.to_string();
+        self.write(move |c| set(c, &app_id, &cert, &fingerprint, &audit))
             .await
     }
 
-    /// Removes a live integration's client certificate, audited in the same transaction.
-    pub async fn remove_client_certificate(&self, actor: &Actor, app_id: &str) -> Result<Removed> {
-        let (actor, app_id) = (actor.clone(), app_id.to_string());
-        self.write(move |c| remove(c, &actor, &app_id)).await
+    /// Removes a live integration's client certificate, with its audit entry (which this names by
+    /// fingerprint), in one transaction.
+    pub async fn remove_client_certificate(&self, app_id: &str, audit: Audit) -> Result<Removed> {
+        let app_id = app_id.to_string();
+        self.write(move |c| remove(c, &app_id, audit)).await
     }
 
     /// The stored certificate of a live integration (never its key).
