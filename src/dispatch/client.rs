@@ -156,6 +156,14 @@ impl Drop for DialLead {
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// Attached to every response of a connection whose receiver asked for a client certificate during
+/// the handshake: the issuers it named. (Some receivers — nginx with `ssl_verify_client on` — finish
+/// the handshake without one and answer the request with a page saying so.)
+#[derive(Debug, Clone)]
+pub struct CertificateAsked {
+    pub issuers: Vec<String>,
+}
+
 /// Resolves, judges, dials and (for https) shakes hands.
 #[derive(Clone)]
 pub struct PinnedConnector {
@@ -251,6 +259,7 @@ impl PinnedConnector {
                 remote: addr,
                 h2: false,
                 pending: Bytes::new(),
+                asked: None,
             });
         }
         let name = ServerName::try_from(host.clone()).map_err(|e| {
@@ -296,6 +305,9 @@ impl PinnedConnector {
             remote: addr,
             h2,
             pending: Bytes::from(pending),
+            asked: auth.asked().then(|| CertificateAsked {
+                issuers: auth.seen().issuers,
+            }),
         })
     }
 }
@@ -327,11 +339,15 @@ pub struct PinnedStream {
     h2: bool,
     /// Bytes already read from the connection (see `dial`), given to the first reads.
     pending: Bytes,
+    asked: Option<CertificateAsked>,
 }
 
 impl Connection for PinnedStream {
     fn connected(&self) -> Connected {
-        let c = Connected::new().extra(RemoteAddr(self.remote));
+        let mut c = Connected::new().extra(RemoteAddr(self.remote));
+        if let Some(asked) = &self.asked {
+            c = c.extra(asked.clone());
+        }
         if self.h2 { c.negotiated_h2() } else { c }
     }
 }

@@ -28,7 +28,7 @@ use crate::config::WebhookConfig;
 use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
 use crate::store::deliveries::{Attempt, Busy, ClaimLimits, Claimed, Next};
 use crate::store::{Store, StoreError};
-use client::{ConnectError, PinnedConnector, RemoteAddr};
+use client::{CertificateAsked, ConnectError, PinnedConnector, RemoteAddr};
 use policy::{Policy, Refusal};
 
 /// Why the dispatcher or the URL guard cannot be built from `[webhooks]`.
@@ -414,6 +414,7 @@ impl Dispatcher {
             }
         };
         let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let asked = response.extensions().get::<CertificateAsked>().cloned();
         let status = response.status();
         let location = response
             .headers()
@@ -434,7 +435,12 @@ impl Dispatcher {
                 Some(Err(_)) | None => break,
             }
         }
-        let (outcome, detail) = if status == http::StatusCode::OK {
+        let page = asked.as_ref().and_then(|asked| {
+            certificate_page(status, &excerpt, asked, chosen.certificate.as_deref())
+        });
+        let (outcome, detail) = if let Some(detail) = page {
+            (AttemptOutcome::TlsError, Some(detail))
+        } else if status == http::StatusCode::OK {
             (AttemptOutcome::Ok, None)
         } else if status.is_redirection() {
             (
@@ -458,6 +464,33 @@ impl Dispatcher {
             detail,
         }
     }
+}
+
+/// A receiver that asked for a client certificate in the handshake and answered 400 with a page about
+/// it — as nginx does with `ssl_verify_client on` ("400 No required SSL certificate was sent", "400
+/// The SSL certificate error"), finishing the handshake either way — refused the connection's TLS
+/// identity, not the webhook: that is a `tls_error`, explained like a refusal in the handshake.
+fn certificate_page(
+    status: http::StatusCode,
+    body: &[u8],
+    asked: &CertificateAsked,
+    presented: Option<&crate::client_cert::ClientCertificate>,
+) -> Option<String> {
+    if status != http::StatusCode::BAD_REQUEST {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let said = [
+        "No required SSL certificate was sent",
+        "SSL certificate error",
+    ]
+    .into_iter()
+    .find(|phrase| text.contains(phrase))?;
+    let answered = format!("it answered 400 \"{said}\"");
+    Some(match presented {
+        None => format!("{} ({answered})", tls::certificate_missing(&asked.issuers)),
+        Some(presented) => tls::certificate_refused(presented, &answered, &asked.issuers),
+    })
 }
 
 /// Attempts deleted per write transaction when pruning, so pruning never holds the writer for long.

@@ -178,18 +178,37 @@ pub struct ClientAuthSeen<'a> {
     pub issuers: Vec<String>,
 }
 
-impl ClientAuthSeen<'_> {
-    /// ` (it accepts certificates issued by …)`, or nothing when the receiver named no issuer.
-    fn accepted_issuers(&self) -> String {
-        if self.issuers.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (it accepts client certificates issued by {})",
-                self.issuers.join("; ")
-            )
-        }
+/// ` (it accepts client certificates issued by …)`, or nothing when the receiver named no issuer.
+fn accepted_issuers(issuers: &[String]) -> String {
+    if issuers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (it accepts client certificates issued by {})",
+            issuers.join("; ")
+        )
     }
+}
+
+/// A receiver requires a client certificate and the integration has none: what to do.
+pub fn certificate_missing(issuers: &[String]) -> String {
+    format!(
+        "the receiver requires a client certificate (mutual TLS){} and this integration has \
+         none: give it one (the dashboard's integration page, PUT \
+         /api/v1/integrations/{{appId}}/client-certificate, or {CLIENT_CERTS}), or turn \
+         client-certificate authentication off for this endpoint",
+        accepted_issuers(issuers)
+    )
+}
+
+/// A receiver refused the integration's certificate (`why`: what it said).
+pub fn certificate_refused(presented: &ClientCertificate, why: &str, issuers: &[String]) -> String {
+    format!(
+        "the receiver refused this integration's client certificate {}: {why}{}; give the \
+         integration a certificate from a CA the receiver trusts",
+        presented.summary.describe(),
+        accepted_issuers(issuers)
+    )
 }
 
 /// The certificates of a PEM file, or why it cannot be used.
@@ -415,13 +434,7 @@ pub fn explain_rustls(host: &str, e: &rustls::Error, auth: &ClientAuthSeen<'_>) 
             | (AlertDescription::HandshakeFailure, None)
                 if alert == &AlertDescription::CertificateRequired || auth.asked =>
             {
-                format!(
-                    "the receiver requires a client certificate (mutual TLS){} and this \
-                     integration has none: give it one (the dashboard's integration page, PUT \
-                     /api/v1/integrations/{{appId}}/client-certificate, or {CLIENT_CERTS}), or turn \
-                     client-certificate authentication off for this endpoint",
-                    auth.accepted_issuers()
-                )
+                certificate_missing(&auth.issuers)
             }
             (AlertDescription::CertificateRequired, Some(presented)) => format!(
                 "the receiver asked for a client certificate but could not take this \
@@ -450,12 +463,7 @@ pub fn explain_rustls(host: &str, e: &rustls::Error, auth: &ClientAuthSeen<'_>) 
                     }
                     _ => "it refused it",
                 };
-                format!(
-                    "the receiver refused this integration's client certificate {}: {why}{}; give \
-                     the integration a certificate from a CA the receiver trusts",
-                    presented.summary.describe(),
-                    auth.accepted_issuers()
-                )
+                certificate_refused(presented, why, &auth.issuers)
             }
             (AlertDescription::HandshakeFailure | AlertDescription::ProtocolVersion, _) => {
                 "the receiver refused the handshake: it offers no TLS version or cipher suite in \

@@ -124,10 +124,15 @@ async fn world(ca: &ClientCa) -> World {
 impl World {
     /// An integration whose callback is the receiver's `path`.
     async fn integration(&self, name: &str, path: &str) -> String {
+        self.integration_at(name, &self.receiver.url(path)).await
+    }
+
+    /// An integration whose callback is `url`.
+    async fn integration_at(&self, name: &str, url: &str) -> String {
         let (app_id, _, _) = self.server.create_integration(&self.admin, name).await;
         self.admin
             .patch(self.server.url(&format!("/api/v1/integrations/{app_id}")))
-            .json(&json!({"callbackUrl": self.receiver.url(path)}))
+            .json(&json!({"callbackUrl": url}))
             .json_ok()
             .await;
         app_id
@@ -677,4 +682,80 @@ async fn the_dashboard_uploads_and_removes_a_certificate() {
     );
     browser.close().await;
     server.stop().await;
+}
+
+/// The same against Debian's nginx as the receiver (`ssl_verify_client on` with the company's CA),
+/// which finishes the handshake without a certificate, or with one it refuses, and answers 400 with a
+/// page saying so: delivered with the integration's certificate (nginx echoes the subject it
+/// verified); without one, or with one from another CA, a `tls_error` with a readable reason — also
+/// right after the first integration's delivery left its HTTP/1.1 connection in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nginx_receiver_demanding_client_certificates() {
+    use crate::common::nginx::Nginx;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = ClientCa::new("Example Corp Client CA");
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::receiver::write_certificates(&dir);
+    std::fs::write(dir.path().join("client-ca.pem"), ca.issuer.pem()).unwrap();
+    let d = dir.path().display().to_string();
+    let nginx = Nginx::start(dir.path(), "127.0.0.1".parse().unwrap(), |_| {
+        format!(
+            "    ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
+    ssl_client_certificate {d}/client-ca.pem; ssl_verify_client on;
+    location / {{ default_type application/json; return 200 '{{\"client\":\"$ssl_client_s_dn\"}}'; }}"
+        )
+    });
+    let trust = dir.path().join("ca.pem");
+    let server = TestServer::start_with(|c| {
+        c.webhooks.extra_ca_file = Some(trust);
+        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+        c.webhooks.max_retries = 0;
+    })
+    .await;
+    let admin = server.admin_client().await;
+    let url = format!("https://127.0.0.1:{}/hook", nginx.port);
+    // `World`'s helpers; its own receiver stays unused here.
+    let w = World {
+        server,
+        admin,
+        receiver: H2Receiver::start().await,
+    };
+
+    let a = w.integration_at("A", &url).await;
+    let cert_a = ca.issue("nginx client A");
+    w.upload(&a, &cert_a).await;
+    let d = w.deliver(&a).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let body = d["attemptList"][0]["responseBody"].as_str().unwrap();
+    assert!(body.contains("CN=nginx client A"), "{body}");
+
+    let b = w.integration_at("B", &url).await;
+    let d = w.deliver(&b).await;
+    let (outcome_b, detail) = outcome(&d);
+    assert_eq!(outcome_b, "tls_error", "{d}");
+    assert!(
+        detail.contains("requires a client certificate")
+            && detail.contains("this integration has none")
+            && detail.contains("issued by CN=Example Corp Client CA")
+            && detail.contains("No required SSL certificate was sent"),
+        "{detail}"
+    );
+    assert_eq!(d["attemptList"][0]["responseStatus"], 400, "{d}");
+
+    let c = w.integration_at("C", &url).await;
+    w.upload(&c, &ClientCa::new("Somebody Else's CA").issue("stranger"))
+        .await;
+    let d = w.deliver(&c).await;
+    let (outcome_c, detail) = outcome(&d);
+    assert_eq!(outcome_c, "tls_error", "{d}");
+    assert!(
+        detail.contains("refused this integration's client certificate CN=stranger")
+            && detail.contains("SSL certificate error"),
+        "{detail}"
+    );
+    // A, again after B and C: still its own certificate.
+    let d = w.deliver(&a).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    w.server.stop().await;
+    drop(nginx);
 }
