@@ -665,6 +665,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_certificate_page_after_asking_is_a_tls_failure() {
+        let asked = CertificateAsked {
+            issuers: vec!["CN=Company CA".into()],
+        };
+        let nginx = b"<html><head><title>400 No required SSL certificate was sent</title></head>";
+        let bad = http::StatusCode::BAD_REQUEST;
+        let missing = certificate_page(bad, nginx, &asked, None).unwrap();
+        assert!(
+            missing.contains("this integration has none")
+                && missing.contains("CN=Company CA")
+                && missing.contains("No required SSL certificate was sent"),
+            "{missing}"
+        );
+        // Any other 400, or a 200 that quotes the phrase, is the receiver's answer.
+        assert_eq!(
+            certificate_page(bad, b"{\"error\":\"bad\"}", &asked, None),
+            None
+        );
+        assert_eq!(
+            certificate_page(http::StatusCode::OK, nginx, &asked, None),
+            None
+        );
+    }
+
+    #[test]
     fn the_retry_schedule_is_the_seeds() {
         let waits: Vec<u64> = (1..=4).map(|n| backoff(60.0, 300.0, n).as_secs()).collect();
         assert_eq!(waits, [60, 120, 240, 300]);
