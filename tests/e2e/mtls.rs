@@ -106,7 +106,17 @@ struct World {
 
 async fn world(ca: &ClientCa) -> World {
     let receiver = H2Receiver::requiring_client_certificates_from(ca.der()).await;
-    let trust = receiver.ca_file.clone();
+    let (server, admin) = server_trusting(receiver.ca_file.clone()).await;
+    World {
+        server,
+        admin,
+        receiver,
+    }
+}
+
+/// A server that trusts the receiver CA `trust`, may deliver to 127.0.0.1, and tries once; with an
+/// admin session.
+async fn server_trusting(trust: std::path::PathBuf) -> (TestServer, reqwest::Client) {
     let server = TestServer::start_with(|c| {
         c.webhooks.extra_ca_file = Some(trust);
         c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
@@ -114,11 +124,7 @@ async fn world(ca: &ClientCa) -> World {
     })
     .await;
     let admin = server.admin_client().await;
-    World {
-        server,
-        admin,
-        receiver,
-    }
+    (server, admin)
 }
 
 impl World {
@@ -705,14 +711,7 @@ async fn an_nginx_receiver_demanding_client_certificates() {
     location / {{ default_type application/json; return 200 '{{\"client\":\"$ssl_client_s_dn\"}}'; }}"
         )
     });
-    let trust = dir.path().join("ca.pem");
-    let server = TestServer::start_with(|c| {
-        c.webhooks.extra_ca_file = Some(trust);
-        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
-        c.webhooks.max_retries = 0;
-    })
-    .await;
-    let admin = server.admin_client().await;
+    let (server, admin) = server_trusting(dir.path().join("ca.pem")).await;
     let url = format!("https://127.0.0.1:{}/hook", nginx.port);
     // `World`'s helpers; its own receiver stays unused here.
     let w = World {
