@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Action, AttemptOutcome, Timestamp};
-use crate::store::stats::{self, DAY_MS, HOUR_MS};
 use crate::store::Store;
+use crate::store::stats::{self, DAY_MS, HOUR_MS};
 
 /// The longest window of the hourly series (a week) and of the daily one (a quarter).
 pub const MAX_HOURS: u32 = 168;
