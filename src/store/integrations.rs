@@ -367,10 +367,7 @@ impl Store {
         let id = app_id.to_string();
         self.write(move |c| {
             let done = set_app_key_digest(c, &id, digest)?;
-            if done {
-                audit.write(c, Timestamp::now())?;
-            }
-            Ok(done)
+            audit.write_if(c, done, Timestamp::now())
         })
         .await
     }
@@ -401,10 +398,7 @@ impl Store {
         let id = app_id.to_string();
         self.write(move |c| {
             let done = set_signing_secret(c, &id, &secret)?;
-            if done {
-                audit.write(c, Timestamp::now())?;
-            }
-            Ok(done)
+            audit.write_if(c, done, Timestamp::now())
         })
         .await
     }
