@@ -53,7 +53,7 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// The package built from the test binary, once per test process.
-fn package() -> &'static Path {
+pub(crate) fn package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
         let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging");
@@ -384,7 +384,7 @@ fn the_man_page_documents_exactly_what_help_shows() {
 // The systemd unit.
 
 /// The `[Service]` directives of a unit file, each with all its values in order.
-fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut section = "";
     for line in unit.lines().map(str::trim) {
