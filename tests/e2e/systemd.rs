@@ -26,6 +26,8 @@ use tempfile::TempDir;
 
 use crate::common::receiver::{ReceivedRequest, SCRIPT, write_certificates};
 use crate::common::{DEADLINE, assert_success, stderr, stdout};
+// The package's paths, which are the container's here.
+use crate::packaging::{CONFIG, ENABLED_LINK, STATE, UNIT, run, run_ok};
 
 const OPT_OUT: &str = "NO_SYSTEMD_BOOT_TEST";
 
@@ -42,11 +44,6 @@ const RECIPE: u32 = 1;
 /// depends on it.
 const PACKAGES: [&str; 5] = ["systemd", "systemd-sysv", "dbus", "curl", "adduser"];
 
-/// Paths inside the container, as the package installs them.
-const UNIT: &str = "/lib/systemd/system/clicktermd.service";
-const CONFIG: &str = "/etc/clicktermd/config.toml";
-const STATE: &str = "/var/lib/clicktermd";
-const ENABLED_LINK: &str = "/etc/systemd/system/multi-user.target.wants/clicktermd.service";
 /// The receiver's CA, where the conffile's comment suggests an operator puts it.
 const RECEIVER_CA: &str = "/etc/clicktermd/receiver-ca.pem";
 /// Where the test's files (the package, the CA) are bound into the container while installing.
@@ -70,19 +67,6 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").unwrap().uid() == 0
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let what = format!("{cmd:?}");
-    let out = run(cmd);
-    assert_success(&out, &what);
-    stdout(&out)
 }
 
 /// The last `n` lines of a file, for failure messages.
@@ -203,6 +187,24 @@ fn debian_root() -> (PathBuf, RootFrom) {
 // ---------------------------------------------------------------------------------------------
 // The container.
 
+/// systemd-nspawn on `root` as this test runs it: no systemd on the host to register with or to make
+/// a scope (`--keep-unit --register=no`), a network namespace of its own, a clean environment.
+fn nspawn(root: &Path, machine: &str) -> Command {
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "--quiet",
+        "--keep-unit",
+        "--register=no",
+        "--private-network",
+    ])
+    .arg(format!("--machine={machine}"))
+    .arg("-D")
+    .arg(root)
+    .env_clear()
+    .env("PATH", PATH);
+    cmd
+}
+
 /// A booted container: `systemd-nspawn` as a child, the container's PID 1 as seen from here, and its
 /// root, a copy of the cached tree. Dropped, it kills the container (its PID 1, and with it everything
 /// in its PID namespace) if it is still running, then deletes the copy, so a failed assertion leaves
@@ -253,16 +255,7 @@ impl Container {
         let machine = format!("clicktermd-test-{}", std::process::id());
 
         let started = Instant::now();
-        let out = run(Command::new("systemd-nspawn")
-            .args([
-                "--quiet",
-                "--keep-unit",
-                "--register=no",
-                "--private-network",
-            ])
-            .arg(format!("--machine={machine}"))
-            .arg("-D")
-            .arg(&root)
+        let out = run(nspawn(&root, &machine)
             .arg(format!("--bind-ro={}:{STAGE}", stage.display()))
             .args([
                 "--setenv=DEBIAN_FRONTEND=noninteractive",
@@ -270,9 +263,7 @@ impl Container {
                 "/bin/sh",
                 "-ec",
             ])
-            .arg(install)
-            .env_clear()
-            .env("PATH", PATH));
+            .arg(install));
         assert_success(&out, "installing the package in the container");
         eprintln!(
             "installed in the container ({:?}):\n{}{}",
@@ -284,19 +275,8 @@ impl Container {
 
         let boot_log = dir.path().join("boot.log");
         let started = Instant::now();
-        let nspawn = Command::new("systemd-nspawn")
-            .args([
-                "--quiet",
-                "--keep-unit",
-                "--register=no",
-                "--private-network",
-            ])
-            .arg(format!("--machine={machine}"))
-            .arg("-D")
-            .arg(&root)
+        let nspawn = nspawn(&root, &machine)
             .args(["--boot", "--console=read-only"])
-            .env_clear()
-            .env("PATH", PATH)
             .stdin(Stdio::null())
             .stdout(File::create(&boot_log).unwrap())
             .stderr(File::create(dir.path().join("nspawn.err")).unwrap())
@@ -312,11 +292,11 @@ impl Container {
         };
         container.leader = container.find_leader();
         // `is-system-running --wait` blocks until the boot is over; before systemd listens on its
-        // socket it fails at once, and is asked again.
+        // socket it fails at once (nothing, or "offline"/"unknown"), and is asked again.
         let state = loop {
             let out = container.exec(&["systemctl", "is-system-running", "--wait"]);
             let state = stdout(&out).trim().to_string();
-            if !state.is_empty() && state != "initializing" && state != "starting" {
+            if ["running", "degraded", "maintenance", "stopping"].contains(&state.as_str()) {
                 break state;
             }
             container.assert_running();
