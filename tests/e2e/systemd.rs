@@ -213,6 +213,7 @@ struct Container {
     nspawn: Option<Child>,
     _boot_lock: File,
     leader: u32,
+    machine: String,
     root: PathBuf,
     boot_log: PathBuf,
     // Last, so the tree is deleted after the container is gone.
@@ -286,6 +287,7 @@ impl Container {
             nspawn: Some(nspawn),
             _boot_lock: boot_lock,
             leader: 0,
+            machine,
             root,
             boot_log,
             _dir: dir,
@@ -493,6 +495,16 @@ impl Drop for Container {
         }
         let _ = nspawn.kill();
         let _ = nspawn.wait();
+        // What systemd-nspawn removes itself when it exits normally, and a killed one leaves: its
+        // (empty) propagation directory for the machine and its lock on the root's inode.
+        let _ = std::fs::remove_dir(format!("/run/systemd/nspawn/propagate/{}", self.machine));
+        if let Ok(meta) = std::fs::metadata(&self.root) {
+            let _ = std::fs::remove_file(format!(
+                "/run/systemd/nspawn/locks/inode-{}:{}",
+                meta.dev(),
+                meta.ino()
+            ));
+        }
     }
 }
 
