@@ -808,6 +808,19 @@ fn the_package_boots_under_systemd_delivers_restarts_and_stops_in_time() {
         "clicktermd:clicktermd 600 regular file"
     );
     assert_eq!(stat(CONFIG), "root:clicktermd 640 regular file");
+    // The first admin password where the README sends an operator for it: the service's journal.
+    let password_file = format!("{STATE}/initial-admin-password");
+    assert_eq!(
+        stat(&password_file),
+        "clicktermd:clicktermd 600 regular file"
+    );
+    let password = c.exec_ok(&["cat", &password_file]).trim().to_string();
+    assert!(!password.is_empty());
+    let journal = c.exec_ok(&["journalctl", "-u", "clicktermd", "-o", "cat", "--no-pager"]);
+    assert!(
+        journal.contains(&password),
+        "the first admin password is not in journalctl -u clicktermd:\n{journal}"
+    );
 
     // The running process is the unit's, with its sandboxing: its user, no privileges, a seccomp
     // filter (mode 2: SystemCallFilter=), its own mount namespace (ProtectSystem=, PrivateTmp=).
