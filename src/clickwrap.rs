@@ -228,10 +228,11 @@ pub async fn present(
         .await?
         .map_err(unusable)?;
     let u = &facing.template;
-    let (language, text) = pick_text(
+    let text = preview(
         &facing.texts,
         language.as_ref(),
         &u.version.default_language,
+        &placeholders,
     )
     .ok_or(Error::NotFound("template text"))?;
     let (is_already_accepted, reaccept_required) = acceptance(u, &facing.user);
@@ -245,14 +246,11 @@ pub async fn present(
     Ok(Presented {
         template_id: template_id.to_string(),
         template_name: u.name.clone(),
-        title: placeholders.render(&text.title),
-        content: placeholders.render(&text.content),
-        inline_content: text
-            .inline_content
-            .as_deref()
-            .map(|t| placeholders.render(t)),
+        title: text.title,
+        content: text.content,
+        inline_content: text.inline_content,
         version: u.version.clone(),
-        language,
+        language: text.language,
         is_already_accepted,
         reaccept_required,
     })
@@ -282,8 +280,9 @@ pub struct Rendered {
     pub inline_content: Option<String>,
 }
 
-/// Renders a template's draft texts with the same language choice and placeholder rules as
-/// [`present`], recording nothing: the dashboard's preview before a version is published.
+/// Renders texts in `language` (falling back to its primary language, then `default`) with the
+/// placeholders: what [`present`] shows an end user, and the dashboard's preview of a draft before
+/// it is published (recording nothing).
 pub fn preview(
     texts: &BTreeMap<Language, TemplateText>,
     language: Option<&Language>,

@@ -57,6 +57,27 @@ pub async fn run_as(
     shutdown: impl Future<Output = ()> + Send + 'static,
     cli: &str,
 ) -> anyhow::Result<()> {
+    serve_all(config, listener, shutdown, cli, None).await
+}
+
+/// [`run`], with the dispatcher reporting to `quiet` whenever it has nothing to do: how tests wait
+/// for it instead of sleeping.
+pub async fn run_reporting_quiet(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    quiet: dispatch::Quiet,
+) -> anyhow::Result<()> {
+    serve_all(config, listener, shutdown, "clicktermd", Some(quiet)).await
+}
+
+async fn serve_all(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    cli: &str,
+    quiet: Option<dispatch::Quiet>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let budget = connection_budget(&config)?;
     let _serving = store::ServeLock::acquire(&config.storage.data_dir)?;
@@ -112,7 +133,7 @@ pub async fn run_as(
     let mut metrics = metrics::Metrics::new();
     metrics.register_store(store.writer_stats(), config.storage.data_dir.clone());
     let metrics = Arc::new(metrics);
-    let dispatcher = dispatch::Dispatcher::new(
+    let mut dispatcher = dispatch::Dispatcher::new(
         store.clone(),
         &config.webhooks,
         &guard,
@@ -121,6 +142,9 @@ pub async fn run_as(
         metrics.clone(),
     )
     .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(quiet) = quiet {
+        dispatcher.report_quiet_to(quiet);
+    }
     // One shutdown signal, watched by the HTTP server and the dispatcher.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

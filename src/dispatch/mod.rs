@@ -16,7 +16,8 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -132,6 +133,56 @@ impl Settings {
     }
 }
 
+/// Tells whoever waits on it when the dispatcher has nothing to do now: every attempt it started is
+/// stored, and a claim that began after they asked found nothing due. Tests wait on it where they
+/// would otherwise sleep and hope ("the held delivery was not sent"); the server never does.
+#[derive(Clone)]
+pub struct Quiet(Arc<QuietInner>);
+
+struct QuietInner {
+    /// How many waits have begun; each is answered by a quiet pass that began after it.
+    asked: AtomicU64,
+    /// The `asked` count seen at the start of the latest quiet pass.
+    reached: watch::Sender<u64>,
+    wake: OnceLock<Arc<Notify>>,
+}
+
+impl Default for Quiet {
+    fn default() -> Quiet {
+        Quiet(Arc::new(QuietInner {
+            asked: AtomicU64::new(0),
+            reached: watch::Sender::new(0),
+            wake: OnceLock::new(),
+        }))
+    }
+}
+
+impl Quiet {
+    /// Waits until the dispatcher has been quiet after this call began (it is woken to look).
+    pub async fn wait(&self) {
+        let asked = self.0.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(wake) = self.0.wake.get() {
+            wake.notify_one();
+        }
+        let mut reached = self.0.reached.subscribe();
+        let _ = reached.wait_for(|&r| r >= asked).await;
+    }
+
+    fn asked(&self) -> u64 {
+        self.0.asked.load(Ordering::SeqCst)
+    }
+
+    fn reached(&self, asked: u64) {
+        self.0.reached.send_if_modified(|r| {
+            let newer = asked > *r;
+            if newer {
+                *r = asked;
+            }
+            newer
+        });
+    }
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
@@ -143,6 +194,7 @@ pub struct Dispatcher {
     permits: Arc<Semaphore>,
     per_integration: Busy,
     metrics: Arc<crate::metrics::Metrics>,
+    quiet: Quiet,
 }
 
 impl Dispatcher {
@@ -176,7 +228,14 @@ impl Dispatcher {
             permits,
             per_integration: Arc::new(Mutex::new(HashMap::new())),
             metrics,
+            quiet: Quiet::default(),
         })
+    }
+
+    /// Reports to `quiet` whenever the dispatcher has nothing to do (see [`Quiet`]).
+    pub fn report_quiet_to(&mut self, quiet: Quiet) {
+        let _ = quiet.0.wake.set(self.wake.clone());
+        self.quiet = quiet;
     }
 
     /// One pass: claims what is due within the concurrency limits and starts an attempt for each.
@@ -241,7 +300,12 @@ impl Dispatcher {
         );
         while !*shutdown.borrow() {
             self.metrics.heartbeat();
+            let asked = self.quiet.asked();
             let started = match self.tick().await {
+                Ok(0) if self.permits.available_permits() == self.settings.max_in_flight => {
+                    self.quiet.reached(asked);
+                    0
+                }
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "dispatcher: claiming deliveries failed");

@@ -21,9 +21,8 @@ use crate::store::deliveries;
 use crate::store::{Store, StoreError};
 
 /// Settles every integration that needs it, one batch per write job, until each is in line or
-/// `shutdown` turns true. Returns how many deliveries changed state. Tests call this to drive
-/// settling step by step.
-pub async fn settle_pass(
+/// `shutdown` turns true. Returns how many deliveries changed state.
+async fn settle_pass(
     store: &Store,
     wake: &Notify,
     shutdown: &watch::Receiver<bool>,

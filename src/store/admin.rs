@@ -181,10 +181,7 @@ impl Store {
         self.write(move |c| {
             let now = Timestamp::now();
             let created = create_user(c, &username, &password_hash, now)?;
-            if created {
-                audit.write(c, now)?;
-            }
-            Ok(created)
+            audit.write_if(c, created, now)
         })
         .await
     }
@@ -199,10 +196,7 @@ impl Store {
         self.write(move |c| {
             let now = Timestamp::now();
             let done = set_password(c, &username, &password_hash, now)?;
-            if done {
-                audit.write(c, now)?;
-            }
-            Ok(done)
+            audit.write_if(c, done, now)
         })
         .await
     }

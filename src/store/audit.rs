@@ -36,6 +36,14 @@ impl Audit {
         self
     }
 
+    /// Writes the entry if the change it describes happened (`done`); returns `done`.
+    pub(super) fn write_if(&self, conn: &Connection, done: bool, at: Timestamp) -> Result<bool> {
+        if done {
+            self.write(conn, at)?;
+        }
+        Ok(done)
+    }
+
     /// Writes the entry; returns its id.
     pub(super) fn write(&self, conn: &Connection, at: Timestamp) -> Result<i64> {
         record(

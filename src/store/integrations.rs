@@ -372,10 +372,7 @@ impl Store {
         let id = app_id.to_string();
         self.write(move |c| {
             let done = set_app_key_digest(c, &id, digest)?;
-            if done {
-                audit.write(c, Timestamp::now())?;
-            }
-            Ok(done)
+            audit.write_if(c, done, Timestamp::now())
         })
         .await
     }
@@ -406,10 +403,7 @@ impl Store {
         let id = app_id.to_string();
         self.write(move |c| {
             let done = set_signing_secret(c, &id, &secret)?;
-            if done {
-                audit.write(c, Timestamp::now())?;
-            }
-            Ok(done)
+            audit.write_if(c, done, Timestamp::now())
         })
         .await
     }

@@ -59,6 +59,7 @@ pub struct TestServer {
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
+    quiet: clicktermd::dispatch::Quiet,
 }
 
 /// A server that was stopped; its data directory is still there (until this is dropped) and it can be
@@ -103,9 +104,15 @@ impl TestServer {
             .expect("the test configuration must be valid");
         let data_dir = config.storage.data_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(clicktermd::run(config.clone(), listener, async move {
-            rx.await.ok();
-        }));
+        let quiet = clicktermd::dispatch::Quiet::default();
+        let handle = tokio::spawn(clicktermd::run_reporting_quiet(
+            config.clone(),
+            listener,
+            async move {
+                rx.await.ok();
+            },
+            quiet.clone(),
+        ));
         let base = format!("http://{addr}");
         let mut server = TestServer {
             base,
@@ -116,6 +123,7 @@ impl TestServer {
             dir,
             shutdown: Some(tx),
             handle,
+            quiet,
         };
         server.wait_healthy().await;
         server
@@ -214,6 +222,15 @@ impl TestServer {
             .json_with(StatusCode::CREATED)
             .await;
         tid
+    }
+
+    /// Waits until the dispatcher has nothing to do: every attempt it started is stored and a claim
+    /// made after this call found nothing due. What a test checks after it (nothing was sent, every
+    /// attempt is recorded) is then settled, not a matter of having slept long enough.
+    pub async fn dispatcher_quiet(&self) {
+        tokio::time::timeout(DEADLINE, self.quiet.wait())
+            .await
+            .expect("the dispatcher was never quiet within the deadline");
     }
 
     /// Stops the server gracefully (within the deadline) and asserts that `run` returned `Ok`. The data
