@@ -400,9 +400,12 @@ impl AsyncWrite for PinnedStream {
 
 pub type HttpClient = Client<PinnedConnector, Full<Bytes>>;
 
-/// The pooled client over the pinned connector.
+/// The pooled client over the pinned connector. The timer makes hyper close idle connections after
+/// the idle timeout on its own; without one it drops an expired connection only when its origin is
+/// next used, and a pool of one integration's certificate (`clients`) may not be used again for long.
 pub fn build(connector: PinnedConnector) -> HttpClient {
     Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
         .build(connector)
