@@ -371,7 +371,7 @@ function clientCertificateSection(app) {
         h("dt", {}, "Issuer"),
         h("dd", { id: "cert-issuer" }, c.issuer),
         h("dt", {}, "Valid until"),
-        h("dd", { id: "cert-not-after" }, time(c.notAfter)),
+        h("dd", { id: "cert-not-after" }, time(c.notAfter), expiryWarning(c.notAfter)),
         h("dt", {}, "SHA-256"),
         h("dd", {}, h("code", { id: "cert-fingerprint", class: "fingerprint" }, c.fingerprintSha256)),
         h("dt", {}, "Source"),
@@ -426,4 +426,11 @@ function clientCertificateSection(app) {
     current,
     form,
   );
+}
+
+/** " — expires in 12 days" when a certificate has less than 30 days left: renew it before the receiver refuses it. */
+function expiryWarning(notAfter) {
+  const days = Math.ceil((new Date(notAfter) - Date.now()) / 86400000);
+  if (days > 30) return null;
+  return h("span", { class: "expiry-warning", id: "cert-expiry" }, days <= 0 ? " — expired: upload a renewed certificate" : ` — expires in ${days} day${days === 1 ? "" : "s"}: upload a renewed one before then`);
 }

@@ -575,7 +575,13 @@ async fn the_dashboard_uploads_and_removes_a_certificate() {
     let server = TestServer::start().await;
     let admin = server.admin_client().await;
     let (app_id, _, _) = server.create_integration(&admin, "Browser shop").await;
-    let issued = ca.issue("browser shop");
+    // Ten days left: the page says so.
+    let issued = ca.issue_with(
+        "browser shop",
+        unix_now() - DAY,
+        unix_now() + 10 * DAY,
+        true,
+    );
     let other = ca.issue("someone else");
     let files = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
@@ -651,6 +657,8 @@ async fn the_dashboard_uploads_and_removes_a_certificate() {
         browser.text("#cert-fingerprint").await,
         issued.fingerprint()
     );
+    let expiry = browser.text("#cert-expiry").await;
+    assert!(expiry.contains("expires in 10 days"), "{expiry}");
     let stored = admin.get(&url).json_ok().await;
     assert_eq!(stored["fingerprintSha256"], issued.fingerprint());
     let html = browser.client.source().await.unwrap();
