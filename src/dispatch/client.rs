@@ -282,8 +282,8 @@ impl PinnedConnector {
         {
             // Asked for a client certificate, in TLS 1.3: a receiver that requires one (or refuses
             // ours) says so about one round trip after our Finished, and hyper would report that
-            // only as a closed connection. Wait for it briefly (twice the handshake's time); anything the receiver
-            // sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
+            // only as a closed connection. Wait for it briefly (twice the handshake's time);
+            // anything the receiver sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
             use tokio::io::AsyncReadExt;
             let wait =
                 (shake.elapsed() * 2).clamp(Duration::from_millis(20), Duration::from_millis(500));
