@@ -52,6 +52,19 @@ CREATE TABLE integration_domains (
     PRIMARY KEY (integration_id, domain)
 ) STRICT, WITHOUT ROWID;
 
+-- An integration's client certificate for callback TLS (mutual TLS; schema 5, issue #16), uploaded
+-- through the admin API: the chain (leaf first) and its private key in PEM, kept as is like the
+-- signing secret because they must be presented; the key is never shown again. `fingerprint` is the
+-- SHA-256 of the leaf (what the audit log names). Certificates named in the config file are not kept
+-- here. (No comments inside the statement: migration 4 → 5 writes it as here, and a test compares.)
+CREATE TABLE integration_client_certs (
+    integration_id INTEGER PRIMARY KEY REFERENCES integrations(id),
+    cert_pem       TEXT NOT NULL,
+    key_pem        TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    set_at         INTEGER NOT NULL
+) STRICT;
+
 -- Every admin change: who did what to which object, and when.
 CREATE TABLE audit_log (
     id     INTEGER PRIMARY KEY,
@@ -385,4 +398,4 @@ BEGIN
     ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
 END;
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -6,6 +6,7 @@
 
 pub mod admins;
 pub mod clickwrap;
+pub mod client_cert;
 pub mod config;
 pub mod credentials;
 pub mod dispatch;
@@ -113,6 +114,11 @@ async fn serve_all(
         announce_initial_password(&config, &password, cli);
     }
     let signature_key = clickwrap::signature_key(&store).await?;
+    let client_certificates = Arc::new(
+        integrations::load_configured_certificates(&store, &config.webhooks.client_certificates)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?,
+    );
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
         _ => None,
@@ -131,6 +137,7 @@ async fn serve_all(
         store.clone(),
         &config.webhooks,
         &guard,
+        client_certificates.by_integration(),
         wake.clone(),
         metrics.clone(),
     )
@@ -166,6 +173,7 @@ async fn serve_all(
         guard,
         signals,
         metrics,
+        client_certificates,
     );
     let mut http_stop = stop_rx;
     let http_stopped = async move {

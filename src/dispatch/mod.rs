@@ -7,6 +7,7 @@
 //! for any one integration, so a callback that hangs until the timeout only ever occupies its own slots.
 
 pub mod client;
+pub mod clients;
 pub mod guard;
 pub mod policy;
 pub mod resolve;
@@ -28,7 +29,7 @@ use crate::config::WebhookConfig;
 use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
 use crate::store::deliveries::{Attempt, Busy, ClaimLimits, Claimed, Next};
 use crate::store::{Store, StoreError};
-use client::{ConnectError, HttpClient, PinnedConnector, RemoteAddr};
+use client::{CertificateAsked, ConnectError, PinnedConnector, RemoteAddr};
 use policy::{Policy, Refusal};
 
 /// Why the dispatcher or the URL guard cannot be built from `[webhooks]`.
@@ -185,7 +186,8 @@ impl Quiet {
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
-    client: HttpClient,
+    /// The pooled clients: one per client certificate, and the default one (see `clients`).
+    clients: Arc<clients::Clients>,
     policy: Arc<Policy>,
     settings: Settings,
     wake: Arc<Notify>,
@@ -196,10 +198,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// `configured` holds the client certificates named in the config file, by integration row.
     pub fn new(
         store: Store,
         config: &WebhookConfig,
         guard: &guard::UrlGuard,
+        configured: HashMap<i64, Arc<crate::client_cert::ClientCertificate>>,
         wake: Arc<Notify>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Dispatcher, SetupError> {
@@ -212,11 +216,12 @@ impl Dispatcher {
             tls,
             dns_budget: guard.dns_budget,
             dials: Arc::default(),
+            identity: None,
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(Dispatcher {
             store,
-            client: client::build(connector),
+            clients: Arc::new(clients::Clients::new(connector, configured)),
             policy,
             settings,
             wake,
@@ -458,11 +463,22 @@ impl Dispatcher {
                 );
             }
         };
-        let response = match self.client.request(request).await {
+        let chosen = match self.clients.for_attempt(
+            claim.integration_id,
+            claim.client_cert.as_ref(),
+            Timestamp::now(),
+        ) {
+            Ok(chosen) => chosen,
+            Err(detail) => return Observed::failed(AttemptOutcome::TlsError, detail),
+        };
+        let response = match chosen.client.request(request).await {
             Ok(r) => r,
-            Err(e) => return Observed::from_client_error(&e, &claim.url),
+            Err(e) => {
+                return Observed::from_client_error(&e, &claim.url, chosen.certificate.as_deref());
+            }
         };
         let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let asked = response.extensions().get::<CertificateAsked>().cloned();
         let status = response.status();
         let location = response
             .headers()
@@ -483,7 +499,12 @@ impl Dispatcher {
                 Some(Err(_)) | None => break,
             }
         }
-        let (outcome, detail) = if status == http::StatusCode::OK {
+        let page = asked.as_ref().and_then(|asked| {
+            certificate_page(status, &excerpt, asked, chosen.certificate.as_deref())
+        });
+        let (outcome, detail) = if let Some(detail) = page {
+            (AttemptOutcome::TlsError, Some(detail))
+        } else if status == http::StatusCode::OK {
             (AttemptOutcome::Ok, None)
         } else if status.is_redirection() {
             (
@@ -507,6 +528,33 @@ impl Dispatcher {
             detail,
         }
     }
+}
+
+/// A receiver that asked for a client certificate in the handshake and answered 400 with a page about
+/// it — as nginx does with `ssl_verify_client on` ("400 No required SSL certificate was sent", "400
+/// The SSL certificate error"), finishing the handshake either way — refused the connection's TLS
+/// identity, not the webhook: that is a `tls_error`, explained like a refusal in the handshake.
+fn certificate_page(
+    status: http::StatusCode,
+    body: &[u8],
+    asked: &CertificateAsked,
+    presented: Option<&crate::client_cert::ClientCertificate>,
+) -> Option<String> {
+    if status != http::StatusCode::BAD_REQUEST {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let said = [
+        "No required SSL certificate was sent",
+        "SSL certificate error",
+    ]
+    .into_iter()
+    .find(|phrase| text.contains(phrase))?;
+    let answered = format!("it answered 400 \"{said}\"");
+    Some(match presented {
+        None => format!("{} ({answered})", tls::certificate_missing(&asked.issuers)),
+        Some(presented) => tls::certificate_refused(presented, &answered, &asked.issuers),
+    })
 }
 
 /// Attempts deleted per write transaction when pruning, so pruning never holds the writer for long.
@@ -586,7 +634,12 @@ impl Observed {
         Observed::failed(outcome, format!("blocked: {r}"))
     }
 
-    fn from_client_error(e: &hyper_util::client::legacy::Error, url: &str) -> Observed {
+    /// `presented` is the client certificate the attempt's connections present, if any.
+    fn from_client_error(
+        e: &hyper_util::client::legacy::Error,
+        url: &str,
+        presented: Option<&crate::client_cert::ClientCertificate>,
+    ) -> Observed {
         // A refusal by TLS that arrives after the handshake (TLS 1.3: a demanded client certificate
         // is refused once the client has sent its Finished), on the connection's first request.
         let mut source = std::error::Error::source(e);
@@ -605,7 +658,14 @@ impl Observed {
                     AttemptOutcome::TlsError,
                     format!(
                         "TLS with {host} failed: {}",
-                        tls::explain_rustls(&host, tls)
+                        tls::explain_rustls(
+                            &host,
+                            tls,
+                            &tls::ClientAuthSeen {
+                                presented,
+                                ..Default::default()
+                            }
+                        )
                     ),
                 );
             }
@@ -667,6 +727,31 @@ pub async fn check_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_page_after_asking_is_a_tls_failure() {
+        let asked = CertificateAsked {
+            issuers: vec!["CN=Company CA".into()],
+        };
+        let nginx = b"<html><head><title>400 No required SSL certificate was sent</title></head>";
+        let bad = http::StatusCode::BAD_REQUEST;
+        let missing = certificate_page(bad, nginx, &asked, None).unwrap();
+        assert!(
+            missing.contains("this integration has none")
+                && missing.contains("CN=Company CA")
+                && missing.contains("No required SSL certificate was sent"),
+            "{missing}"
+        );
+        // Any other 400, or a 200 that quotes the phrase, is the receiver's answer.
+        assert_eq!(
+            certificate_page(bad, b"{\"error\":\"bad\"}", &asked, None),
+            None
+        );
+        assert_eq!(
+            certificate_page(http::StatusCode::OK, nginx, &asked, None),
+            None
+        );
+    }
 
     #[test]
     fn the_retry_schedule_is_the_seeds() {

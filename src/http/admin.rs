@@ -1,5 +1,6 @@
-//! The admin API under `/api/v1`: login and logout, integrations, the audit log. Handlers parse the wire
-//! type into domain types, call the service, and map the result back.
+//! The admin API under `/api/v1`: login and logout, integrations (their client certificates too),
+//! the audit log. Handlers parse the wire type into domain types, call the service, and map the
+//! result back.
 
 use axum::Json;
 use axum::extract::State;
@@ -293,6 +294,120 @@ pub async fn rotate_signing_secret(
 ) -> Result<Json<SigningSecretJson>, ApiError> {
     let signing_secret = integrations::rotate_signing_secret(&state.store, &actor, &app_id).await?;
     Ok(Json(SigningSecretJson { signing_secret }))
+}
+
+/// `PUT …/client-certificate`: the PEM texts (the dashboard reads them from two files).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientCertificateBody {
+    /// The client certificate, then any intermediates.
+    certificate: String,
+    /// Its private key, unencrypted.
+    private_key: String,
+}
+
+/// What is shown of an integration's client certificate: never its key.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateJson {
+    subject: String,
+    issuer: String,
+    not_before: String,
+    not_after: String,
+    /// SHA-256 of the certificate, as `openssl x509 -noout -fingerprint -sha256` prints it.
+    fingerprint_sha256: String,
+    /// Certificates sent: the client's and its intermediates.
+    chain_length: usize,
+    /// `upload` (admin API or dashboard) or `config` (`webhooks.client_certificates`).
+    source: &'static str,
+    /// When it was uploaded.
+    set_at: Option<String>,
+    /// The file it was read from at start.
+    cert_file: Option<String>,
+}
+
+impl From<integrations::CertificateView> for ClientCertificateJson {
+    fn from(v: integrations::CertificateView) -> Self {
+        let s = v.summary;
+        let (source, set_at, cert_file) = match v.source {
+            integrations::CertificateSource::Upload { set_at } => {
+                ("upload", Some(set_at.to_rfc3339()), None)
+            }
+            integrations::CertificateSource::Config { cert_file } => {
+                ("config", None, Some(cert_file.display().to_string()))
+            }
+        };
+        ClientCertificateJson {
+            subject: s.subject,
+            issuer: s.issuer,
+            not_before: s.not_before.to_rfc3339(),
+            not_after: s.not_after.to_rfc3339(),
+            fingerprint_sha256: s.fingerprint.to_string(),
+            chain_length: s.chain,
+            source,
+            set_at,
+            cert_file,
+        }
+    }
+}
+
+pub async fn get_client_certificate(
+    State(state): State<AppState>,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<ClientCertificateJson>, ApiError> {
+    let view =
+        integrations::client_certificate(&state.store, &state.client_certificates, &app_id).await?;
+    Ok(Json(view.into()))
+}
+
+/// Sets or replaces the certificate, checked first: the PEM parses, the key is the certificate's,
+/// it is meant for TLS clients and valid now; a refusal names the field and the problem.
+pub async fn put_client_certificate(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(body): ApiJson<ClientCertificateBody>,
+) -> Result<Json<ClientCertificateJson>, ApiError> {
+    use crate::client_cert::{ClientCertificate, Part};
+    // Parsing a key is a few milliseconds of CPU (RSA's checks): off the async workers.
+    let checked = tokio::task::spawn_blocking(move || {
+        let c = ClientCertificate::load(&body.certificate, &body.private_key)?;
+        c.check_valid_at(crate::model::Timestamp::now())?;
+        Ok(c)
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
+    let certificate = checked.map_err(|e: crate::client_cert::Refused| {
+        let field = match e.part {
+            Part::Certificate => "certificate",
+            Part::Key => "privateKey",
+        };
+        ApiError::invalid(field, e.reason)
+    })?;
+    let view = integrations::set_client_certificate(
+        &state.store,
+        &state.client_certificates,
+        &actor,
+        &app_id,
+        certificate,
+    )
+    .await?;
+    Ok(Json(view.into()))
+}
+
+pub async fn delete_client_certificate(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    integrations::remove_client_certificate(
+        &state.store,
+        &state.client_certificates,
+        &actor,
+        &app_id,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn parse_domains(raw: &[String]) -> Result<Vec<Domain>, ApiError> {

@@ -71,6 +71,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request rate limits per integration and per client address.
     pub limits: Arc<limits::RequestLimits>,
+    /// The client certificates named in the config file (shown, not changed, by the admin API).
+    pub client_certificates: Arc<crate::client_cert::ConfiguredCertificates>,
 }
 
 /// The signals handlers send to the background tasks after committing a change.
@@ -87,6 +89,7 @@ impl AppState {
         guard: Arc<UrlGuard>,
         signals: Signals,
         metrics: Arc<crate::metrics::Metrics>,
+        client_certificates: Arc<crate::client_cert::ConfiguredCertificates>,
     ) -> AppState {
         let limiter = LoginLimiter::new(
             config.auth.login_max_failures,
@@ -109,6 +112,7 @@ impl AppState {
             wake: signals.wake,
             settle: signals.settle,
             metrics,
+            client_certificates,
         }))
     }
 }
@@ -135,6 +139,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/integrations/{app_id}/signing-secret",
             get(admin::reveal_signing_secret).post(admin::rotate_signing_secret),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}/client-certificate",
+            get(admin::get_client_certificate)
+                .put(admin::put_client_certificate)
+                .delete(admin::delete_client_certificate),
         )
         .route("/api/v1/audit", get(admin::audit_log))
         .route(

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::audit::{self, Audit};
+use super::client_certs::StoredClientCert;
 use super::{Result, Store, integrations};
 use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp, Trigger};
 
@@ -65,6 +66,8 @@ pub struct Claimed {
     pub is_test: bool,
     pub url: String,
     pub secret: String,
+    /// The client certificate its connection presents (mutual TLS), if the integration has one.
+    pub client_cert: Option<Arc<StoredClientCert>>,
 }
 
 /// In-flight deliveries whose lease ran out at `now` (their attempt outlived any timeout: the process
@@ -145,6 +148,7 @@ pub enum Gate {
     Send {
         url: String,
         secret: String,
+        client_cert: Option<Arc<StoredClientCert>>,
     },
     /// Delivery switched off, integration disabled, or no callback URL: keep, do not send.
     Hold,
@@ -165,6 +169,7 @@ pub(super) fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
             }) => Gate::Send {
                 url,
                 secret: signing_secret,
+                client_cert: super::client_certs::for_integration(conn, integration_id)?,
             },
             Some(_) => Gate::Hold,
         },
@@ -179,6 +184,7 @@ pub(super) fn claim(
     lease_until: Timestamp,
     url: String,
     secret: String,
+    client_cert: Option<Arc<StoredClientCert>>,
 ) -> Result<Option<Claimed>> {
     let claimed = conn
         .prepare_cached(
@@ -197,6 +203,7 @@ pub(super) fn claim(
                 is_test: r.get(5)?,
                 url: url.clone(),
                 secret: secret.clone(),
+                client_cert: client_cert.clone(),
             })
         })
         .optional()?;
@@ -827,7 +834,11 @@ impl Claims {
             Gate::Hold => rows
                 .iter()
                 .try_for_each(|&row| set_aside(c, row, DeliveryState::Held, self.now)),
-            Gate::Send { url, secret } => {
+            Gate::Send {
+                url,
+                secret,
+                client_cert,
+            } => {
                 for &row in rows {
                     if self.room(counts, integration) == 0 {
                         break;
@@ -839,6 +850,7 @@ impl Claims {
                         self.lease_until,
                         url.clone(),
                         secret.clone(),
+                        client_cert.clone(),
                     )?;
                     if let Some(claim) = claim {
                         *counts.entry(integration).or_insert(0) += 1;
@@ -1206,6 +1218,7 @@ mod tests {
                             Timestamp(step + 5),
                             String::new(),
                             String::new(),
+                            None,
                         )
                         .unwrap();
                     }
@@ -1230,6 +1243,7 @@ mod tests {
                             Timestamp(step + 5),
                             String::new(),
                             String::new(),
+                            None,
                         )
                         .unwrap();
                         record_attempt(&conn, row, &attempt(outcome), &next_state, now).unwrap();
@@ -1423,6 +1437,7 @@ mod tests {
                 Timestamp(at + 5),
                 String::new(),
                 String::new(),
+                None,
             )
             .unwrap();
             record_attempt(
@@ -1454,6 +1469,7 @@ mod tests {
                 Timestamp(5_010),
                 String::new(),
                 String::new(),
+                None,
             )
             .unwrap();
             record_attempt(

@@ -198,12 +198,17 @@ fn set_signing_secret(conn: &Connection, app_id: &str, secret: &str) -> Result<b
     Ok(n == 1)
 }
 
-/// Marks the integration deleted. Its credentials stop working at once; its row, events and history stay.
+/// Marks the integration deleted. Its credentials stop working at once (its client certificate is
+/// deleted); its row, events and history stay.
 fn delete(conn: &Connection, app_id: &str, at: Timestamp) -> Result<bool> {
     let n = conn.execute(
         "UPDATE integrations SET deleted_at = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
         params![app_id, at.millis()],
     )?;
+    if n == 1 {
+        // Its client certificate's key has nothing left to authenticate.
+        super::client_certs::delete_for(conn, app_id)?;
+    }
     Ok(n == 1)
 }
 

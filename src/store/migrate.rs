@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -154,6 +154,15 @@ ON CONFLICT (integration_id) DO UPDATE SET last_success_at = excluded.last_succe
 INSERT INTO event_days (integration_id, day, action, events)
 SELECT integration_id, action_at - action_at % 86400000, action, count(*)
 FROM events WHERE verified_at IS NOT NULL GROUP BY 1, 2, 3;",
+    // 4 → 5 (issue #16): each integration's client certificate for receivers that demand mutual
+    // TLS; none before.
+    r"CREATE TABLE integration_client_certs (
+    integration_id INTEGER PRIMARY KEY REFERENCES integrations(id),
+    cert_pem       TEXT NOT NULL,
+    key_pem        TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    set_at         INTEGER NOT NULL
+) STRICT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

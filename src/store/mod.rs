@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod audit;
 mod cache;
+pub mod client_certs;
 pub mod consent;
 pub mod deliveries;
 pub mod events;

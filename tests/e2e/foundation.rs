@@ -180,6 +180,8 @@ fn admin_routes(
 ) -> Vec<(Method, String, Option<Value>)> {
     let i = format!("/api/v1/integrations/{app_id}");
     let t = format!("/api/v1/templates/{template_id}");
+    let client = rcgen::generate_simple_self_signed(vec!["route-table-client".to_string()])
+        .expect("a client certificate");
     let template = json!({
         "name": "unauthorised",
         "defaultLanguage": "en",
@@ -235,6 +237,16 @@ fn admin_routes(
         (Method::POST, format!("{i}/app-key"), None),
         (Method::GET, format!("{i}/signing-secret"), None),
         (Method::POST, format!("{i}/signing-secret"), None),
+        // Set, shown, removed: in this order each succeeds.
+        (
+            Method::PUT,
+            format!("{i}/client-certificate"),
+            Some(
+                json!({"certificate": client.cert.pem(), "privateKey": client.signing_key.serialize_pem()}),
+            ),
+        ),
+        (Method::GET, format!("{i}/client-certificate"), None),
+        (Method::DELETE, format!("{i}/client-certificate"), None),
         (Method::GET, "/api/v1/audit".into(), None),
         (Method::GET, "/api/v1/tokens".into(), None),
         (

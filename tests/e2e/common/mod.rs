@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod dns;
 pub mod h2receiver;
+pub mod nginx;
 pub mod raw;
 pub mod receiver;
 pub mod serving;
