@@ -17,6 +17,7 @@ mod hardening;
 mod harness_selftest;
 mod packaging;
 mod proxy;
+mod roles;
 mod templates;
 mod tls;
 mod walkthrough;
