@@ -131,6 +131,21 @@ enum AdminCommand {
         #[arg(long)]
         username: String,
     },
+    /// List an admin user's live sessions: id, start, expiry, address, browser.
+    Sessions {
+        /// The user whose sessions are listed.
+        #[arg(long)]
+        username: String,
+    },
+    /// End an admin user's sessions: the one with --id, or all.
+    EndSessions {
+        /// The user whose sessions end.
+        #[arg(long)]
+        username: String,
+        /// The session's id (from `admin sessions`); all of them without it.
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Set an admin user's password (ends their sessions); prints a generated one unless --password-stdin.
     SetPassword {
         /// The user whose password is set.
@@ -559,6 +574,26 @@ async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyh
             };
             admins::change_user(&store, &Actor::local("cli"), &username, changes).await?;
             println!("{username} is now {role}");
+        }
+        AdminCommand::Sessions { username } => {
+            println!(
+                "{:<16}  {:<24}  {:<24}  {:<15}  BROWSER",
+                "ID", "STARTED", "EXPIRES", "FROM"
+            );
+            for s in admins::sessions(&store, &username).await? {
+                println!(
+                    "{:<16}  {:<24}  {:<24}  {:<15}  {}",
+                    s.id,
+                    s.created_at.to_rfc3339(),
+                    s.expires_at.to_rfc3339(),
+                    s.from.as_deref().unwrap_or("-"),
+                    s.user_agent.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        AdminCommand::EndSessions { username, id } => {
+            let ended = admins::end_sessions(&store, &Actor::local("cli"), &username, id).await?;
+            println!("ended {ended} session(s) of {username}");
         }
         AdminCommand::Disable { username } => set_disabled(&store, &username, true).await?,
         AdminCommand::Enable { username } => set_disabled(&store, &username, false).await?,

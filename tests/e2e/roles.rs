@@ -693,6 +693,23 @@ async fn the_command_line_manages_users_and_roles() {
     );
     let out = cli(&["admin", "create", "--username", "x", "--role", "root"]);
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    let listed = cli(&["admin", "sessions", "--username", "viv"]);
+    common::assert_success(&listed, "admin sessions");
+    assert!(
+        common::stdout(&listed).contains("127.0.0.1"),
+        "{}",
+        common::stdout(&listed)
+    );
+    let ended = cli(&["admin", "end-sessions", "--username", "viv"]);
+    common::assert_success(&ended, "admin end-sessions");
+    assert!(
+        common::stdout(&ended).contains("ended 1 session"),
+        "{}",
+        common::stdout(&ended)
+    );
+    let res = viv.get(server.url("/api/v1/session")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let viv = session(&server, "viv", &password).await;
     common::assert_success(&cli(&["admin", "disable", "--username", "viv"]), "disable");
     let res = viv.get(server.url("/api/v1/session")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
