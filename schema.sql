@@ -15,14 +15,20 @@ CREATE TABLE admin_users (
     password_hash       TEXT NOT NULL,          -- argon2id PHC string
     created_at          INTEGER NOT NULL,
     password_changed_at INTEGER NOT NULL
-) STRICT;
+, role TEXT NOT NULL DEFAULT 'owner' CHECK (role IN ('owner', 'admin', 'viewer')), disabled_at INTEGER, must_change_password INTEGER NOT NULL DEFAULT 0) STRICT;
+-- Schema 6 (issue #16): each user's `role` (the users of an older database were all-powerful, so
+-- they become owners), `disabled_at` (a disabled user cannot log in and their sessions end), and
+-- `must_change_password` (set with a one-time password: until it is changed, the session may do
+-- nothing else). Written as SQLite stores columns added by `ALTER TABLE`, like `deliveries`.
 
 CREATE TABLE admin_sessions (
     token_digest BLOB PRIMARY KEY,              -- SHA-256 of the cookie value
     user_id      INTEGER NOT NULL REFERENCES admin_users(id) ON DELETE CASCADE,
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL
-) STRICT;
+, client TEXT, user_agent TEXT) STRICT;
+-- Schema 6: where a session was started from (the client address behind trusted proxies) and its
+-- browser, so an owner can tell sessions apart before ending one.
 
 CREATE INDEX admin_sessions_expiry ON admin_sessions(expires_at);
 
@@ -31,7 +37,9 @@ CREATE TABLE admin_tokens (
     token_digest BLOB NOT NULL UNIQUE,          -- SHA-256 of the bearer token
     name         TEXT NOT NULL,
     created_at   INTEGER NOT NULL
-) STRICT;
+, role TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('owner', 'admin', 'viewer'))) STRICT;
+-- Schema 6: a token's role (older tokens could do everything but manage users, which did not exist:
+-- they become `admin`).
 
 CREATE TABLE integrations (
     id                       INTEGER PRIMARY KEY,
@@ -398,4 +406,4 @@ BEGIN
     ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
 END;
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;

@@ -12,11 +12,12 @@ use super::AppState;
 use super::client::Client;
 use super::error::ApiError;
 use super::extract::{
-    Actor, ApiJson, ApiPath, ApiQuery, SESSION_COOKIE, same_origin, session_cookie,
+    Actor, ApiJson, ApiPath, ApiQuery, Caller, SESSION_COOKIE, same_origin, session_cookie,
 };
 use super::ratelimit::Locked;
 use crate::dispatch::guard::UrlRefused;
-use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
+use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name, Role};
+use crate::store::admin::SessionStart;
 use crate::store::integrations::Changes;
 use crate::{admins, integrations};
 
@@ -54,7 +55,17 @@ pub async fn login(
         ));
     };
     let ttl = state.config.auth.session_ttl_secs;
-    let login = admins::login(&state.store, &body.username, &body.password, ttl, slot);
+    let start = SessionStart {
+        from: Some(ip.to_string()),
+        user_agent: user_agent(&headers),
+    };
+    let login = admins::login(
+        &state.store,
+        (&body.username, &body.password),
+        ttl,
+        slot,
+        start,
+    );
     let Some(session) = login.await? else {
         attempt.failed();
         tracing::info!(client = %ip, "failed admin login");
@@ -66,8 +77,13 @@ pub async fn login(
     let cookie = format!(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"
     );
+    let caller = admins::session_caller(&state.store, &session)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the session ended at once"))?;
     let mut res = Json(SessionJson {
-        username: body.username,
+        username: caller.name,
+        role: caller.role.as_str(),
+        must_change_password: caller.must_change_password,
     })
     .into_response();
     res.headers_mut().insert(
@@ -95,17 +111,93 @@ pub async fn logout(
     Ok(res)
 }
 
-/// Who is logged in.
-#[derive(Serialize)]
-pub struct SessionJson {
-    username: String,
+/// The browser a session was started from, as it says (cut to 200 characters), to tell sessions
+/// apart in the list.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let ua = headers.get(header::USER_AGENT)?.to_str().ok()?;
+    Some(ua.chars().take(200).collect())
 }
 
-/// Who am I: lets the dashboard find out whether its session is still alive.
-pub async fn session(Actor(actor): Actor) -> Json<SessionJson> {
-    Json(SessionJson {
+/// Who is logged in, and what they may do.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionJson {
+    username: String,
+    role: &'static str,
+    must_change_password: bool,
+}
+
+/// Who am I: lets the dashboard find out whether its session is still alive, and what to offer.
+pub async fn session(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Json<SessionJson>, ApiError> {
+    // A bearer token has no password to change; a session's flag is read again.
+    let must_change_password = match (caller.by_session, session_cookie(&headers)) {
+        (true, Some(session)) => admins::session_caller(&state.store, session)
+            .await?
+            .is_some_and(|c| c.must_change_password),
+        _ => false,
+    };
+    Ok(Json(SessionJson {
         username: actor.name,
-    })
+        role: caller.role.as_str(),
+        must_change_password,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnPasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/v1/session/password` `{"currentPassword", "newPassword"}`: a user changes their own
+/// password (the way out of a one-time one). Every session of theirs ends, this one included: log in
+/// again. Limited like a login, since it checks a password.
+pub async fn change_own_password(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    caller: Caller,
+    client: Client,
+    ApiJson(body): ApiJson<OwnPasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    if !caller.by_session {
+        return Err(ApiError::invalid(
+            "session",
+            "a bearer token has no password; log in as the user to change theirs",
+        ));
+    }
+    let attempt = match state.login_limiter.begin(client.ip, &actor.name) {
+        Ok(attempt) => attempt,
+        Err(Locked { retry_after }) => return Err(ApiError::too_many(retry_after)),
+    };
+    let Some(slot) = state.password_checker.try_slot() else {
+        attempt.not_checked();
+        return Err(ApiError::busy(
+            "every password check is in use; try again in a second",
+        ));
+    };
+    let changed = admins::change_own_password(
+        &state.store,
+        &state.config.storage.data_dir,
+        &actor,
+        (body.current_password, body.new_password),
+        slot,
+    )
+    .await?;
+    if !changed {
+        attempt.failed();
+        return Err(ApiError::invalid(
+            "currentPassword",
+            "is not this user's password",
+        ));
+    }
+    attempt.succeeded();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A new App Key, shown this once.
@@ -497,6 +589,7 @@ pub struct AuditPage {
 pub struct TokenJson {
     id: i64,
     name: String,
+    role: &'static str,
     created_at: String,
 }
 
@@ -514,6 +607,7 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokensJso
             .map(|t| TokenJson {
                 id: t.id,
                 name: t.name,
+                role: t.role.as_str(),
                 created_at: t.created_at.to_rfc3339(),
             })
             .collect(),
@@ -524,6 +618,8 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokensJso
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     name: String,
+    /// `admin` when not given; at most the creator's own.
+    role: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -531,13 +627,18 @@ pub struct CreatedTokenJson {
     token: String,
 }
 
-/// `POST /api/v1/tokens` `{"name"}` → `{"token"}`, shown once.
+/// `POST /api/v1/tokens` `{"name", "role"?}` → `{"token"}`, shown once.
 pub async fn create_token(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    caller: Caller,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<(StatusCode, Json<CreatedTokenJson>), ApiError> {
-    let token = admins::create_token(&state.store, &actor, &body.name).await?;
+    let role = match body.role.as_deref() {
+        None => Role::Admin,
+        Some(text) => parse_role(text)?,
+    };
+    let token = admins::create_token(&state.store, &actor, caller.role, &body.name, role).await?;
     Ok((StatusCode::CREATED, Json(CreatedTokenJson { token })))
 }
 
@@ -549,4 +650,10 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     admins::revoke_token(&state.store, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A role as the API spells it; anything else is 400 naming the field.
+pub fn parse_role(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text)
+        .ok_or_else(|| ApiError::invalid("role", format!("must be one of {}", Role::spellings())))
 }

@@ -7,7 +7,7 @@ mod assets;
 mod client;
 mod deliveries;
 pub mod error;
-mod extract;
+pub mod extract;
 mod head;
 mod limits;
 mod ops;
@@ -17,6 +17,7 @@ mod sdk;
 mod serve;
 mod stats;
 mod templates;
+mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::config::Config;
 use crate::dispatch::guard::UrlGuard;
@@ -122,6 +123,24 @@ pub fn router(state: AppState) -> Router {
     let admin_routes = Router::new()
         .route("/api/v1/logout", post(admin::logout))
         .route("/api/v1/session", get(admin::session))
+        .route("/api/v1/session/password", post(admin::change_own_password))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            patch(users::patch).delete(users::delete),
+        )
+        .route(
+            "/api/v1/users/{username}/password",
+            post(users::reset_password),
+        )
+        .route(
+            "/api/v1/users/{username}/sessions",
+            get(users::sessions).delete(users::end_sessions),
+        )
+        .route(
+            "/api/v1/users/{username}/sessions/{id}",
+            delete(users::end_session),
+        )
         .route(
             "/api/v1/integrations",
             get(admin::list_integrations).post(admin::create_integration),

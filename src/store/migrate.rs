@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -163,6 +163,14 @@ FROM events WHERE verified_at IS NOT NULL GROUP BY 1, 2, 3;",
     fingerprint    TEXT NOT NULL,
     set_at         INTEGER NOT NULL
 ) STRICT;",
+    // 5 → 6 (issue #16): roles, disabled users, one-time passwords; where sessions came from; tokens'
+    // roles. Existing users become owners (they could do everything), existing tokens admins.
+    r"ALTER TABLE admin_users ADD COLUMN role TEXT NOT NULL DEFAULT 'owner' CHECK (role IN ('owner', 'admin', 'viewer'));
+ALTER TABLE admin_users ADD COLUMN disabled_at INTEGER;
+ALTER TABLE admin_users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE admin_sessions ADD COLUMN client TEXT;
+ALTER TABLE admin_sessions ADD COLUMN user_agent TEXT;
+ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('owner', 'admin', 'viewer'));",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -18,6 +18,7 @@ mod harness_selftest;
 mod mtls;
 mod packaging;
 mod proxy;
+mod roles;
 mod systemd;
 mod templates;
 mod tls;

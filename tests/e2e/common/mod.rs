@@ -176,11 +176,25 @@ impl TestServer {
         client
     }
 
-    /// A new admin bearer token, minted by the real binary (`clicktermd admin token create`) against
-    /// this server's data directory while the server runs.
+    /// A new admin bearer token (role `admin`), minted by the real binary (`clicktermd admin token
+    /// create`) against this server's data directory while the server runs.
     pub async fn admin_token(&self) -> String {
+        self.token_with_role("admin").await
+    }
+
+    /// A new bearer token with `role` (owner, admin, viewer), minted by the real binary.
+    pub async fn token_with_role(&self, role: &str) -> String {
         let dir = self.data_dir.to_str().expect("UTF-8 path").to_string();
-        let out = clicktermd_async(&["--data-dir", &dir, "admin", "token", "create"], &[]).await;
+        let args = [
+            "--data-dir",
+            &dir,
+            "admin",
+            "token",
+            "create",
+            "--role",
+            role,
+        ];
+        let out = clicktermd_async(&args, &[]).await;
         assert_success(&out, "admin token create");
         let token = String::from_utf8(out.stdout).expect("UTF-8 token");
         token.trim_end().to_string()
