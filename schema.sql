@@ -385,4 +385,27 @@ BEGIN
     ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
 END;
 
-PRAGMA user_version = 4;
+-- The proof-of-consent ledger (schema 5, issue #17): one link per verified event, in verification
+-- order, written by the verify's own transaction (`store/ledger.rs`; what is hashed: docs/ledger.md).
+-- `position` counts 1, 2, 3, …; `template_name` is the template's name when the event was verified
+-- (the one fact of the evidence that the database does not otherwise keep immutable); `digest` is
+-- SHA-256 of the evidence's canonical encoding, `hash` SHA-256(previous hash ‖ position ‖ digest).
+-- The head is the last row by `position`; `ledger_by_event` finds an event's link.
+CREATE TABLE ledger (
+    position      INTEGER PRIMARY KEY,
+    event_id      INTEGER NOT NULL REFERENCES events(id),
+    template_name TEXT NOT NULL,
+    digest        BLOB NOT NULL,
+    hash          BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX ledger_by_event ON ledger(event_id);
+CREATE TRIGGER ledger_links_immutable BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger links are immutable');
+END;
+CREATE TRIGGER ledger_links_never_deleted BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger links are never deleted');
+END;
+
+PRAGMA user_version = 5;

@@ -522,6 +522,8 @@ pub async fn verify(
                 return Err(Error::Gone("this clicktermSignature has expired".into()));
             };
             let verified = events::get(c, row)?.ok_or(Error::NotFound("event"))?;
+            // Proof of consent (issue #17): the event's link, in this same transaction.
+            crate::store::ledger::append(c, row)?;
             let target = integrations::webhook_target(c, integration_id)?
                 .filter(|t| !t.deleted)
                 .ok_or_else(not_ours)?;

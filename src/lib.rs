@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod certificate;
 pub mod clickwrap;
 pub mod config;
 pub mod credentials;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod integrations;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod receiver;

@@ -54,10 +54,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .store
         .read(move |c| crate::store::deliveries::queue_stats(c, now))
         .await;
-    match queue {
-        Ok(queue) => (
+    let read = match queue {
+        Ok(queue) => state.store.ledger_head().await.map(|head| (queue, head)),
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok((queue, head)) => (
             [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-            state.metrics.render(&queue, now),
+            state.metrics.render(&queue, head, now),
         )
             .into_response(),
         Err(e) => {

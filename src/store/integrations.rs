@@ -306,3 +306,11 @@ pub fn any_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
         )
         .optional()?)
 }
+
+impl super::Store {
+    /// The row id of an integration by App ID, deleted ones included (see [`any_id`]).
+    pub async fn integration_row(&self, app_id: &str) -> Result<Option<i64>> {
+        let id = app_id.to_string();
+        self.read(move |c| any_id(c, &id)).await
+    }
+}

@@ -25,6 +25,7 @@ mod cache;
 pub mod deliveries;
 pub mod events;
 pub mod integrations;
+pub mod ledger;
 mod migrate;
 #[cfg(test)]
 mod plans;
