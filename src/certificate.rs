@@ -138,8 +138,13 @@ impl Flow {
     /// A label and its value side by side; the value wraps under itself.
     fn field(&mut self, label: &str, value: &str, mono: bool) {
         let size = 9.5;
-        let font = if mono { Font::Mono } else { Font::Regular };
-        let lines = wrap(font, size, PAGE_W - 2.0 * MARGIN - LABEL_W, value);
+        // Courier a little smaller, so a 64-digit hash stays on one line.
+        let (font, value_size) = if mono {
+            (Font::Mono, 8.5)
+        } else {
+            (Font::Regular, size)
+        };
+        let lines = wrap(font, value_size, PAGE_W - 2.0 * MARGIN - LABEL_W, value);
         for (i, text) in lines.into_iter().enumerate() {
             self.room(size * 1.35);
             self.y -= size * 1.35;
@@ -156,7 +161,7 @@ impl Flow {
             }
             page.push(Placed {
                 font,
-                size,
+                size: value_size,
                 x: MARGIN + LABEL_W,
                 y,
                 text,

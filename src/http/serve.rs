@@ -360,9 +360,10 @@ async fn connection<I>(
             let in_flight = activity.begin();
             let response = router.clone().oneshot(req);
             async move {
+                // The request is in flight until its body has been sent, not only its head: a
+                // streamed export takes minutes, and must not look idle meanwhile.
                 let response = response.await;
-                drop(in_flight);
-                response
+                response.map(|r| r.map(|body| Sending { body, _in_flight: in_flight }))
             }
         })
     };
@@ -462,6 +463,33 @@ impl Activity {
         }
         let last_end = Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
         Some(self.opened + last_end + limits.idle_timeout)
+    }
+}
+
+/// A response body on its way out, holding its request's [`InFlight`] until it ends (or is dropped,
+/// when the client goes away).
+struct Sending {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

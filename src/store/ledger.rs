@@ -2,9 +2,10 @@
 //! order, appended in the verify's own transaction. What a link covers and how it is hashed is
 //! `crate::ledger`'s; this file reads the facts an evidence is rebuilt from and keeps the links.
 //!
-//! The chain head is the last link, read by the table's own key (`ORDER BY position DESC LIMIT 1`:
-//! one b-tree descent, never a scan) inside the writer's transaction, so a verify whose savepoint is
-//! rolled back leaves no trace in the next one's link.
+//! The chain head is the last link, read by the table's own key (`max(position)`, which SQLite answers
+//! from the b-tree's last entry, then that row by key: never a scan) inside the writer's transaction,
+//! so a verify whose savepoint is rolled back leaves no trace in the next one's link. `plans.rs`
+//! asserts the plan of every statement here.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -16,7 +17,7 @@ use crate::model::{Action, ChainHash, ChainHead, Timestamp};
 /// The facts of one event's evidence, by its row id. Every join is a left join, so a row that lost its
 /// template, integration or version text behind the server's back still yields evidence — which then
 /// no longer matches its digest — rather than vanishing from the check.
-const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), e.end_user_id, coalesce(t.template_id, ''), \
+pub(super) const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), e.end_user_id, coalesce(t.template_id, ''), \
      coalesce(t.name, ''), e.major, e.minor, e.language, e.effective_at, vt.title, vt.content, vt.inline_content, \
      e.template_placeholders, e.technical_metadata, e.presented_at, e.action_at, e.verified_at, e.action \
      FROM events e \
@@ -66,10 +67,13 @@ fn hash_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ChainHash> {
     Ok(ChainHash::from_slice(&bytes).unwrap_or(ChainHash::GENESIS))
 }
 
+pub(super) const HEAD_SQL: &str =
+    "SELECT position, hash FROM ledger WHERE position = (SELECT max(position) FROM ledger)";
+
 /// The last link, or the empty ledger's head.
 pub fn head(conn: &Connection) -> Result<ChainHead> {
     Ok(conn
-        .prepare_cached("SELECT position, hash FROM ledger ORDER BY position DESC LIMIT 1")?
+        .prepare_cached(HEAD_SQL)?
         .query_row([], |r| {
             Ok(ChainHead {
                 position: r.get(0)?,
@@ -84,12 +88,17 @@ pub fn head(conn: &Connection) -> Result<ChainHead> {
 /// verify wrote, hashed, linked to the head. Runs inside the verify's transaction (its savepoint), so
 /// the event and its link are committed together or not at all.
 pub fn append(conn: &Connection, event_row: i64) -> Result<Link> {
+    append_after(conn, head(conn)?, event_row)
+}
+
+/// [`append`] after a head the caller already knows (the migration, which chains many in a row).
+fn append_after(conn: &Connection, head: ChainHead, event_row: i64) -> Result<Link> {
     let source = source(conn, event_row)?.ok_or_else(|| {
         super::StoreError::Io(format!("event row {event_row} is not verified"))
     })?;
     let template_name = source.template_name.clone();
     let evidence = Evidence::from_source(source);
-    let link = crate::ledger::next_link(head(conn)?, evidence.digest());
+    let link = crate::ledger::next_link(head, evidence.digest());
     conn.prepare_cached(
         "INSERT INTO ledger (position, event_id, template_name, digest, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -110,12 +119,15 @@ pub(super) fn chain_existing(conn: &Connection) -> Result<i64> {
     let mut walk =
         conn.prepare("SELECT id FROM events WHERE verified_at IS NOT NULL ORDER BY verified_at, id")?;
     let mut rows = walk.query([])?;
-    let mut chained = 0;
+    let mut at = head(conn)?;
     while let Some(r) = rows.next()? {
-        append(conn, r.get(0)?)?;
-        chained += 1;
+        let link = append_after(conn, at, r.get(0)?)?;
+        at = ChainHead {
+            position: link.position,
+            hash: link.hash,
+        };
     }
-    Ok(chained)
+    Ok(at.position)
 }
 
 /// A link read back with the evidence rebuilt now.
@@ -140,13 +152,13 @@ fn stored(
     })
 }
 
+pub(super) const LINKS_SQL: &str = "SELECT position, event_id, template_name, digest, hash FROM ledger \
+     WHERE position > ?1 ORDER BY position LIMIT ?2";
+
 /// Up to `limit` links after `after`, in position order, each with its evidence rebuilt.
 pub fn links(conn: &Connection, after: i64, limit: u32) -> Result<Vec<StoredLink>> {
     let raw = conn
-        .prepare_cached(
-            "SELECT position, event_id, template_name, digest, hash FROM ledger \
-             WHERE position > ?1 ORDER BY position LIMIT ?2",
-        )?
+        .prepare_cached(LINKS_SQL)?
         .query_map(params![after, limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -181,14 +193,14 @@ pub fn unchained(conn: &Connection) -> Result<Option<String>> {
         .optional()?)
 }
 
+pub(super) const LINK_OF_SQL: &str = "SELECT link.position, link.template_name, link.digest, link.hash, \
+     coalesce((SELECT prior.hash FROM ledger prior WHERE prior.position = link.position - 1), zeroblob(32)) \
+     FROM ledger link WHERE link.event_id = ?1";
+
 /// One event's evidence and link, by its row id.
 fn chained(conn: &Connection, event_row: i64) -> Result<Option<(Evidence, Link)>> {
     let link = conn
-        .prepare_cached(
-            "SELECT l.position, l.template_name, l.digest, l.hash, \
-             coalesce((SELECT p.hash FROM ledger p WHERE p.position = l.position - 1), zeroblob(32)) \
-             FROM ledger l WHERE l.event_id = ?1",
-        )?
+        .prepare_cached(LINK_OF_SQL)?
         .query_row([event_row], |r| {
             Ok((
                 Link {
@@ -210,6 +222,9 @@ fn chained(conn: &Connection, event_row: i64) -> Result<Option<(Evidence, Link)>
     }))
 }
 
+pub(super) const EVENT_ROW_SQL: &str =
+    "SELECT id, integration_id FROM events WHERE event_id = ?1 AND verified_at IS NOT NULL";
+
 /// The evidence of a verified event by its public id, of one integration or (admin) of any.
 pub fn evidence(
     conn: &Connection,
@@ -217,7 +232,7 @@ pub fn evidence(
     event_id: &str,
 ) -> Result<Option<(Evidence, Link)>> {
     let row: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT id, integration_id FROM events WHERE event_id = ?1 AND verified_at IS NOT NULL")?
+        .prepare_cached(EVENT_ROW_SQL)?
         .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match row {
