@@ -730,8 +730,16 @@ mod tests {
             serde_json::from_slice(&canonical).unwrap();
         assert_eq!(serde_json::to_vec(&value).unwrap(), canonical);
         let text = String::from_utf8(canonical).unwrap();
-        assert!(text.starts_with(r#"{"actionAt":"2023-11-14T22:13:20.123Z","appId":"app","clickwrapEventId""#), "{text}");
-        assert!(text.contains(r#""content":"<p>Dear &lt;Ann&gt;, -\n\u0001é</p>""#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"actionAt":"2023-11-14T22:13:20.123Z","appId":"app","clickwrapEventId""#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""content":"<p>Dear &lt;Ann&gt;, -\n\u0001é</p>""#),
+            "{text}"
+        );
         assert!(text.contains(r#""presentedAt":null"#));
         assert!(!text.contains("ledger"));
     }

@@ -729,7 +729,8 @@ async fn export(config: &Config, how: &Invocation, w: ExportWanted) -> anyhow::R
         .status
         .as_deref()
         .map(|s| {
-            Action::parse(s).ok_or_else(|| UsageError(format!("--status {s:?}: {}", Action::spellings())))
+            Action::parse(s)
+                .ok_or_else(|| UsageError(format!("--status {s:?}: {}", Action::spellings())))
         })
         .transpose()?;
     let store = existing_store(config, how)?;

@@ -5,11 +5,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 
 use super::AppState;
@@ -77,7 +77,10 @@ pub async fn certificate(
     let disposition = format!("inline; filename=\"certificate-{event_id}.pdf\"");
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/pdf")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_str(&disposition).expect("a UUID is a header value"),

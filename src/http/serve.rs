@@ -363,7 +363,12 @@ async fn connection<I>(
                 // The request is in flight until its body has been sent, not only its head: a
                 // streamed export takes minutes, and must not look idle meanwhile.
                 let response = response.await;
-                response.map(|r| r.map(|body| Sending { body, _in_flight: in_flight }))
+                response.map(|r| {
+                    r.map(|body| Sending {
+                        body,
+                        _in_flight: in_flight,
+                    })
+                })
             }
         })
     };

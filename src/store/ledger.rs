@@ -93,9 +93,8 @@ pub fn append(conn: &Connection, event_row: i64) -> Result<Link> {
 
 /// [`append`] after a head the caller already knows (the migration, which chains many in a row).
 fn append_after(conn: &Connection, head: ChainHead, event_row: i64) -> Result<Link> {
-    let source = source(conn, event_row)?.ok_or_else(|| {
-        super::StoreError::Io(format!("event row {event_row} is not verified"))
-    })?;
+    let source = source(conn, event_row)?
+        .ok_or_else(|| super::StoreError::Io(format!("event row {event_row} is not verified")))?;
     let template_name = source.template_name.clone();
     let evidence = Evidence::from_source(source);
     let link = crate::ledger::next_link(head, evidence.digest());
@@ -116,8 +115,8 @@ fn append_after(conn: &Connection, head: ChainHead, event_row: i64) -> Result<Li
 /// verification order (ties by row id), with their templates' names as they are now. One statement
 /// walks the events while the links are written, so memory stays flat whatever the size.
 pub(super) fn chain_existing(conn: &Connection) -> Result<i64> {
-    let mut walk =
-        conn.prepare("SELECT id FROM events WHERE verified_at IS NOT NULL ORDER BY verified_at, id")?;
+    let mut walk = conn
+        .prepare("SELECT id FROM events WHERE verified_at IS NOT NULL ORDER BY verified_at, id")?;
     let mut rows = walk.query([])?;
     let mut at = head(conn)?;
     while let Some(r) = rows.next()? {
@@ -297,7 +296,7 @@ pub fn export_page(
 impl Store {
     /// The ledger's last link (see [`head`]).
     pub async fn ledger_head(&self) -> Result<ChainHead> {
-        self.read(|c| head(c)).await
+        self.read(head).await
     }
 
     /// A verified event's evidence and link (see [`evidence`]).
@@ -322,7 +321,7 @@ impl Store {
 
     /// A verified event without a link (see [`unchained`]).
     pub async fn ledger_unchained(&self) -> Result<Option<String>> {
-        self.read(|c| unchained(c)).await
+        self.read(unchained).await
     }
 
     /// A page of an export (see [`export_page`]).

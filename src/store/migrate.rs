@@ -176,7 +176,10 @@ END;",
 
 /// Work a step needs beyond its SQL, run in the step's transaction after it: `(to version, what)`.
 /// Chaining needs SHA-256 and the evidence's encoding, which SQL does not have.
-const AFTER_STEP: &[(i64, fn(&Connection) -> Result<()>)] = &[(5, chain_existing)];
+const AFTER_STEP: &[(i64, StepWork)] = &[(5, chain_existing)];
+
+/// What [`AFTER_STEP`] runs.
+type StepWork = fn(&Connection) -> Result<()>;
 
 /// 4 → 5: every event verified so far gets its link, in verification order.
 fn chain_existing(conn: &Connection) -> Result<()> {

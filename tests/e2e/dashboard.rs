@@ -1930,10 +1930,7 @@ async fn the_ledger_head_an_events_evidence_its_certificate_and_the_export() {
     let app = (app_id.as_str(), app_key.as_str());
     let first = verified_event(&server, app, &template, "p-1", "ACCEPTED").await;
     verified_event(&server, app, &template, "p-2", "DECLINED").await;
-    let head: Value = admin
-        .get(server.url("/api/v1/ledger/head"))
-        .json_ok()
-        .await;
+    let head: Value = admin.get(server.url("/api/v1/ledger/head")).json_ok().await;
     assert_eq!(head["position"], 2);
     let evidence: Value = admin
         .get(server.url(&format!("/api/v1/events/{first}/evidence")))
@@ -1944,7 +1941,10 @@ async fn the_ledger_head_an_events_evidence_its_certificate_and_the_export() {
     page.goto("#/overview").await;
     page.login(&server.admin_password()).await;
     page.wait_contains("#ledger-head", "#2").await;
-    assert_eq!(page.text("#ledger-hash").await, head["hash"].as_str().unwrap());
+    assert_eq!(
+        page.text("#ledger-hash").await,
+        head["hash"].as_str().unwrap()
+    );
     assert_eq!(
         page.attr_of("#ledger-head", "data-anchor").await,
         json!(format!("2:{}", head["hash"].as_str().unwrap()))

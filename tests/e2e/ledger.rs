@@ -27,7 +27,10 @@ const UA: &str = "ledger-e2e/1.0 (proof of consent)";
 
 /// The SDK limits off for the tests that verify thousands of events from one address.
 const UNLIMITED: [(&str, &str); 2] = [
-    ("CLICKTERMD_LIMITS__SDK_REQUESTS_PER_SEC_PER_ADDRESS", "1000000"),
+    (
+        "CLICKTERMD_LIMITS__SDK_REQUESTS_PER_SEC_PER_ADDRESS",
+        "1000000",
+    ),
     ("CLICKTERMD_LIMITS__SDK_BURST_PER_ADDRESS", "1000000"),
 ];
 
@@ -72,7 +75,11 @@ fn rehash_parts(evidence: &Value, ledger: &Value) -> (i64, String, String) {
     link_of(&digest, ledger, evidence)
 }
 
-fn link_of(digest: &[u8; 32], ledger: &Value, evidence: &impl std::fmt::Debug) -> (i64, String, String) {
+fn link_of(
+    digest: &[u8; 32],
+    ledger: &Value,
+    evidence: &impl std::fmt::Debug,
+) -> (i64, String, String) {
     let position = ledger["position"].as_i64().expect("position");
     let previous = ledger["previousHash"].as_str().expect("previousHash");
     assert_eq!(
@@ -102,9 +109,11 @@ async fn setup(base: &str, admin: &reqwest::Client, name: &str, content: &str) -
     let (app_id, app_key, _) = common::create_integration(admin, base, name).await;
     let template: Value = admin
         .post(format!("{base}/api/v1/templates"))
-        .json(&json!({"name": format!("{name} terms"), "defaultLanguage": "en",
+        .json(
+            &json!({"name": format!("{name} terms"), "defaultLanguage": "en",
             "languages": {"en": {"title": "Terms for {{fullName}}", "content": content,
-                "inlineContent": "I, {{fullName}}, accept"}}}))
+                "inlineContent": "I, {{fullName}}, accept"}}}),
+        )
         .json_with(StatusCode::CREATED)
         .await;
     let template = template["id"].as_str().unwrap().to_string();
@@ -132,8 +141,10 @@ async fn accept(
     let res = http
         .post(format!("{base}/public-client/v1/clickwrap"))
         .header(header::USER_AGENT, UA)
-        .json(&json!({"appId": s.app_id, "clickwrapTemplateId": s.template, "endUserId": user,
-            "action": action, "templatePlaceholders": placeholders}))
+        .json(
+            &json!({"appId": s.app_id, "clickwrapTemplateId": s.template, "endUserId": user,
+            "action": action, "templatePlaceholders": placeholders}),
+        )
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -191,7 +202,13 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         .header(header::USER_AGENT, UA)
         .json_ok()
         .await;
-    assert!(shown["content"].as_str().unwrap().contains("&lt;Ann &amp; Bob&gt;"), "{shown}");
+    assert!(
+        shown["content"]
+            .as_str()
+            .unwrap()
+            .contains("&lt;Ann &amp; Bob&gt;"),
+        "{shown}"
+    );
     let first = accept(&http, &base, &s, "ann", "ACCEPTED", Some(placeholders))
         .await
         .unwrap();
@@ -215,13 +232,22 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
     assert_eq!(evidence["clientAddress"], "127.0.0.1");
     assert_eq!(evidence["userAgent"], UA);
     // The placeholders as the event API shows them (the stored JSON text).
-    let event: Value = admin.get(format!("{base}/api/v1/events/{first}")).json_ok().await;
-    assert_eq!(evidence["templatePlaceholders"], event["templatePlaceholders"]);
+    let event: Value = admin
+        .get(format!("{base}/api/v1/events/{first}"))
+        .json_ok()
+        .await;
+    assert_eq!(
+        evidence["templatePlaceholders"],
+        event["templatePlaceholders"]
+    );
     assert_eq!(
         serde_json::from_str::<Value>(evidence["templatePlaceholders"].as_str().unwrap()).unwrap(),
         serde_json::from_str::<Value>(placeholders).unwrap()
     );
-    assert!(evidence["presentedAt"].is_string(), "the SDK GET was recorded: {evidence}");
+    assert!(
+        evidence["presentedAt"].is_string(),
+        "the SDK GET was recorded: {evidence}"
+    );
     assert!(evidence["verifiedAt"].is_string());
     assert_eq!(evidence["evidenceVersion"], 1);
     let (position, previous, first_hash) = rehash(&evidence);
@@ -229,15 +255,23 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
 
     // The integration's own backend reads the same document with its App Key; another cannot.
     let public = |app: &Setup, id: &str| {
-        http.get(format!("{base}/public-client/v1/clickwrap-events/{id}/evidence"))
-            .header("x-app-id", &app.app_id)
-            .header("x-app-key", &app.app_key)
+        http.get(format!(
+            "{base}/public-client/v1/clickwrap-events/{id}/evidence"
+        ))
+        .header("x-app-id", &app.app_id)
+        .header("x-app-key", &app.app_key)
     };
     assert_eq!(public(&s, &first).json_ok().await, evidence);
-    expect_error(public(&other, &first).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    expect_error(
+        public(&other, &first).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     // The next verify links to the first; an action not verified has no evidence.
-    let second = accept(&http, &base, &other, "bob", "DECLINED", None).await.unwrap();
+    let second = accept(&http, &base, &other, "bob", "DECLINED", None)
+        .await
+        .unwrap();
     let doc: Value = public(&other, &second).json_ok().await;
     let (position, previous, second_hash) = rehash(&doc);
     assert_eq!((position, previous), (2, first_hash.clone()));
@@ -246,8 +280,10 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
     assert_eq!(doc["content"], "<p>x</p>");
     let unverified: Value = http
         .post(format!("{base}/public-client/v1/clickwrap"))
-        .json(&json!({"appId": s.app_id, "clickwrapTemplateId": s.template, "endUserId": "cy",
-            "action": "ACCEPTED"}))
+        .json(
+            &json!({"appId": s.app_id, "clickwrapTemplateId": s.template, "endUserId": "cy",
+            "action": "ACCEPTED"}),
+        )
         .json_with(StatusCode::CREATED)
         .await;
     let id = unverified["clickwrapEventId"].as_str().unwrap();
@@ -271,10 +307,20 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
     assert_eq!(again, evidence);
 
     // The head: in the admin API and in /metrics.
-    let head: Value = admin.get(format!("{base}/api/v1/ledger/head")).json_ok().await;
+    let head: Value = admin
+        .get(format!("{base}/api/v1/ledger/head"))
+        .json_ok()
+        .await;
     assert_eq!(head, json!({"position": 2, "hash": second_hash}));
-    let metrics = text(http.get(format!("{base}/metrics")).send().await.unwrap(), StatusCode::OK).await;
-    assert!(metrics.contains("clicktermd_ledger_head_position 2\n"), "{metrics}");
+    let metrics = text(
+        http.get(format!("{base}/metrics")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        metrics.contains("clicktermd_ledger_head_position 2\n"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(&format!(
             "clicktermd_ledger_head_info{{position=\"2\",hash=\"{second_hash}\"}} 1"
@@ -300,7 +346,11 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         .args(["-layout", file.to_str().unwrap(), "-"])
         .output()
         .expect("pdftotext (poppler-utils) must be installed: .ci/run installs it");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read = String::from_utf8(out.stdout).unwrap();
     for needle in [
         "Certificate of acceptance",
@@ -315,7 +365,10 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         ZEROS,
         UA,
     ] {
-        assert!(read.contains(needle), "{needle:?} missing from the certificate:\n{read}");
+        assert!(
+            read.contains(needle),
+            "{needle:?} missing from the certificate:\n{read}"
+        );
     }
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -324,7 +377,11 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         .arg(shots.join("certificate"))
         .output()
         .expect("pdftoppm");
-    assert!(png.status.success(), "{}", String::from_utf8_lossy(&png.stderr));
+    assert!(
+        png.status.success(),
+        "{}",
+        String::from_utf8_lossy(&png.stderr)
+    );
 
     // Exports: CSV with its head in a header, NDJSON filtered, bad parameters named.
     let res = admin
@@ -333,7 +390,10 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(
+        res.headers()[header::CONTENT_TYPE],
+        "text/csv; charset=utf-8"
+    );
     assert_eq!(
         res.headers()["clickterm-chain-head"],
         format!("2:{second_hash}").as_str()
@@ -341,19 +401,31 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
     let csv = res.text().await.unwrap();
     let rows: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(rows.len(), 3, "{csv}");
-    assert!(rows[0].starts_with("position,clickwrapEventId,appId,endUserId,"), "{csv}");
-    assert!(rows[1].starts_with(&format!("2,{second},")), "newest first: {csv}");
+    assert!(
+        rows[0].starts_with("position,clickwrapEventId,appId,endUserId,"),
+        "{csv}"
+    );
+    assert!(
+        rows[1].starts_with(&format!("2,{second},")),
+        "newest first: {csv}"
+    );
     assert!(rows[2].ends_with(&first_hash), "{csv}");
     let ndjson = text(
         admin
-            .get(format!("{base}/api/v1/events/export?endUserId=ann&appId={}", s.app_id))
+            .get(format!(
+                "{base}/api/v1/events/export?endUserId=ann&appId={}",
+                s.app_id
+            ))
             .send()
             .await
             .unwrap(),
         StatusCode::OK,
     )
     .await;
-    let lines: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "{ndjson}");
     assert_eq!(lines[0], evidence);
     assert_eq!(
@@ -362,7 +434,11 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
     );
     // The few lines of Python in docs/ledger.md re-hash every line of an export, as written there.
     let full = text(
-        admin.get(format!("{base}/api/v1/events/export")).send().await.unwrap(),
+        admin
+            .get(format!("{base}/api/v1/events/export"))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
@@ -377,13 +453,20 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         .expect("docs/ledger.md has a python block");
     let script = format!(
         "import sys\nchecked = 0\nfor line in open(sys.argv[1]):\n    if '\"chainHead\"' in line:\n        continue\n{}    checked += 1\nprint(checked)\n",
-        snippet.lines().map(|l| format!("    {l}\n")).collect::<String>()
+        snippet
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
     );
     let out = std::process::Command::new("python3")
         .args(["-c", &script, lines_file.to_str().unwrap()])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
     for (query, field) in [
         ("format=xml", "format"),
@@ -398,14 +481,28 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
             .await
             .unwrap();
         let err = expect_error(res, StatusCode::BAD_REQUEST).await;
-        assert!(err["message"].as_str().unwrap().contains(field), "{query}: {err}");
+        assert!(
+            err["message"].as_str().unwrap().contains(field),
+            "{query}: {err}"
+        );
     }
 
     // The command line: the same export, its head on standard error.
     let data = server.data_dir.to_str().unwrap().to_string();
     let out = clicktermd(
-        &["--data-dir", &data, "export", "--from", "2000-01-01T00:00:00Z", "--to",
-          "2100-01-01T00:00:00Z", "--format", "csv", "--status", "ACCEPTED"],
+        &[
+            "--data-dir",
+            &data,
+            "export",
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--to",
+            "2100-01-01T00:00:00Z",
+            "--format",
+            "csv",
+            "--status",
+            "ACCEPTED",
+        ],
         &[],
     );
     assert_success(&out, "export");
@@ -416,8 +513,15 @@ async fn the_evidence_is_what_the_sdk_showed_and_every_link_rehashes() {
         .collect();
     assert_eq!(rows.len(), 2, "{}", stdout(&out));
     assert!(rows[1].starts_with(&format!("1,{first},")));
-    assert!(stderr(&out).contains(&format!("chain head 2:{second_hash}")), "{}", stderr(&out));
-    let out = clicktermd(&["--data-dir", &data, "export", "--from", "x", "--to", "y"], &[]);
+    assert!(
+        stderr(&out).contains(&format!("chain head 2:{second_hash}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = clicktermd(
+        &["--data-dir", &data, "export", "--from", "x", "--to", "y"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
     server.stop().await;
@@ -440,7 +544,10 @@ fn verify_ledger(data: &Path, extra: &[&str]) -> (i32, String) {
     let mut args = vec!["--data-dir", data.to_str().unwrap(), "verify-ledger"];
     args.extend_from_slice(extra);
     let out = clicktermd(&args, &[]);
-    (out.status.code().unwrap_or(-1), format!("{}{}", stdout(&out), stderr(&out)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
 }
 
 fn db(data: &Path) -> rusqlite::Connection {
@@ -468,7 +575,9 @@ fn tamper(data: &Path, triggers: &[&str], sql: &str) {
     let mut saved = Vec::new();
     for t in triggers {
         let create: String = c
-            .query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [t], |r| r.get(0))
+            .query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [t], |r| {
+                r.get(0)
+            })
             .unwrap();
         c.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
         saved.push(create);
@@ -493,14 +602,24 @@ async fn verify_ledger_names_the_link_each_tampering_broke() {
     let s = setup(&base, &admin, "Shop", "<p>Terms, {{fullName}}</p>").await;
     let http = common::client();
     for i in 0..12 {
-        accept(&http, &base, &s, &format!("user-{i}"), "ACCEPTED", Some(r#"{"fullName":"U"}"#))
-            .await
-            .unwrap();
+        accept(
+            &http,
+            &base,
+            &s,
+            &format!("user-{i}"),
+            "ACCEPTED",
+            Some(r#"{"fullName":"U"}"#),
+        )
+        .await
+        .unwrap();
     }
     let (code, out) = verify_ledger(&data, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ledger intact: 12 links"), "{out}");
-    let head: Value = admin.get(format!("{base}/api/v1/ledger/head")).json_ok().await;
+    let head: Value = admin
+        .get(format!("{base}/api/v1/ledger/head"))
+        .json_ok()
+        .await;
     let anchor = format!("12:{}", head["hash"].as_str().unwrap());
 
     // One event's end user changed in the live database, behind the running server's back.
@@ -513,7 +632,9 @@ async fn verify_ledger_names_the_link_each_tampering_broke() {
     let (code, out) = verify_ledger(&data, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!("ledger broken: link 4: the evidence of event {fourth} no longer matches")),
+        out.contains(&format!(
+            "ledger broken: link 4: the evidence of event {fourth} no longer matches"
+        )),
         "{out}"
     );
     tamper(
@@ -535,8 +656,15 @@ async fn verify_ledger_names_the_link_each_tampering_broke() {
     );
     let (code, out) = verify_ledger(&deleted, &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("ledger broken: link 7: its clickwrap event is no longer in the database"), "{out}");
-    tamper(&deleted, &["ledger_links_never_deleted"], "DELETE FROM ledger WHERE position = 7");
+    assert!(
+        out.contains("ledger broken: link 7: its clickwrap event is no longer in the database"),
+        "{out}"
+    );
+    tamper(
+        &deleted,
+        &["ledger_links_never_deleted"],
+        "DELETE FROM ledger WHERE position = 7",
+    );
     let (code, out) = verify_ledger(&deleted, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("ledger broken: link 7 is missing"), "{out}");
@@ -552,7 +680,10 @@ async fn verify_ledger_names_the_link_each_tampering_broke() {
     );
     let (code, out) = verify_ledger(&swapped, &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("ledger broken: link 9: its hash does not follow from link 8"), "{out}");
+    assert!(
+        out.contains("ledger broken: link 9: its hash does not follow from link 8"),
+        "{out}"
+    );
 
     // The last link cut off: only the anchor noted earlier can tell.
     let cut = copy_of(&data, &dir.path().join("cut"));
@@ -583,7 +714,12 @@ async fn verify_many(
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (base, s, next, prefix) = (base.to_string(), s.clone(), next.clone(), prefix.to_string());
+        let (base, s, next, prefix) = (
+            base.to_string(),
+            s.clone(),
+            next.clone(),
+            prefix.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let http = common::client();
             let mut done = Vec::new();
@@ -643,7 +779,10 @@ async fn ten_thousand_verifies_stay_chained_across_a_restart_and_a_kill_9() {
     }
     let start = Instant::now();
     while acked.lock().unwrap().len() < 1_500 {
-        assert!(start.elapsed() < DEADLINE * 4, "the last verifies do not go through");
+        assert!(
+            start.elapsed() < DEADLINE * 4,
+            "the last verifies do not go through"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill9();
@@ -659,11 +798,20 @@ async fn ten_thousand_verifies_stay_chained_across_a_restart_and_a_kill_9() {
     assert_eq!(code, 0, "{out}");
     let c = db(&data);
     let verified: i64 = c
-        .query_row("SELECT count(*) FROM events WHERE verified_at IS NOT NULL", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM events WHERE verified_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    let links: i64 = c.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0)).unwrap();
+    let links: i64 = c
+        .query_row("SELECT count(*) FROM ledger", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(links, verified);
-    assert!(out.contains(&format!("ledger intact: {links} links")), "{out}");
+    assert!(
+        out.contains(&format!("ledger intact: {links} links")),
+        "{out}"
+    );
     let mut missing = 0;
     for id in &acknowledged {
         let chained: i64 = c
@@ -677,8 +825,13 @@ async fn ten_thousand_verifies_stay_chained_across_a_restart_and_a_kill_9() {
     }
     assert_eq!(missing, 0, "acknowledged verifies without their link");
     // The chain goes on from where it was after the crash.
-    accept(&common::client(), &base, &s, "after", "ACCEPTED", None).await.unwrap();
-    let head: Value = admin.get(format!("{base}/api/v1/ledger/head")).json_ok().await;
+    accept(&common::client(), &base, &s, "after", "ACCEPTED", None)
+        .await
+        .unwrap();
+    let head: Value = admin
+        .get(format!("{base}/api/v1/ledger/head"))
+        .json_ok()
+        .await;
     assert_eq!(head["position"], links + 1);
     assert!(child.terminate().success());
     let (code, out) = verify_ledger(&data, &[]);
@@ -715,9 +868,17 @@ async fn stream_export(
             }
         })
     };
-    let mut res = admin.get(url).timeout(Duration::from_secs(300)).send().await.unwrap();
+    let mut res = admin
+        .get(url)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let header_head = res.headers()["clickterm-chain-head"].to_str().unwrap().to_string();
+    let header_head = res.headers()["clickterm-chain-head"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let mut links = BTreeMap::new();
     let mut pending = Vec::new();
     let mut trailer = Value::Null;
@@ -733,14 +894,21 @@ async fn stream_export(
                 continue;
             }
             let (position, previous, hash) = rehash_line(line);
-            assert!(links.insert(position, (previous, hash)).is_none(), "link {position} twice");
+            assert!(
+                links.insert(position, (previous, hash)).is_none(),
+                "link {position} twice"
+            );
         }
     }
     sampling.store(false, Ordering::Relaxed);
     sampler.await.unwrap();
     assert!(pending.is_empty());
     assert_eq!(
-        format!("{}:{}", trailer["chainHead"]["position"], trailer["chainHead"]["hash"].as_str().unwrap()),
+        format!(
+            "{}:{}",
+            trailer["chainHead"]["position"],
+            trailer["chainHead"]["hash"].as_str().unwrap()
+        ),
         header_head
     );
     (links, trailer, peak.load(Ordering::Relaxed), bytes)
@@ -753,11 +921,21 @@ async fn an_export_of_100000_events_streams_in_flat_memory_and_rehashes_to_its_h
     let data = dir.path().join("data");
     let (child, base, admin) = serving(&data, &dir.path().join("1.log")).await;
     // A text of about half a KiB, so that the export (over 100 MB) is far larger than the bound below.
-    let content = format!("<p>Dear {{{{fullName}}}},</p>{}", "<p>The terms of the service. </p>".repeat(16));
+    let content = format!(
+        "<p>Dear {{{{fullName}}}},</p>{}",
+        "<p>The terms of the service. </p>".repeat(16)
+    );
     let s = setup(&base, &admin, "Big", &content).await;
-    let model = accept(&common::client(), &base, &s, "model", "ACCEPTED", Some(r#"{"fullName":"M"}"#))
-        .await
-        .unwrap();
+    let model = accept(
+        &common::client(),
+        &base,
+        &s,
+        "model",
+        "ACCEPTED",
+        Some(r#"{"fullName":"M"}"#),
+    )
+    .await
+    .unwrap();
     assert!(child.terminate().success());
 
     // 100 000 more verified events, generated straight into the file from the one above; then the
@@ -783,11 +961,31 @@ async fn an_export_of_100000_events_streams_in_flat_memory_and_rehashes_to_its_h
     drop(c);
     println!("generated {EVENTS} events in {:?}", started.elapsed());
     let started = Instant::now();
-    let (child, base) = serve_within(DEADLINE * 4, &data, &dir.path().join("2.log"), &UNLIMITED).await;
-    println!("started, chaining {} events, in {:?}", EVENTS + 1, started.elapsed());
-    assert!(child.log().contains("chained the events verified before the ledger"), "{}", child.log());
+    let (child, base) =
+        serve_within(DEADLINE * 4, &data, &dir.path().join("2.log"), &UNLIMITED).await;
+    println!(
+        "started, chaining {} events, in {:?}",
+        EVENTS + 1,
+        started.elapsed()
+    );
+    assert!(
+        child
+            .log()
+            .contains("chained the events verified before the ledger"),
+        "{}",
+        child.log()
+    );
     let token = {
-        let out = clicktermd(&["--data-dir", data.to_str().unwrap(), "admin", "token", "create"], &[]);
+        let out = clicktermd(
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "admin",
+                "token",
+                "create",
+            ],
+            &[],
+        );
         assert_success(&out, "token");
         stdout(&out).trim().to_string()
     };
@@ -795,10 +993,7 @@ async fn an_export_of_100000_events_streams_in_flat_memory_and_rehashes_to_its_h
     let pid = child.child.id();
 
     // Warm up: a small export, so every pooled connection has its caches before the baseline.
-    let warm = format!(
-        "{base}/api/v1/events/export?to={}",
-        "2000-01-01T00:00:00Z"
-    );
+    let warm = format!("{base}/api/v1/events/export?to={}", "2000-01-01T00:00:00Z");
     stream_export(&admin, &warm, pid).await;
     let (_, _, _, _) = stream_export(
         &admin,
