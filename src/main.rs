@@ -72,29 +72,7 @@ enum Command {
     /// Write the evidence of every verified event whose action time is in [FROM, TO] (RFC 3339) to
     /// standard output, newest first, as NDJSON or CSV; the chain head it ends at goes to standard
     /// error (and, for NDJSON, into the last line).
-    Export {
-        /// The earliest action time, e.g. 2026-01-01T00:00:00Z.
-        #[arg(long, value_name = "TIME")]
-        from: String,
-        /// The latest action time (inclusive).
-        #[arg(long, value_name = "TIME")]
-        to: String,
-        /// ndjson (one evidence document per line) or csv.
-        #[arg(long, value_name = "FORMAT", default_value = "ndjson")]
-        format: String,
-        /// Only this integration's events.
-        #[arg(long, value_name = "APP_ID")]
-        app_id: Option<String>,
-        /// Only this template's events.
-        #[arg(long, value_name = "ID")]
-        template_id: Option<String>,
-        /// Only this end user's events.
-        #[arg(long, value_name = "ID")]
-        end_user_id: Option<String>,
-        /// Only ACCEPTED or only DECLINED events.
-        #[arg(long, value_name = "STATUS")]
-        status: Option<String>,
-    },
+    Export(ExportWanted),
     /// Explain whether webhooks could be sent to URL under the callback-URL policy, without sending
     /// anything. Exit 0 allowed, 1 refused, 2 usage or configuration error.
     CheckUrl {
@@ -358,26 +336,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Backup { path } => backup(&config, &invocation, &path),
             Command::CheckUrl { url } => check_url(&config, &url).await,
             Command::VerifyLedger { anchor } => verify_ledger(&config, &invocation, anchor).await,
-            Command::Export {
-                from,
-                to,
-                format,
-                app_id,
-                template_id,
-                end_user_id,
-                status,
-            } => {
-                let wanted = ExportWanted {
-                    from,
-                    to,
-                    format,
-                    app_id,
-                    template_id,
-                    end_user_id,
-                    status,
-                };
-                export(&config, &invocation, wanted).await
-            }
+            Command::Export(wanted) => export(&config, &invocation, wanted).await,
             Command::WebhookReceiver { .. } | Command::Version => unreachable!("handled above"),
         }
     })
@@ -699,14 +658,29 @@ async fn verify_ledger(
     }
 }
 
-/// What `clicktermd export` was asked for.
+/// What `clicktermd export` is asked for.
+#[derive(clap::Args)]
 struct ExportWanted {
+    /// The earliest action time, e.g. 2026-01-01T00:00:00Z.
+    #[arg(long, value_name = "TIME")]
     from: String,
+    /// The latest action time (inclusive).
+    #[arg(long, value_name = "TIME")]
     to: String,
+    /// ndjson (one evidence document per line) or csv.
+    #[arg(long, value_name = "FORMAT", default_value = "ndjson")]
     format: String,
+    /// Only this integration's events.
+    #[arg(long, value_name = "APP_ID")]
     app_id: Option<String>,
+    /// Only this template's events.
+    #[arg(long, value_name = "ID")]
     template_id: Option<String>,
+    /// Only this end user's events.
+    #[arg(long, value_name = "ID")]
     end_user_id: Option<String>,
+    /// Only ACCEPTED or only DECLINED events.
+    #[arg(long, value_name = "STATUS")]
     status: Option<String>,
 }
 

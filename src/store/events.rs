@@ -132,7 +132,8 @@ pub fn verify_facts(conn: &Connection, event_id: &str) -> Result<Option<VerifyFa
 
 /// Marks `integration_id`'s event `event_id` verified if it is not yet, in one statement; its row, or
 /// `None` when there is nothing to mark (no such event, another integration's, or already verified —
-/// [`verify_facts`] tells which).
+/// [`verify_facts`] tells which). The same statement gives it the next position of the ledger, whose
+/// link `ledger::append` then writes in the same transaction.
 pub fn mark_verified(
     conn: &Connection,
     event_id: &str,
@@ -141,7 +142,8 @@ pub fn mark_verified(
 ) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached(
-            "UPDATE events SET verified_at = ?3 \
+            "UPDATE events SET verified_at = ?3, \
+             ledger_position = (SELECT coalesce(max(position), 0) + 1 FROM ledger) \
              WHERE event_id = ?1 AND integration_id = ?2 AND verified_at IS NULL RETURNING id",
         )?
         .query_row(params![event_id, integration_id, at.millis()], |r| r.get(0))

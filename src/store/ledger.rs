@@ -19,7 +19,8 @@ use crate::model::{Action, ChainHash, ChainHead, Timestamp};
 /// no longer matches its digest — rather than vanishing from the check.
 pub(super) const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), e.end_user_id, coalesce(t.template_id, ''), \
      coalesce(t.name, ''), e.major, e.minor, e.language, e.effective_at, vt.title, vt.content, vt.inline_content, \
-     e.template_placeholders, e.technical_metadata, e.presented_at, e.action_at, e.verified_at, e.action \
+     e.template_placeholders, e.technical_metadata, e.presented_at, e.action_at, e.verified_at, e.action, \
+     e.ledger_position \
      FROM events e \
      LEFT JOIN integrations i ON i.id = e.integration_id \
      LEFT JOIN templates t ON t.id = e.template_id \
@@ -27,13 +28,14 @@ pub(super) const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), 
      LEFT JOIN template_version_texts vt ON vt.version_id = v.id AND vt.language = e.language \
      WHERE e.id = ?1 AND e.verified_at IS NOT NULL";
 
-fn source(conn: &Connection, event_row: i64) -> Result<Option<Source>> {
+/// A verified event's evidence facts and the ledger position its verify gave it.
+fn source(conn: &Connection, event_row: i64) -> Result<Option<(Source, Option<i64>)>> {
     Ok(conn
         .prepare_cached(SOURCE_SQL)?
         .query_row([event_row], |r| {
             let title: Option<String> = r.get(9)?;
             let content: Option<String> = r.get(10)?;
-            Ok(Source {
+            let source = Source {
                 event_id: r.get(0)?,
                 app_id: r.get(1)?,
                 end_user_id: r.get(2)?,
@@ -57,7 +59,8 @@ fn source(conn: &Connection, event_row: i64) -> Result<Option<Source>> {
                 action_at: Timestamp(r.get(15)?),
                 verified_at: Timestamp(r.get(16)?),
                 action: Action::parse(&r.get::<_, String>(17)?).unwrap_or(Action::Declined),
-            })
+            };
+            Ok((source, r.get(18)?))
         })
         .optional()?)
 }
@@ -85,16 +88,23 @@ pub fn head(conn: &Connection) -> Result<ChainHead> {
 }
 
 /// Chains the just-verified event `event_row` onto the ledger: its evidence rebuilt from the row the
-/// verify wrote, hashed, linked to the head. Runs inside the verify's transaction (its savepoint), so
-/// the event and its link are committed together or not at all.
+/// verify wrote (`events::mark_verified`, which also gave it its position), hashed, linked to the head.
+/// Runs inside the verify's transaction (its savepoint), so the event and its link are committed
+/// together or not at all.
 pub fn append(conn: &Connection, event_row: i64) -> Result<Link> {
     append_after(conn, head(conn)?, event_row)
 }
 
 /// [`append`] after a head the caller already knows (the migration, which chains many in a row).
 fn append_after(conn: &Connection, head: ChainHead, event_row: i64) -> Result<Link> {
-    let source = source(conn, event_row)?
+    let (source, position) = source(conn, event_row)?
         .ok_or_else(|| super::StoreError::Io(format!("event row {event_row} is not verified")))?;
+    if position != Some(head.position + 1) {
+        return Err(super::StoreError::Io(format!(
+            "event row {event_row} was given ledger position {position:?}, but the head is at {}",
+            head.position
+        )));
+    }
     let template_name = source.template_name.clone();
     let evidence = Evidence::from_source(source);
     let link = crate::ledger::next_link(head, evidence.digest());
@@ -119,13 +129,25 @@ pub(super) fn chain_existing(conn: &Connection) -> Result<i64> {
         .prepare("SELECT id FROM events WHERE verified_at IS NOT NULL ORDER BY verified_at, id")?;
     let mut rows = walk.query([])?;
     let mut at = head(conn)?;
+    // Verified events are immutable; this is the one update that gives them their place, once.
+    let trigger: String = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = 'events_final_once_verified'",
+        [],
+        |r| r.get(0),
+    )?;
+    conn.execute_batch("DROP TRIGGER events_final_once_verified")?;
     while let Some(r) = rows.next()? {
-        let link = append_after(conn, at, r.get(0)?)?;
+        let row: i64 = r.get(0)?;
+        conn.prepare_cached("UPDATE events SET ledger_position = ?2 WHERE id = ?1")?
+            .execute(params![row, at.position + 1])?;
+        let link = append_after(conn, at, row)?;
         at = ChainHead {
             position: link.position,
             hash: link.hash,
         };
     }
+    drop(rows);
+    conn.execute_batch(&trigger)?;
     Ok(at.position)
 }
 
@@ -138,7 +160,7 @@ fn stored(
     digest: ChainHash,
     hash: ChainHash,
 ) -> Result<StoredLink> {
-    let evidence = source(conn, event_row)?.map(|mut s| {
+    let evidence = source(conn, event_row)?.map(|(mut s, _)| {
         s.template_name = template_name;
         Evidence::from_source(s)
     });
@@ -186,15 +208,18 @@ pub fn unchained(conn: &Connection) -> Result<Option<String>> {
     Ok(conn
         .prepare(
             "SELECT e.event_id FROM events e WHERE e.verified_at IS NOT NULL \
-             AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.event_id = e.id) LIMIT 1",
+             AND NOT EXISTS (SELECT 1 FROM ledger l \
+             WHERE l.position = e.ledger_position AND l.event_id = e.id) LIMIT 1",
         )?
         .query_row([], |r| r.get(0))
         .optional()?)
 }
 
+/// An event's link: the row at the event's `ledger_position`, if that row is the event's.
 pub(super) const LINK_OF_SQL: &str = "SELECT link.position, link.template_name, link.digest, link.hash, \
      coalesce((SELECT prior.hash FROM ledger prior WHERE prior.position = link.position - 1), zeroblob(32)) \
-     FROM ledger link WHERE link.event_id = ?1";
+     FROM ledger link WHERE link.position = (SELECT ledger_position FROM events WHERE id = ?1) \
+     AND link.event_id = ?1";
 
 /// One event's evidence and link, by its row id.
 fn chained(conn: &Connection, event_row: i64) -> Result<Option<(Evidence, Link)>> {
@@ -215,7 +240,7 @@ fn chained(conn: &Connection, event_row: i64) -> Result<Option<(Evidence, Link)>
     let Some((link, template_name)) = link else {
         return Ok(None);
     };
-    Ok(source(conn, event_row)?.map(|mut s| {
+    Ok(source(conn, event_row)?.map(|(mut s, _)| {
         s.template_name = template_name;
         (Evidence::from_source(s), link)
     }))

@@ -154,16 +154,16 @@ ON CONFLICT (integration_id) DO UPDATE SET last_success_at = excluded.last_succe
 INSERT INTO event_days (integration_id, day, action, events)
 SELECT integration_id, action_at - action_at % 86400000, action, count(*)
 FROM events WHERE verified_at IS NOT NULL GROUP BY 1, 2, 3;",
-    // 4 → 5 (issue #17): the proof-of-consent ledger. The events already verified are chained by
-    // `CHAIN_EXISTING` right after, in the same transaction.
-    r"CREATE TABLE ledger (
+    // 4 → 5 (issue #17): the proof-of-consent ledger, and each event's place in it. The events
+    // already verified are chained by `chain_existing` right after, in the same transaction.
+    r"ALTER TABLE events ADD COLUMN ledger_position INTEGER;
+CREATE TABLE ledger (
     position      INTEGER PRIMARY KEY,
     event_id      INTEGER NOT NULL REFERENCES events(id),
     template_name TEXT NOT NULL,
     digest        BLOB NOT NULL,
     hash          BLOB NOT NULL
 ) STRICT;
-CREATE UNIQUE INDEX ledger_by_event ON ledger(event_id);
 CREATE TRIGGER ledger_links_immutable BEFORE UPDATE ON ledger
 BEGIN
     SELECT RAISE(ABORT, 'ledger links are immutable');

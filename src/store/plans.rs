@@ -451,7 +451,7 @@ fn check_single_statements(conn: &Connection) {
             "ledger: an event's link and the one before",
             ledger::LINK_OF_SQL.to_string(),
             vec![("?1", int(7))],
-            Some("ledger_by_event"),
+            None,
             Allowed::Nothing,
         ),
         (
