@@ -192,7 +192,10 @@ CREATE TABLE events (
     presented_at          INTEGER,
     action_at             INTEGER NOT NULL,
     verified_at           INTEGER
-) STRICT;
+, ledger_position INTEGER) STRICT;
+-- `ledger_position` (schema 7): the event's link in `ledger`, set by the update that verifies it (the
+-- row is written then anyway, so finding an event's link costs no index of its own); written as SQLite
+-- stores an added column, like `deliveries.event_type`.
 
 -- The event lists (SPEC §3, §8). Each page is an index walk in the order asked that stops when the
 -- page is full, whatever the filters and however many events there are:
@@ -406,4 +409,26 @@ BEGIN
     ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
 END;
 
-PRAGMA user_version = 6;
+-- The proof-of-consent ledger (schema 7, issue #17): one link per verified event, in verification
+-- order, written by the verify's own transaction (`store/ledger.rs`; what is hashed: docs/ledger.md).
+-- `position` counts 1, 2, 3, …; `template_name` is the template's name when the event was verified
+-- (the one fact of the evidence that the database does not otherwise keep immutable); `digest` is
+-- SHA-256 of the evidence's canonical encoding, `hash` SHA-256(previous hash ‖ position ‖ digest).
+-- The head is the last row by `position`; an event finds its link by its `ledger_position`.
+CREATE TABLE ledger (
+    position      INTEGER PRIMARY KEY,
+    event_id      INTEGER NOT NULL REFERENCES events(id),
+    template_name TEXT NOT NULL,
+    digest        BLOB NOT NULL,
+    hash          BLOB NOT NULL
+) STRICT;
+CREATE TRIGGER ledger_links_immutable BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger links are immutable');
+END;
+CREATE TRIGGER ledger_links_never_deleted BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger links are never deleted');
+END;
+
+PRAGMA user_version = 7;

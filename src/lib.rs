@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod certificate;
 pub mod clickwrap;
 pub mod client_cert;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod integrations;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod receiver;

@@ -61,6 +61,19 @@ enum Command {
         /// Where the copy goes; an existing file is never overwritten.
         path: PathBuf,
     },
+    /// Re-read the database and check the proof-of-consent ledger: every verified event's evidence
+    /// against its link, every link against the one before. Exit 0 intact, 1 broken (the first broken
+    /// or missing link is named), 2 usage or configuration error.
+    VerifyLedger {
+        /// A chain head noted earlier, POSITION:HASH (from the dashboard, /metrics or an export):
+        /// also check that the chain still holds it, so that nothing up to it was rewritten.
+        #[arg(long, value_name = "POSITION:HASH")]
+        anchor: Option<String>,
+    },
+    /// Write the evidence of every verified event whose action time is in [FROM, TO] (RFC 3339) to
+    /// standard output, newest first, as NDJSON or CSV; the chain head it ends at goes to standard
+    /// error (and, for NDJSON, into the last line).
+    Export(ExportWanted),
     /// Explain whether webhooks could be sent to URL under the callback-URL policy, without sending
     /// anything. Exit 0 allowed, 1 refused, 2 usage or configuration error.
     CheckUrl {
@@ -372,6 +385,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Integration { command } => integration(&config, &invocation, command).await,
             Command::Backup { path } => backup(&config, &invocation, &path),
             Command::CheckUrl { url } => check_url(&config, &url).await,
+            Command::VerifyLedger { anchor } => verify_ledger(&config, &invocation, anchor).await,
+            Command::Export(wanted) => export(&config, &invocation, wanted).await,
             Command::WebhookReceiver { .. } | Command::Version => unreachable!("handled above"),
         }
     })
@@ -749,6 +764,119 @@ fn backup(config: &Config, how: &Invocation, dest: &Path) -> anyhow::Result<()> 
     drop(existing_store(config, how)?);
     store::backup(&src, dest)?;
     println!("backed up {} to {}", src.display(), dest.display());
+    Ok(())
+}
+
+async fn verify_ledger(
+    config: &Config,
+    how: &Invocation,
+    anchor: Option<String>,
+) -> anyhow::Result<()> {
+    let anchor = anchor
+        .map(|a| {
+            clicktermd::ledger::parse_head(&a).ok_or_else(|| {
+                UsageError(format!(
+                    "--anchor {a:?}: expected POSITION:HASH, a position from 1 and 64 hex digits"
+                ))
+            })
+        })
+        .transpose()?;
+    let store = existing_store(config, how)?;
+    match clicktermd::ledger::check(&store, anchor).await? {
+        Ok(head) => {
+            println!(
+                "ledger intact: {} links, every verified event chained; head {}",
+                head.position,
+                clicktermd::ledger::head_text(head)
+            );
+            Ok(())
+        }
+        Err(broken) => {
+            let reason = format!("ledger broken: {broken}");
+            println!("{reason}");
+            Err(Refused(reason).into())
+        }
+    }
+}
+
+/// What `clicktermd export` is asked for.
+#[derive(clap::Args)]
+struct ExportWanted {
+    /// The earliest action time, e.g. 2026-01-01T00:00:00Z.
+    #[arg(long, value_name = "TIME")]
+    from: String,
+    /// The latest action time (inclusive).
+    #[arg(long, value_name = "TIME")]
+    to: String,
+    /// ndjson (one evidence document per line) or csv.
+    #[arg(long, value_name = "FORMAT", default_value = "ndjson")]
+    format: String,
+    /// Only this integration's events.
+    #[arg(long, value_name = "APP_ID")]
+    app_id: Option<String>,
+    /// Only this template's events.
+    #[arg(long, value_name = "ID")]
+    template_id: Option<String>,
+    /// Only this end user's events.
+    #[arg(long, value_name = "ID")]
+    end_user_id: Option<String>,
+    /// Only ACCEPTED or only DECLINED events.
+    #[arg(long, value_name = "STATUS")]
+    status: Option<String>,
+}
+
+async fn export(config: &Config, how: &Invocation, w: ExportWanted) -> anyhow::Result<()> {
+    use clicktermd::model::{Action, Timestamp};
+    let time = |flag: &str, raw: &str| {
+        Timestamp::parse_rfc3339(raw).ok_or_else(|| {
+            UsageError(format!(
+                "{flag} {raw:?}: expected an RFC 3339 time, e.g. 2026-01-01T00:00:00Z"
+            ))
+        })
+    };
+    let (from, to) = (time("--from", &w.from)?, time("--to", &w.to)?);
+    if to < from {
+        return Err(UsageError("--to must not be before --from".into()).into());
+    }
+    let format = clicktermd::ledger::ExportFormat::parse(&w.format)
+        .ok_or_else(|| UsageError(format!("--format {:?}: ndjson or csv", w.format)))?;
+    let action = w
+        .status
+        .as_deref()
+        .map(|s| {
+            Action::parse(s)
+                .ok_or_else(|| UsageError(format!("--status {s:?}: {}", Action::spellings())))
+        })
+        .transpose()?;
+    let store = existing_store(config, how)?;
+    let integration_id = match &w.app_id {
+        None => None,
+        Some(app) => Some(
+            store
+                .integration_row(app)
+                .await?
+                .ok_or_else(|| UsageError(format!("--app-id {app}: no such integration")))?,
+        ),
+    };
+    let filter = store::events::Filter {
+        integration_id,
+        template_id: w.template_id,
+        end_user_id: w.end_user_id,
+        action,
+        from: Some(from),
+        to: Some(to),
+    };
+    let mut export = clicktermd::ledger::export(&store, filter, format).await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = export.chunks.recv().await {
+        out.write_all(&chunk?)?;
+    }
+    out.flush()?;
+    eprintln!(
+        "chain head {} (verify with: clicktermd verify-ledger --anchor {})",
+        clicktermd::ledger::head_text(export.head),
+        clicktermd::ledger::head_text(export.head)
+    );
     Ok(())
 }
 

@@ -2,8 +2,11 @@
 //!
 //! Counters and the attempt-duration histogram live in memory and count since the process started; the
 //! queue figures (depth by state, age of the oldest due delivery) are read from the database at scrape
-//! time, so they are true even right after a restart. Labels carry only closed lists (outcome, state,
-//! status code): never an App ID, a URL or anything else that grows with the data.
+//! time, so they are true even right after a restart, and so is the proof-of-consent ledger's head
+//! (its position, and its hash as the one label of an info metric, so an operator's scraper keeps a
+//! record of heads to anchor the chain with). Labels otherwise carry only closed lists (outcome, state,
+//! status code): never an App ID, a URL or anything else that grows with the data; the head's hash is
+//! one series at a time, made at each scrape.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -18,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
+use crate::model::{AttemptOutcome, ChainHead, DeliveryState, Timestamp};
 use crate::store::WriterStats;
 use crate::store::deliveries::QueueStats;
 
@@ -63,6 +66,8 @@ pub struct Metrics {
     heartbeat_age: Gauge<f64, AtomicU64>,
     /// When the dispatcher's loop last came round (Unix ms); 0 before it started.
     heartbeat: AtomicI64,
+    /// The ledger's head as read for the scrape in progress.
+    ledger: Arc<std::sync::Mutex<ChainHead>>,
 }
 
 impl Default for Metrics {
@@ -125,7 +130,10 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             heartbeat_age.clone(),
         );
+        let ledger = Arc::new(std::sync::Mutex::new(ChainHead::EMPTY));
+        registry.register_collector(Box::new(LedgerCollector(ledger.clone())));
         Metrics {
+            ledger,
             registry,
             attempts,
             finished,
@@ -184,8 +192,9 @@ impl Metrics {
             .store(Timestamp::now().millis(), Ordering::Relaxed);
     }
 
-    /// The text for a scrape, with the queue figures read just before.
-    pub fn render(&self, queue: &QueueStats, now: Timestamp) -> String {
+    /// The text for a scrape, with the queue figures and the ledger's head read just before.
+    pub fn render(&self, queue: &QueueStats, ledger: ChainHead, now: Timestamp) -> String {
+        *self.ledger.lock().expect("the head is only ever copied") = ledger;
         for (state, n) in [
             (DeliveryState::Pending, queue.pending),
             (DeliveryState::InFlight, queue.in_flight),
@@ -214,6 +223,36 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
         out
+    }
+}
+
+/// The ledger's head at scrape time: `ledger_head_position` (links in the chain) and
+/// `ledger_head_info{position, hash} 1`.
+#[derive(Debug)]
+struct LedgerCollector(Arc<std::sync::Mutex<ChainHead>>);
+
+impl Collector for LedgerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let head = *self.0.lock().expect("the head is only ever copied");
+        let position = prometheus_client::metrics::gauge::ConstGauge::new(head.position);
+        let metric = encoder.encode_descriptor(
+            "ledger_head_position",
+            "Links in the proof-of-consent ledger: the position of its head",
+            None,
+            position.metric_type(),
+        )?;
+        position.encode(metric)?;
+        let info = prometheus_client::metrics::info::Info::new(vec![
+            ("position", head.position.to_string()),
+            ("hash", head.hash.to_hex()),
+        ]);
+        let metric = encoder.encode_descriptor(
+            "ledger_head",
+            "The ledger's head: note its hash elsewhere to prove later that nothing before it changed",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(metric)
     }
 }
 
@@ -307,7 +346,15 @@ mod tests {
                 held: 2,
                 oldest_due_at: Some(Timestamp(now.millis() - 1500)),
             },
+            ChainHead {
+                position: 42,
+                hash: crate::model::ChainHash([0xab; 32]),
+            },
             now,
+        );
+        let info = format!(
+            "clicktermd_ledger_head_info{{position=\"42\",hash=\"{}\"}} 1",
+            "ab".repeat(32)
         );
         for line in [
             "clicktermd_webhook_attempts_total{outcome=\"ok\"} 1",
@@ -323,6 +370,8 @@ mod tests {
             "clicktermd_db_log_syncs_total 0",
             "clicktermd_db_writer_busy_seconds_total 0.0",
             "clicktermd_db_log_sync_seconds_total 0.0",
+            "clicktermd_ledger_head_position 42",
+            info.as_str(),
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -561,6 +561,53 @@ pub struct ClickwrapEvent {
     pub verified_at: Option<Timestamp>,
 }
 
+/// A SHA-256 value of the proof-of-consent ledger: an evidence digest or a link's hash
+/// (`ledger.rs` defines what is hashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// What the first link follows: 32 zero bytes.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    /// Lower-case hex, as every document and message shows it.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<ChainHash> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(ChainHash(out))
+    }
+
+    /// From a stored value, which must be 32 bytes.
+    pub fn from_slice(b: &[u8]) -> Option<ChainHash> {
+        Some(ChainHash(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The ledger's last link: how many links there are and the hash that covers all of them. Position 0
+/// with [`ChainHash::GENESIS`] is the empty ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub position: i64,
+    pub hash: ChainHash,
+}
+
+impl ChainHead {
+    pub const EMPTY: ChainHead = ChainHead {
+        position: 0,
+        hash: ChainHash::GENESIS,
+    };
+}
+
 /// An end user's identifier in the customer's system: 1–256 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndUserId(String);

@@ -41,6 +41,17 @@ export async function eventsPage(view) {
     field("To", to)[0],
     h("div", { class: "field buttons" }, h("button", { type: "submit", class: "visually-hidden", id: "apply-filters", tabindex: "-1" }, "Apply"), h("a", { class: "button link", href: "#/events" }, "Clear")),
   );
+  // The evidence of every event these filters match, streamed by the server as a file (NDJSON ends
+  // with the chain head it reaches; both name it in the file name).
+  const exportHref = (format) => "/api/v1/events/export" + query({ ...filter, format });
+  const exports = h(
+    "p",
+    { class: "exports", id: "event-exports" },
+    "Export the evidence of these events: ",
+    h("a", { class: "button small", id: "export-ndjson", href: exportHref("ndjson"), download: "" }, "NDJSON"),
+    " ",
+    h("a", { class: "button small", id: "export-csv", href: exportHref("csv"), download: "" }, "CSV"),
+  );
   // Like every filter of the dashboard: applied as soon as it changes (the end user when the field
   // is left or Enter is pressed), kept in the URL, and cleared by "Clear".
   // Until the names have loaded, the two lists cannot show the URL's choice yet: keep it.
@@ -56,7 +67,7 @@ export async function eventsPage(view) {
     apply();
   });
   for (const el of [integration, template, status, from, to, endUser]) el.addEventListener("change", apply);
-  fill(view, h("h1", {}, "Clickwrap events"), h("p", { class: "lead" }, "Verified acceptances and declines, newest first. Times are in your time zone; hover for UTC."), form, errors, body);
+  fill(view, h("h1", {}, "Clickwrap events"), h("p", { class: "lead" }, "Verified acceptances and declines, newest first. Times are in your time zone; hover for UTC."), form, exports, errors, body);
 
   // Names for the filters and the table.
   const names = { apps: new Map(), templates: new Map() };
@@ -144,6 +155,11 @@ export async function eventPage(view, id) {
   // Names, not ids: the template's and the integration's (a deleted integration keeps its App ID).
   const [template, app] = await Promise.all([api("GET", `/templates/${enc(e.clickwrapTemplateId)}`).catch(() => null), api("GET", `/integrations/${enc(e.appId)}`).catch(() => null)]);
   const withId = (name, id) => (name ? h("span", { title: id }, name) : h("span", { class: "mono" }, id));
+  // The proof of consent: what the end user was shown, and the event's link in the ledger.
+  const evidence = await api("GET", `/events/${enc(id)}/evidence`).catch((err) => {
+    errors.show(err);
+    return null;
+  });
   view.append(
     h("h1", {}, "Clickwrap event"),
     h(
@@ -159,6 +175,28 @@ export async function eventPage(view, id) {
       fact("Version effective since", time(e.effectiveAt)),
       fact("Event ID", h("code", {}, e.clickwrapEventId)),
     ),
+    h("h2", {}, "Proof of consent"),
+    h(
+      "p",
+      { class: "buttons" },
+      h("a", { class: "button primary", id: "event-certificate", href: `/api/v1/events/${enc(id)}/certificate.pdf`, target: "_blank", rel: "noopener" }, "Certificate (PDF)"),
+      " ",
+      h("a", { class: "button", id: "event-evidence-json", href: `/api/v1/events/${enc(id)}/evidence`, target: "_blank", rel: "noopener" }, "Evidence (JSON)"),
+    ),
+    evidence
+      ? h(
+          "dl",
+          { class: "facts", id: "event-evidence" },
+          fact("Chain position", h("span", { id: "evidence-position" }, String(evidence.ledger.position))),
+          fact("Link hash", h("code", { class: "hash", id: "evidence-hash" }, evidence.ledger.hash)),
+          fact("Evidence digest", h("code", { class: "hash" }, evidence.ledger.evidenceDigest)),
+          fact("Previous hash", h("code", { class: "hash" }, evidence.ledger.previousHash)),
+          fact("Verified", time(evidence.verifiedAt)),
+          fact("Client", h("span", {}, evidence.clientAddress || "—", h("span", { class: "muted" }, evidence.userAgent ? " · " + evidence.userAgent : ""))),
+          fact("Title shown", h("span", { id: "evidence-title" }, evidence.title || "—")),
+          fact("Content shown", h("pre", { class: "shown", id: "evidence-content" }, evidence.content || "—")),
+        )
+      : null,
     h("h2", {}, "Placeholders"),
     e.templatePlaceholders ? h("pre", {}, pretty(e.templatePlaceholders)) : h("p", { class: "muted" }, "None."),
     h("h2", {}, "Technical metadata"),

@@ -86,12 +86,13 @@ export async function overviewPage(view) {
     charts,
   );
 
-  let overview, attempts, events;
+  let overview, attempts, events, head;
   try {
-    [overview, attempts, events] = await Promise.all([
+    [overview, attempts, events, head] = await Promise.all([
       api("GET", "/stats/overview"),
       api("GET", "/stats/attempts" + query({ hours: 24, appId })),
       api("GET", "/stats/events" + query({ days: 14, appId })),
+      api("GET", "/ledger/head"),
     ]);
   } catch (e) {
     fill(health);
@@ -106,6 +107,7 @@ export async function overviewPage(view) {
     stat("Attempts, 24 h", String(t.attempts), t.attempts ? `${t.delivered} delivered · ${t.failed} failed` : "none"),
     stat("Success rate, 24 h", percent(t.successRate), "delivered attempts of all attempts"),
     stat("Gave up, 24 h", String(t.gaveUp), "deliveries that failed every attempt"),
+    ledgerStat(head),
   );
 
   if (overview.integrations.length === 0) {
@@ -175,6 +177,17 @@ export async function overviewPage(view) {
       { label: "Slowest", cls: "c-max" },
     ]),
   );
+}
+
+/** The proof-of-consent ledger's head: how many verified events it chains and the hash that covers
+ * them all, to note somewhere else (a ticket, a daily note) and check later with
+ * `clicktermd verify-ledger --anchor POSITION:HASH`. */
+function ledgerStat(head) {
+  const anchor = `${head.position}:${head.hash}`;
+  const card = stat("Ledger head", `#${head.position}`, h("span", {}, h("code", { class: "hash", id: "ledger-hash", title: "verify-ledger --anchor " + anchor }, head.hash)));
+  card.id = "ledger-head";
+  card.dataset.anchor = anchor;
+  return card;
 }
 
 function stat(label, value, note) {

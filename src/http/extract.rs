@@ -146,6 +146,11 @@ pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/api/v1/templates/{id}/preview", Role::Viewer),
     ("GET", "/api/v1/events", Role::Viewer),
     ("GET", "/api/v1/events/{id}", Role::Viewer),
+    // The proof of consent: what the event's record holds (no secret), read and exported.
+    ("GET", "/api/v1/events/export", Role::Viewer),
+    ("GET", "/api/v1/events/{id}/evidence", Role::Viewer),
+    ("GET", "/api/v1/events/{id}/certificate.pdf", Role::Viewer),
+    ("GET", "/api/v1/ledger/head", Role::Viewer),
     ("GET", "/api/v1/integrations/{app_id}/delivery-counts", Role::Viewer),
     ("GET", "/api/v1/integrations/{app_id}/deliveries", Role::Viewer),
     ("POST", "/api/v1/integrations/{app_id}/test-webhook", Role::Admin),

@@ -9,6 +9,7 @@ mod deliveries;
 pub mod error;
 pub mod extract;
 mod head;
+mod ledger;
 mod limits;
 mod ops;
 mod public;
@@ -182,6 +183,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/templates/{id}/versions", post(templates::publish))
         .route("/api/v1/events", get(public::admin_events))
         .route("/api/v1/events/{id}", get(public::admin_event))
+        .route("/api/v1/events/export", get(ledger::export))
+        .route("/api/v1/events/{id}/evidence", get(ledger::admin_evidence))
+        .route(
+            "/api/v1/events/{id}/certificate.pdf",
+            get(ledger::certificate),
+        )
+        .route("/api/v1/ledger/head", get(ledger::head))
         .route("/api/v1/templates/{id}/preview", post(templates::preview))
         .route(
             "/api/v1/integrations/{app_id}/delivery-counts",
@@ -233,6 +241,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/public-client/v1/clickwrap-events/{id}/details",
             get(public::event_details),
+        )
+        .route(
+            "/public-client/v1/clickwrap-events/{id}/evidence",
+            get(ledger::public_evidence),
         )
         .route(
             "/public-client/v1/clickwraps/{end_user_id}/status",

@@ -51,10 +51,14 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthJ
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let now = Timestamp::now();
     let queue = state.store.queue_stats(now).await;
-    match queue {
-        Ok(queue) => (
+    let read = match queue {
+        Ok(queue) => state.store.ledger_head().await.map(|head| (queue, head)),
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok((queue, head)) => (
             [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-            state.metrics.render(&queue, now),
+            state.metrics.render(&queue, head, now),
         )
             .into_response(),
         Err(e) => {

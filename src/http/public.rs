@@ -179,34 +179,17 @@ type Cursor = Option<(Timestamp, String)>;
 
 /// Parses the shared filters of the public and admin event lists: the filter, the cursor and the limit.
 pub fn event_filter(q: &EventsQuery) -> Result<(Filter, Cursor, u32), ApiError> {
-    let time = |field: &str, raw: &Option<String>| {
-        raw.as_deref()
-            .map(|s| {
-                Timestamp::parse_rfc3339(s)
-                    .ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 timestamp"))
-            })
-            .transpose()
-    };
-    let from = time("from", &q.from)?;
-    let to = time("to", &q.to)?;
-    if let (Some(f), Some(t)) = (from, to)
-        && t < f
-    {
-        return Err(ApiError::invalid("to", "must not be before from"));
-    }
+    let filter = filter_of(
+        &q.clickwrap_template_id,
+        &q.end_user_id,
+        &q.clickwrap_event_status,
+        &q.from,
+        &q.to,
+    )?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 100"));
     }
-    let action = q
-        .clickwrap_event_status
-        .as_deref()
-        .map(|s| {
-            Action::parse(s).ok_or_else(|| {
-                ApiError::invalid("clickwrapEventStatus", "must be ACCEPTED or DECLINED")
-            })
-        })
-        .transpose()?;
     let cursor = q
         .cursor
         .as_deref()
@@ -215,15 +198,55 @@ pub fn event_filter(q: &EventsQuery) -> Result<(Filter, Cursor, u32), ApiError> 
                 .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor from this list"))
         })
         .transpose()?;
-    let filter = Filter {
+    Ok((filter, cursor, limit))
+}
+
+/// The event list's filters (also the export's): template, end user, status and the inclusive
+/// range of action times.
+pub fn filter_of(
+    template_id: &Option<String>,
+    end_user_id: &Option<String>,
+    status: &Option<String>,
+    from: &Option<String>,
+    to: &Option<String>,
+) -> Result<Filter, ApiError> {
+    let time = |field: &str, raw: &Option<String>| {
+        raw.as_deref()
+            .map(|s| {
+                Timestamp::parse_rfc3339(s)
+                    .ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 timestamp"))
+            })
+            .transpose()
+    };
+    let from = time("from", from)?;
+    let to = time("to", to)?;
+    if let (Some(f), Some(t)) = (from, to)
+        && t < f
+    {
+        return Err(ApiError::invalid("to", "must not be before from"));
+    }
+    let action = status
+        .as_deref()
+        .map(|s| {
+            Action::parse(s).ok_or_else(|| {
+                ApiError::invalid("clickwrapEventStatus", "must be ACCEPTED or DECLINED")
+            })
+        })
+        .transpose()?;
+    Ok(Filter {
         integration_id: None,
-        template_id: q.clickwrap_template_id.clone(),
-        end_user_id: q.end_user_id.clone(),
+        template_id: template_id.clone(),
+        end_user_id: end_user_id.clone(),
         action,
         from,
         to,
-    };
-    Ok((filter, cursor, limit))
+    })
+}
+
+/// The row of the integration an admin filter names by App ID (deleted ones included), or 400.
+pub async fn integration_filter(state: &AppState, app_id: &str) -> Result<i64, ApiError> {
+    let row = state.store.integration_row(app_id).await?;
+    row.ok_or_else(|| ApiError::invalid("appId", "no such integration"))
 }
 
 /// `GET /clickwrap-events`: the caller's verified events, newest first.
@@ -434,9 +457,7 @@ pub async fn admin_events(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (mut filter, cursor, limit) = event_filter(&q)?;
     if let Some(app_id) = &q.app_id {
-        let row = state.store.integration_row(app_id).await?;
-        filter.integration_id =
-            Some(row.ok_or_else(|| ApiError::invalid("appId", "no such integration"))?);
+        filter.integration_id = Some(integration_filter(&state, app_id).await?);
     }
     let page = clickwrap::list_events(&state.store, filter, cursor, limit).await?;
     let items = page

@@ -360,9 +360,16 @@ async fn connection<I>(
             let in_flight = activity.begin();
             let response = router.clone().oneshot(req);
             async move {
+                // Once the handler has answered, its body may still be streaming (an export takes
+                // minutes): the connection is not idle until it has been sent.
                 let response = response.await;
-                drop(in_flight);
-                response
+                let streaming = in_flight.streaming();
+                response.map(|r| {
+                    r.map(|body| Sending {
+                        body,
+                        _streaming: streaming,
+                    })
+                })
             }
         })
     };
@@ -403,7 +410,7 @@ async fn connection<I>(
                     return tracing::debug!(client = %peer, "connection dropped: still open after being asked to close");
                 }
             },
-            () = shared.pressure.notified(), if closing.is_none() => !activity.in_flight(),
+            () = shared.pressure.notified(), if closing.is_none() => !activity.busy(),
             _ = stop.wait_for(|stop| *stop), if closing.is_none() => true,
         };
         if close {
@@ -421,7 +428,10 @@ async fn connection<I>(
 /// every request (two atomic operations and a clock read), read by the task only when it wakes.
 struct Activity {
     opened: Instant,
+    /// Requests being handled.
     in_flight: AtomicUsize,
+    /// Responses whose head is sent and whose body is still being sent.
+    streaming: AtomicUsize,
     used: AtomicBool,
     /// When the last request ended, in milliseconds since `opened`.
     last_end_ms: AtomicU64,
@@ -432,6 +442,7 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            streaming: AtomicUsize::new(0),
             used: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
         }
@@ -447,6 +458,19 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 
+    /// A request handled or a response body being sent: the connection is not idle, and is not
+    /// closed to make room. (At shutdown only the handling is waited for: a body still streaming
+    /// after the grace is cut, so a long export cannot hold a stop.)
+    fn busy(&self) -> bool {
+        self.in_flight() || self.streaming.load(Ordering::Acquire) > 0
+    }
+
+    /// Notes now as the end of the latest request (the idle time counts from there).
+    fn mark_end(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_end_ms.store(ms, Ordering::Release);
+    }
+
     fn used(&self) -> bool {
         self.used.load(Ordering::Acquire)
     }
@@ -454,7 +478,7 @@ impl Activity {
     /// When the connection is to close for idleness: its first request is due within the header-read
     /// limit, a later one within the idle limit of the last one's end. `None` while a request runs.
     fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
-        if self.in_flight() {
+        if self.busy() {
             return None;
         }
         if !self.used() {
@@ -465,14 +489,60 @@ impl Activity {
     }
 }
 
+/// A response body on its way out, marked [`Streaming`] until it ends (or is dropped, when the client
+/// goes away).
+struct Sending {
+    body: axum::body::Body,
+    _streaming: Streaming,
+}
+
+/// A response body being sent; its drop marks the end of the request.
+struct Streaming(Arc<Activity>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.mark_end();
+        a.streaming.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl http_body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A request on its way through the service; its drop marks the request's end.
 struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// The handler has answered: the request goes on as its body's [`Streaming`] (counted before
+    /// the handling ends, so the connection never looks idle in between).
+    fn streaming(self) -> Streaming {
+        self.0.streaming.fetch_add(1, Ordering::AcqRel);
+        Streaming(self.0.clone())
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let a = &self.0;
-        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        a.last_end_ms.store(ms, Ordering::Release);
+        a.mark_end();
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

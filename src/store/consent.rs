@@ -255,6 +255,8 @@ impl Store {
                     "the event just verified (row {row}) cannot be read"
                 ))
             })?;
+            // Proof of consent (issue #17): the event's link, in this same transaction.
+            super::ledger::append(c, row)?;
             if target.callback_url.is_some() {
                 deliveries::insert(
                     c,

@@ -132,7 +132,8 @@ pub fn verify_facts(conn: &Connection, event_id: &str) -> Result<Option<VerifyFa
 
 /// Marks `integration_id`'s event `event_id` verified if it is not yet, in one statement; its row, or
 /// `None` when there is nothing to mark (no such event, another integration's, or already verified —
-/// [`verify_facts`] tells which).
+/// [`verify_facts`] tells which). The same statement gives it the next position of the ledger, whose
+/// link `ledger::append` then writes in the same transaction.
 pub fn mark_verified(
     conn: &Connection,
     event_id: &str,
@@ -141,7 +142,8 @@ pub fn mark_verified(
 ) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached(
-            "UPDATE events SET verified_at = ?3 \
+            "UPDATE events SET verified_at = ?3, \
+             ledger_position = (SELECT coalesce(max(position), 0) + 1 FROM ledger) \
              WHERE event_id = ?1 AND integration_id = ?2 AND verified_at IS NULL RETURNING id",
         )?
         .query_row(params![event_id, integration_id, at.millis()], |r| r.get(0))
@@ -277,12 +279,50 @@ pub(crate) fn list_query(
 }
 
 /// The admin list across integrations: each integration's page of keys (a walk of its own index),
-/// merged newest first, then the page's rows. Once a page's worth of keys is in hand, each
-/// further walk starts above the oldest of them (`floor`) and mostly returns nothing, so a page costs
-/// about one index probe per integration — never a walk over the events of all of them. (An index
-/// over every integration's verified events would serve it too, at the price of an entry at every
-/// verify.)
+/// merged newest first, then the page's rows (see [`keys_across`]).
 fn list_across(conn: &Connection, q: &ListQuery, limit: u32) -> Result<Vec<ClickwrapEvent>> {
+    let mut rows = Vec::with_capacity(limit as usize);
+    for (_, _, row) in keys_across(conn, q, limit)? {
+        rows.extend(get(conn, row)?);
+    }
+    Ok(rows)
+}
+
+/// The keys (`action_at`, `event_id`, row id) of a page of the list `q` asks for, newest first: the
+/// same walks as [`list_query`] (the export reads its events page by page this way).
+pub(crate) fn list_keys(
+    conn: &Connection,
+    q: &ListQuery,
+    limit: u32,
+) -> Result<Vec<(Timestamp, String, i64)>> {
+    if q.integration.is_none() && q.end_user.is_none() {
+        return keys_across(conn, q, limit);
+    }
+    let one = ListQuery {
+        keys_only: true,
+        ..q.clone()
+    };
+    let statement = list_statement(&one);
+    let mut stmt = conn.prepare_cached(&statement.sql)?;
+    let keys = stmt
+        .query_map(statement.bound().as_slice(), |r| {
+            Ok((Timestamp(r.get(0)?), r.get(1)?, r.get(2)?))
+        })?
+        .take(limit as usize)
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(keys)
+}
+
+/// Each integration's page of keys, merged newest first. Once a page's worth of keys is in hand,
+/// each further walk starts above the oldest of them (`floor`) and mostly returns nothing, so a page
+/// costs about one index probe per integration — never a walk over the events of all of them. (An
+/// index over every integration's verified events would serve it too, at the price of an entry at
+/// every verify.)
+fn keys_across(
+    conn: &Connection,
+    q: &ListQuery,
+    limit: u32,
+) -> Result<Vec<(Timestamp, String, i64)>> {
     let limit = limit as usize;
     let integrations: Vec<i64> = conn
         .prepare_cached("SELECT id FROM integrations ORDER BY id")?
@@ -315,11 +355,10 @@ fn list_across(conn: &Connection, q: &ListQuery, limit: u32) -> Result<Vec<Click
         best.sort_by(|a, b| b.cmp(a));
         best.truncate(limit);
     }
-    let mut rows = Vec::with_capacity(best.len());
-    for (_, _, row) in best {
-        rows.extend(get(conn, row)?);
-    }
-    Ok(rows)
+    Ok(best
+        .into_iter()
+        .map(|(at, id, row)| (Timestamp(at), id, row))
+        .collect())
 }
 
 /// The event list's filters as its statement needs them: the template by row id.

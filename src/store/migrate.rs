@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -171,7 +171,39 @@ ALTER TABLE admin_users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT
 ALTER TABLE admin_sessions ADD COLUMN client TEXT;
 ALTER TABLE admin_sessions ADD COLUMN user_agent TEXT;
 ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('owner', 'admin', 'viewer'));",
+    // 6 → 7 (issue #17): the proof-of-consent ledger, and each event's place in it. The events
+    // already verified are chained by `chain_existing` right after, in the same transaction.
+    r"ALTER TABLE events ADD COLUMN ledger_position INTEGER;
+CREATE TABLE ledger (
+    position      INTEGER PRIMARY KEY,
+    event_id      INTEGER NOT NULL REFERENCES events(id),
+    template_name TEXT NOT NULL,
+    digest        BLOB NOT NULL,
+    hash          BLOB NOT NULL
+) STRICT;
+CREATE TRIGGER ledger_links_immutable BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger links are immutable');
+END;
+CREATE TRIGGER ledger_links_never_deleted BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger links are never deleted');
+END;",
 ];
+
+/// Work a step needs beyond its SQL, run in the step's transaction after it: `(to version, what)`.
+/// Chaining needs SHA-256 and the evidence's encoding, which SQL does not have.
+const AFTER_STEP: &[(i64, StepWork)] = &[(7, chain_existing)];
+
+/// What [`AFTER_STEP`] runs.
+type StepWork = fn(&Connection) -> Result<()>;
+
+/// 4 → 5: every event verified so far gets its link, in verification order.
+fn chain_existing(conn: &Connection) -> Result<()> {
+    let chained = super::ledger::chain_existing(conn)?;
+    tracing::info!(chained, "chained the events verified before the ledger");
+    Ok(())
+}
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -204,6 +236,9 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         let to = from as i64 + 2;
         let tx = conn.transaction()?;
         tx.execute_batch(step)?;
+        for (_, after) in AFTER_STEP.iter().filter(|(v, _)| *v == to) {
+            after(&tx)?;
+        }
         tx.pragma_update(None, "user_version", to)?;
         tx.commit()?;
         tracing::info!(from = from + 1, to, "migrated the database schema");
@@ -337,6 +372,17 @@ mod tests {
                 (86_400_000, Action::Declined, 1)
             ]
         );
+        // The ledger (schema 5) chained the two events verified before it, in verification order
+        // (ties by row), and the chain checks out.
+        let links = super::super::ledger::links(&old, 0, 10).unwrap();
+        let chained: Vec<_> = links
+            .iter()
+            .map(|l| (l.position, l.event_id.as_deref()))
+            .collect();
+        assert_eq!(chained, vec![(1, Some("e1")), (2, Some("e2"))]);
+        let head = crate::ledger::check_links(crate::model::ChainHead::EMPTY, &links).unwrap();
+        assert_eq!(head, super::super::ledger::head(&old).unwrap());
+        assert_eq!(head.position, 2);
         // From now on the trigger counts each verify.
         old.execute(
             "UPDATE events SET verified_at = 1 WHERE event_id = 'e3'",

@@ -27,6 +27,7 @@ pub mod consent;
 pub mod deliveries;
 pub mod events;
 pub mod integrations;
+pub mod ledger;
 mod migrate;
 #[cfg(test)]
 mod plans;

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::events::{self, ListQuery, Statement};
-use super::{audit, deliveries, stats};
+use super::{audit, deliveries, ledger, stats};
 use crate::model::{Action, AttemptOutcome, DeliveryState, Timestamp};
 
 /// Tables that grow with the data (and their aliases in our statements): no plan may scan them.
@@ -24,6 +24,9 @@ const BIG: &[&str] = &[
     "audit_log",
     "attempt_hours",
     "event_days",
+    "ledger",
+    "link",
+    "prior",
 ];
 
 /// What a plan may do beyond walking its index by a search.
@@ -427,6 +430,41 @@ fn check_single_statements(conn: &Connection) {
             "overview: health and queue per integration",
             stats::HEALTH.to_string(),
             vec![],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: the head (in every verify)",
+            ledger::HEAD_SQL.to_string(),
+            vec![],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: an event's evidence facts (in every verify)",
+            ledger::SOURCE_SQL.to_string(),
+            vec![("?1", int(7))],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: an event's link and the one before",
+            ledger::LINK_OF_SQL.to_string(),
+            vec![("?1", int(7))],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: a verified event by its public id",
+            ledger::EVENT_ROW_SQL.to_string(),
+            vec![("?1", text("ev-7"))],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: a page of links for verify-ledger",
+            ledger::LINKS_SQL.to_string(),
+            vec![("?1", int(100)), ("?2", int(500))],
             None,
             Allowed::Nothing,
         ),

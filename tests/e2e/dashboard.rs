@@ -2017,3 +2017,75 @@ async fn the_users_page_invites_changes_roles_and_ends_sessions() {
     page.close().await;
     server.stop().await;
 }
+
+/// The proof of consent in the browser (issue #17): the ledger's head on the overview, an event's
+/// evidence and link on its page with a certificate that the browser's session downloads as a PDF, and
+/// the events page's export, whose file ends at the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_head_an_events_evidence_its_certificate_and_the_export() {
+    let server = TestServer::start().await;
+    let admin = server.admin_client().await;
+    let (app_id, app_key, _) = server.create_integration(&admin, "Web").await;
+    let template = server
+        .published_template(&admin, "Terms of Service", &[])
+        .await;
+    let app = (app_id.as_str(), app_key.as_str());
+    let first = verified_event(&server, app, &template, "p-1", "ACCEPTED").await;
+    verified_event(&server, app, &template, "p-2", "DECLINED").await;
+    let head: Value = admin.get(server.url("/api/v1/ledger/head")).json_ok().await;
+    assert_eq!(head["position"], 2);
+    let evidence: Value = admin
+        .get(server.url(&format!("/api/v1/events/{first}/evidence")))
+        .json_ok()
+        .await;
+
+    let page = Page::open(&server).await;
+    page.goto("#/overview").await;
+    page.login(&server.admin_password()).await;
+    page.wait_contains("#ledger-head", "#2").await;
+    assert_eq!(
+        page.text("#ledger-hash").await,
+        head["hash"].as_str().unwrap()
+    );
+    assert_eq!(
+        page.attr_of("#ledger-head", "data-anchor").await,
+        json!(format!("2:{}", head["hash"].as_str().unwrap()))
+    );
+
+    page.hash(&format!("#/events/{first}")).await;
+    page.wait_contains("#evidence-position", "1").await;
+    assert_eq!(
+        page.text("#evidence-hash").await,
+        evidence["ledger"]["hash"].as_str().unwrap()
+    );
+    assert_eq!(page.text("#evidence-content").await, "<p>Terms</p>");
+    assert_eq!(page.text("#evidence-title").await, "Terms");
+    page.screenshot("event-proof").await;
+    // What the browser gets from the certificate button, with its own session.
+    let got = page
+        .js("return fetch(document.querySelector('#event-certificate').href).then(async r => \
+             [r.status, r.headers.get('content-type'), new TextDecoder().decode((await r.arrayBuffer()).slice(0, 5))])")
+        .await;
+    assert_eq!(got, json!([200, "application/pdf", "%PDF-"]));
+
+    // The export of what the events page shows: the file ends at the head.
+    page.hash("#/events?endUserId=p-1").await;
+    page.wait_count("table.events tbody tr", 1).await;
+    let href = page.attr_of("#export-ndjson", "href").await;
+    assert_eq!(
+        href,
+        json!("/api/v1/events/export?endUserId=p-1&format=ndjson")
+    );
+    let lines = page
+        .js("return fetch(document.querySelector('#export-ndjson').href).then(r => r.text()).then(t => t.trim().split('\\n').map(l => JSON.parse(l)))")
+        .await;
+    assert_eq!(lines[0], evidence);
+    assert_eq!(lines[1]["chainHead"], head);
+    assert_eq!(lines.as_array().unwrap().len(), 2);
+    assert!(
+        page.attr_of("#export-csv", "download").await.is_string(),
+        "the export is a download"
+    );
+    page.close().await;
+    server.stop().await;
+}

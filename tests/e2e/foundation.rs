@@ -191,6 +191,18 @@ fn admin_routes(
     vec![
         (Method::GET, "/api/v1/events".into(), None),
         (Method::GET, format!("/api/v1/events/{event_id}"), None),
+        (Method::GET, "/api/v1/events/export".into(), None),
+        (
+            Method::GET,
+            format!("/api/v1/events/{event_id}/evidence"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{event_id}/certificate.pdf"),
+            None,
+        ),
+        (Method::GET, "/api/v1/ledger/head".into(), None),
         (Method::GET, format!("{i}/delivery-counts"), None),
         (
             Method::POST,

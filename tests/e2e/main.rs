@@ -15,6 +15,7 @@ mod first_webhook;
 mod foundation;
 mod hardening;
 mod harness_selftest;
+mod ledger;
 mod mtls;
 mod packaging;
 mod proxy;

@@ -64,9 +64,30 @@ pub async fn serve(data: &Path, log: &Path, env: &[(&str, &str)]) -> (Serving, S
     serve_under(&[], data, log, env).await
 }
 
+/// [`serve`], waiting up to `deadline` instead of [`DEADLINE`] for the server to be healthy (a start
+/// that first migrates a large database).
+pub async fn serve_within(
+    deadline: Duration,
+    data: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (Serving, String) {
+    serve_under_within(&[], deadline, data, log, env).await
+}
+
 /// [`serve`], with the command run by `wrapper` (e.g. `["prlimit", "--nofile=300", "--"]`).
 pub async fn serve_under(
     wrapper: &[&str],
+    data: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (Serving, String) {
+    serve_under_within(wrapper, DEADLINE, data, log, env).await
+}
+
+async fn serve_under_within(
+    wrapper: &[&str],
+    deadline: Duration,
     data: &Path,
     log: &Path,
     env: &[(&str, &str)],
@@ -120,7 +141,7 @@ pub async fn serve_under(
                 return (serving, base);
             }
             assert!(
-                start.elapsed() < DEADLINE,
+                start.elapsed() < deadline,
                 "clicktermd serve not healthy:\n{}",
                 serving.log()
             );
