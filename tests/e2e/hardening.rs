@@ -401,8 +401,12 @@ async fn admin_tokens_are_listed_and_revoked_at_once() {
     let listed = admin.get(server.url("/api/v1/tokens")).json_ok().await;
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{listed}");
-    assert_eq!(common::keys(&items[0]), ["createdAt", "id", "name"]);
+    assert_eq!(common::keys(&items[0]), ["createdAt", "id", "name", "role"]);
     assert_eq!(items[0]["name"], "deploy");
+    assert_eq!(
+        items[0]["role"], "admin",
+        "a token's role when none is asked for"
+    );
     assert!(
         !listed.to_string().contains(&token),
         "the token itself is never listed"
