@@ -15,14 +15,20 @@ CREATE TABLE admin_users (
     password_hash       TEXT NOT NULL,          -- argon2id PHC string
     created_at          INTEGER NOT NULL,
     password_changed_at INTEGER NOT NULL
-) STRICT;
+, role TEXT NOT NULL DEFAULT 'owner' CHECK (role IN ('owner', 'admin', 'viewer')), disabled_at INTEGER, must_change_password INTEGER NOT NULL DEFAULT 0) STRICT;
+-- Schema 6 (issue #16): each user's `role` (the users of an older database were all-powerful, so
+-- they become owners), `disabled_at` (a disabled user cannot log in and their sessions end), and
+-- `must_change_password` (set with a one-time password: until it is changed, the session may do
+-- nothing else). Written as SQLite stores columns added by `ALTER TABLE`, like `deliveries`.
 
 CREATE TABLE admin_sessions (
     token_digest BLOB PRIMARY KEY,              -- SHA-256 of the cookie value
     user_id      INTEGER NOT NULL REFERENCES admin_users(id) ON DELETE CASCADE,
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL
-) STRICT;
+, client TEXT, user_agent TEXT) STRICT;
+-- Schema 6: where a session was started from (the client address behind trusted proxies) and its
+-- browser, so an owner can tell sessions apart before ending one.
 
 CREATE INDEX admin_sessions_expiry ON admin_sessions(expires_at);
 
@@ -31,7 +37,9 @@ CREATE TABLE admin_tokens (
     token_digest BLOB NOT NULL UNIQUE,          -- SHA-256 of the bearer token
     name         TEXT NOT NULL,
     created_at   INTEGER NOT NULL
-) STRICT;
+, role TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('owner', 'admin', 'viewer'))) STRICT;
+-- Schema 6: a token's role (older tokens could do everything but manage users, which did not exist:
+-- they become `admin`).
 
 CREATE TABLE integrations (
     id                       INTEGER PRIMARY KEY,
@@ -51,6 +59,19 @@ CREATE TABLE integration_domains (
     domain         TEXT NOT NULL,
     PRIMARY KEY (integration_id, domain)
 ) STRICT, WITHOUT ROWID;
+
+-- An integration's client certificate for callback TLS (mutual TLS; schema 5, issue #16), uploaded
+-- through the admin API: the chain (leaf first) and its private key in PEM, kept as is like the
+-- signing secret because they must be presented; the key is never shown again. `fingerprint` is the
+-- SHA-256 of the leaf (what the audit log names). Certificates named in the config file are not kept
+-- here. (No comments inside the statement: migration 4 → 5 writes it as here, and a test compares.)
+CREATE TABLE integration_client_certs (
+    integration_id INTEGER PRIMARY KEY REFERENCES integrations(id),
+    cert_pem       TEXT NOT NULL,
+    key_pem        TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    set_at         INTEGER NOT NULL
+) STRICT;
 
 -- Every admin change: who did what to which object, and when.
 CREATE TABLE audit_log (
@@ -172,7 +193,7 @@ CREATE TABLE events (
     action_at             INTEGER NOT NULL,
     verified_at           INTEGER
 , ledger_position INTEGER) STRICT;
--- `ledger_position` (schema 5): the event's link in `ledger`, set by the update that verifies it (the
+-- `ledger_position` (schema 7): the event's link in `ledger`, set by the update that verifies it (the
 -- row is written then anyway, so finding an event's link costs no index of its own); written as SQLite
 -- stores an added column, like `deliveries.event_type`.
 
@@ -388,7 +409,7 @@ BEGIN
     ON CONFLICT (integration_id, day, action) DO UPDATE SET events = events + 1;
 END;
 
--- The proof-of-consent ledger (schema 5, issue #17): one link per verified event, in verification
+-- The proof-of-consent ledger (schema 7, issue #17): one link per verified event, in verification
 -- order, written by the verify's own transaction (`store/ledger.rs`; what is hashed: docs/ledger.md).
 -- `position` counts 1, 2, 3, …; `template_name` is the template's name when the event was verified
 -- (the one fact of the evidence that the database does not otherwise keep immutable); `digest` is
@@ -410,4 +431,4 @@ BEGIN
     SELECT RAISE(ABORT, 'ledger links are never deleted');
 END;
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 7;

@@ -9,28 +9,22 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
-
 use crate::error::{Error, Result};
 use crate::model::{
     Action, ClickwrapEvent, EndUserId, EventType, Language, PublishedVersion, TemplateText,
     Timestamp,
 };
 use crate::signature::{Invalid, SignatureKey};
-use crate::store::deliveries::{self, NewDelivery};
-use crate::store::events::{self, Filter, NewEvent};
-use crate::store::{Store, integrations, settings, templates};
+use crate::store::Store;
+use crate::store::consent::{NewAction, Unusable, Usable, UserFacts, Verification};
+use crate::store::events::Filter;
 
 const KEY_SETTING: &str = "clickwrap_signature_key";
 
 /// The server's signature key, generated and stored at first start.
 pub async fn signature_key(store: &Store) -> Result<SignatureKey> {
     let bytes = store
-        .write(|c| -> Result<_> {
-            Ok(settings::get_or_create(c, KEY_SETTING, || {
-                SignatureKey::generate().as_bytes().to_vec()
-            })?)
-        })
+        .setting_or_create(KEY_SETTING, || SignatureKey::generate().as_bytes().to_vec())
         .await?;
     SignatureKey::from_bytes(&bytes).ok_or_else(|| {
         Error::Conflict("the stored clickwrap signature key is damaged (not 32 bytes)".into())
@@ -163,8 +157,7 @@ pub struct SdkApp {
 
 /// The integration behind a public App ID: 401 when unknown or deleted, 403 when disabled.
 pub async fn sdk_app(store: &Store, app_id: &str) -> Result<SdkApp> {
-    let id = app_id.to_string();
-    let facts = store.read(move |c| integrations::facts(c, &id)).await?;
+    let facts = store.integration_facts(app_id).await?;
     match facts {
         None => Err(Error::Unauthorized("unknown App ID".into())),
         Some(f) if !f.enabled => Err(Error::Forbidden {
@@ -178,61 +171,33 @@ pub async fn sdk_app(store: &Store, app_id: &str) -> Result<SdkApp> {
     }
 }
 
-/// The template and its effective version as an integration may use them now, or why not.
-struct Usable {
-    row: i64,
-    name: String,
-    always_reaccept: bool,
-    version: PublishedVersion,
-}
-
-fn usable_template(
-    c: &Connection,
-    integration_id: i64,
-    template_id: &str,
-    now: Timestamp,
-) -> Result<Usable> {
-    let unavailable = || Error::NotFound("template (unknown, disabled or not yet effective)");
-    let row = templates::row_id(c, template_id)?.ok_or_else(unavailable)?;
-    let flags = templates::flags(c, row)?.ok_or_else(unavailable)?;
-    if !flags.enabled {
-        return Err(unavailable());
-    }
-    if !templates::is_visible(c, row, integration_id)? {
-        return Err(Error::Forbidden {
+/// Why an integration may not use a template, as its caller hears it.
+fn unusable(why: Unusable) -> Error {
+    match why {
+        Unusable::Unavailable => {
+            Error::NotFound("template (unknown, disabled or not yet effective)")
+        }
+        Unusable::NotLinked => Error::Forbidden {
             code: "template_not_linked",
             message: "this template is not linked to this integration".into(),
-        });
+        },
     }
-    let versions = templates::versions(c, row)?;
-    let version = PublishedVersion::effective(&versions, now)
-        .cloned()
-        .ok_or_else(unavailable)?;
-    Ok(Usable {
-        row,
-        name: flags.name,
-        always_reaccept: flags.always_reaccept,
-        version,
-    })
 }
 
 /// Whether the end user must be asked (again) for the effective major version: no verified acceptance
-/// of it, a re-acceptance requested since, or a template that always asks.
-/// `latest_verified` is the end user's latest verified event on that major version.
-fn acceptance(
-    c: &Connection,
-    u: &Usable,
-    end_user: &str,
-    latest_verified: Option<&ClickwrapEvent>,
-) -> Result<(bool, bool)> {
-    let accepted_at = latest_verified
+/// of it, a re-acceptance requested since, or a template that always asks. Returns
+/// `(already_accepted, reaccept_required)`.
+fn acceptance(u: &Usable, user: &UserFacts) -> (bool, bool) {
+    let accepted_at = user
+        .events
+        .latest_verified
+        .as_ref()
         .filter(|e| e.action == Action::Accepted)
         .map(|e| e.action_at);
-    let requested = events::reaccept_requested_at(c, u.row, end_user)?;
-    let reaccept_required =
-        u.always_reaccept || matches!((accepted_at, requested), (Some(a), Some(r)) if r > a);
+    let reaccept_required = u.always_reaccept
+        || matches!((accepted_at, user.reaccept_requested_at), (Some(a), Some(r)) if r > a);
     let already_accepted = accepted_at.is_some() && !reaccept_required;
-    Ok((already_accepted, reaccept_required))
+    (already_accepted, reaccept_required)
 }
 
 /// What the SDK shows an end user.
@@ -258,76 +223,53 @@ pub async fn present(
     language: Option<Language>,
     placeholders: Placeholders,
 ) -> Result<Presented> {
-    let (app_id, template_id) = (app.id, template_id.to_string());
-    let user = end_user.as_str().to_string();
-    // Everything is read on the pool; the writer is asked only when a presentation must be recorded.
-    let (presented, record) = store
-        .read(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let u = usable_template(c, app_id, &template_id, now)?;
-            let texts = templates::version_texts(c, u.row, u.version.major, u.version.minor)?;
-            let (language, text) =
-                pick_text(&texts, language.as_ref(), &u.version.default_language)
-                    .ok_or(Error::NotFound("template text"))?;
-            let latest = events::user_events(c, u.row, end_user.as_str(), u.version.major)?;
-            let (is_already_accepted, reaccept_required) =
-                acceptance(c, &u, end_user.as_str(), latest.latest_verified.as_ref())?;
-            let record = needs_presentation(c, &u, end_user.as_str(), &latest)?
-                .then_some((u.row, (u.version.major, u.version.minor)));
-            let presented = Presented {
-                template_id,
-                template_name: u.name,
-                title: placeholders.render(&text.title),
-                content: placeholders.render(&text.content),
-                inline_content: text
-                    .inline_content
-                    .as_deref()
-                    .map(|t| placeholders.render(t)),
-                version: u.version,
-                language,
-                is_already_accepted,
-                reaccept_required,
-            };
-            Ok((presented, record))
-        })
-        .await?;
-    if let Some((template_row, version)) = record {
+    let facing = store
+        .facing(app.id, template_id, &end_user, Timestamp::now())
+        .await?
+        .map_err(unusable)?;
+    let u = &facing.template;
+    let text = preview(
+        &facing.texts,
+        language.as_ref(),
+        &u.version.default_language,
+        &placeholders,
+    )
+    .ok_or(Error::NotFound("template text"))?;
+    let (is_already_accepted, reaccept_required) = acceptance(u, &facing.user);
+    let version = (u.version.major, u.version.minor);
+    // Everything was read on the pool; the writer is asked only when a presentation must be recorded.
+    if needs_presentation(version, &facing.user) {
         store
-            .write(move |c| {
-                events::insert_presentation(
-                    c,
-                    app_id,
-                    template_row,
-                    version,
-                    &user,
-                    Timestamp::now(),
-                )
-            })
+            .record_presentation(app.id, u.row, version, &end_user)
             .await?;
     }
-    Ok(presented)
+    Ok(Presented {
+        template_id: template_id.to_string(),
+        template_name: u.name.clone(),
+        title: text.title,
+        content: text.content,
+        inline_content: text.inline_content,
+        version: u.version.clone(),
+        language: text.language,
+        is_already_accepted,
+        reaccept_required,
+    })
 }
 
 /// Whether showing this version to the end user must be recorded: not when the latest presentation
 /// to them is of this very version and came after their latest action on its major version. That one
 /// already answers `PENDING` and its `presentedAt`, so an end user reloading the page — or a client
 /// asking a thousand times — adds no row.
-fn needs_presentation(
-    c: &Connection,
-    u: &Usable,
-    end_user: &str,
-    latest: &events::UserEvents,
-) -> Result<bool> {
-    let Some(last) = events::last_presentation(c, u.row, end_user)? else {
-        return Ok(true);
+fn needs_presentation(version: (i64, i64), user: &UserFacts) -> bool {
+    let Some(last) = &user.last_presentation else {
+        return true;
     };
-    let last_action = [&latest.latest_verified, &latest.latest_unverified]
+    let last_action = [&user.events.latest_verified, &user.events.latest_unverified]
         .into_iter()
         .flatten()
         .map(|e| e.action_at)
         .max();
-    let same_version = last.version == (u.version.major, u.version.minor);
-    Ok(!same_version || last_action.is_some_and(|acted| acted >= last.at))
+    last.version != version || last_action.is_some_and(|acted| acted >= last.at)
 }
 
 /// A template text as an end user would see it.
@@ -338,8 +280,9 @@ pub struct Rendered {
     pub inline_content: Option<String>,
 }
 
-/// Renders a template's draft texts with the same language choice and placeholder rules as
-/// [`present`], recording nothing: the dashboard's preview before a version is published.
+/// Renders texts in `language` (falling back to its primary language, then `default`) with the
+/// placeholders: what [`present`] shows an end user, and the dashboard's preview of a draft before
+/// it is published (recording nothing).
 pub fn preview(
     texts: &BTreeMap<Language, TemplateText>,
     language: Option<&Language>,
@@ -396,43 +339,27 @@ pub async fn act(
     language: Option<Language>,
     technical_metadata: String,
 ) -> Result<Acted> {
-    let (app_id, template_id, key) = (app.id, template_id.to_string(), key.clone());
+    let now = Timestamp::now();
+    let event = uuid::Uuid::new_v4();
+    let new = NewAction {
+        event_id: event.to_string(),
+        end_user,
+        action,
+        template_placeholders: placeholders.to_json_text(),
+        technical_metadata,
+    };
     store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let u = usable_template(c, app_id, &template_id, now)?;
-            let presented_at =
-                events::latest_presentation(c, u.row, end_user.as_str(), u.version.major)?;
-            let texts = templates::version_texts(c, u.row, u.version.major, u.version.minor)?;
-            let language = pick_text(&texts, language.as_ref(), &u.version.default_language)
+        .record_action(app.id, template_id, new, now, move |texts, default| {
+            pick_text(texts, language.as_ref(), default)
                 .map(|(l, _)| l)
-                .unwrap_or_else(|| u.version.default_language.clone());
-            let event = uuid::Uuid::new_v4();
-            let event_id = event.to_string();
-            events::insert_event(
-                c,
-                &NewEvent {
-                    event_id: &event_id,
-                    integration_id: app_id,
-                    template_row: u.row,
-                    major: u.version.major,
-                    minor: u.version.minor,
-                    effective_at: u.version.effective_at,
-                    end_user_id: end_user.as_str(),
-                    action,
-                    template_placeholders: placeholders.to_json_text().as_deref(),
-                    technical_metadata: &technical_metadata,
-                    language: language.as_str(),
-                    presented_at,
-                    action_at: now,
-                },
-            )?;
-            Ok(Acted {
-                signature: key.issue(event, now),
-                event_id,
-            })
+                .unwrap_or_else(|| default.clone())
         })
-        .await
+        .await?
+        .map_err(unusable)?;
+    Ok(Acted {
+        signature: key.issue(event, now),
+        event_id: event.to_string(),
+    })
 }
 
 /// The webhook body for a verified event (SPEC §5.2), byte for byte what every attempt sends.
@@ -498,53 +425,19 @@ pub async fn verify(
         Invalid::Malformed => Error::invalid("clicktermSignature", "is not a clicktermSignature"),
         Invalid::Forged => not_ours(),
     })?;
-    let event_id = event.to_string();
-    store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let expired = issued.plus_secs(ttl_secs) < now;
-            // The usual case in one statement; anything else is told apart below, in the order a
-            // caller should hear it: not ours, already verified, expired.
-            let marked = match expired {
-                false => events::mark_verified(c, &event_id, integration_id, now)?,
-                true => None,
-            };
-            let Some(row) = marked else {
-                let facts = events::verify_facts(c, &event_id)?.ok_or_else(not_ours)?;
-                if facts.integration_id != integration_id {
-                    return Err(not_ours());
-                }
-                if facts.verified || !expired {
-                    return Err(Error::Conflict(
-                        "this clicktermSignature was already verified".into(),
-                    ));
-                }
-                return Err(Error::Gone("this clicktermSignature has expired".into()));
-            };
-            let verified = events::get(c, row)?.ok_or(Error::NotFound("event"))?;
-            // Proof of consent (issue #17): the event's link, in this same transaction.
-            crate::store::ledger::append(c, row)?;
-            let target = integrations::webhook_target(c, integration_id)?
-                .filter(|t| !t.deleted)
-                .ok_or_else(not_ours)?;
-            if target.callback_url.is_some() {
-                deliveries::insert(
-                    c,
-                    &NewDelivery {
-                        delivery_id: &deliveries::new_delivery_id(),
-                        integration_id,
-                        event_row: Some(row),
-                        is_test: false,
-                        event_type: EventType::ClickwrapEventVerified,
-                        payload: &webhook_payload(&verified),
-                        held: !target.sending,
-                        at: now,
-                    },
-                )?;
-            }
-            Ok(verified)
-        })
-        .await
+    let expired = issued.plus_secs(ttl_secs) < Timestamp::now();
+    // Told apart in the order a caller should hear it: not ours, already verified, expired.
+    match store
+        .verify_event(&event.to_string(), integration_id, expired, webhook_payload)
+        .await?
+    {
+        Verification::Verified(e) => Ok(e),
+        Verification::NotOurs => Err(not_ours()),
+        Verification::AlreadyVerified => Err(Error::Conflict(
+            "this clicktermSignature was already verified".into(),
+        )),
+        Verification::Expired => Err(Error::Gone("this clicktermSignature has expired".into())),
+    }
 }
 
 /// One template's consent status for an end user (SPEC §3).
@@ -566,58 +459,41 @@ pub async fn status(
     integration_id: i64,
     end_user: EndUserId,
 ) -> Result<Vec<StatusEntry>> {
-    store
-        .read(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let user = end_user.as_str();
-            let mut out = Vec::new();
-            for row in templates::visible_rows(c, integration_id, &[])? {
-                let Some(t) = templates::get_by_row(c, row)? else {
-                    continue;
-                };
-                let versions = templates::versions(c, row)?;
-                let Some(version) = PublishedVersion::effective(&versions, now).cloned() else {
-                    continue;
-                };
-                let u = Usable {
-                    row,
-                    name: t.name.as_str().to_string(),
-                    always_reaccept: t.always_reaccept,
-                    version,
-                };
-                let ev = events::user_events(c, row, user, u.version.major)?;
-                let (_, reaccept_required) = acceptance(c, &u, user, ev.latest_verified.as_ref())?;
-                let presented = events::latest_presentation(c, row, user, u.version.major)?;
-                let overdue = u.version.must_accept_by.is_some_and(|m| m < now);
-                let (status, event_id, last_update) = if let Some(e) = &ev.latest_verified {
-                    (
-                        e.action.as_str(),
-                        Some(e.event_id.clone()),
-                        Some(e.action_at),
-                    )
-                } else if let Some(e) = &ev.latest_unverified {
-                    ("UNVERIFIED", Some(e.event_id.clone()), Some(e.action_at))
-                } else if overdue {
-                    ("OVERDUE", None, presented)
-                } else if let Some(p) = presented {
-                    ("PENDING", None, Some(p))
-                } else {
-                    ("NO_DATA", None, None)
-                };
-                out.push(StatusEntry {
-                    template_id: t.template_id,
-                    template_name: u.name,
-                    tags: t.tags.iter().map(|t| t.as_str().to_string()).collect(),
-                    version: u.version,
-                    status,
-                    event_id,
-                    last_update,
-                    reaccept_required,
-                });
+    let now = Timestamp::now();
+    let facts = store.status_facts(integration_id, &end_user, now).await?;
+    Ok(facts
+        .into_iter()
+        .map(|f| {
+            let (u, user) = (&f.template, &f.user);
+            let (_, reaccept_required) = acceptance(u, user);
+            let overdue = u.version.must_accept_by.is_some_and(|m| m < now);
+            let (status, event_id, last_update) = if let Some(e) = &user.events.latest_verified {
+                (
+                    e.action.as_str(),
+                    Some(e.event_id.clone()),
+                    Some(e.action_at),
+                )
+            } else if let Some(e) = &user.events.latest_unverified {
+                ("UNVERIFIED", Some(e.event_id.clone()), Some(e.action_at))
+            } else if overdue {
+                ("OVERDUE", None, user.presented_at)
+            } else if let Some(p) = user.presented_at {
+                ("PENDING", None, Some(p))
+            } else {
+                ("NO_DATA", None, None)
+            };
+            StatusEntry {
+                template_id: f.template_id,
+                template_name: f.template.name,
+                tags: f.tags.iter().map(|t| t.as_str().to_string()).collect(),
+                version: f.template.version,
+                status,
+                event_id,
+                last_update,
+                reaccept_required,
             }
-            Ok(out)
         })
-        .await
+        .collect())
 }
 
 /// A page of verified events and the cursor of the next page (none on the last).
@@ -654,16 +530,7 @@ pub async fn list_events(
     cursor: Option<(Timestamp, String)>,
     limit: u32,
 ) -> Result<Page> {
-    let mut items = store
-        .read(move |c| {
-            events::list_verified(
-                c,
-                &filter,
-                cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
-                limit + 1,
-            )
-        })
-        .await?;
+    let mut items = store.verified_events(filter, cursor, limit + 1).await?;
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
     let next = if more {
@@ -679,9 +546,8 @@ pub async fn event_details(
     integration_id: Option<i64>,
     event_id: &str,
 ) -> Result<ClickwrapEvent> {
-    let id = event_id.to_string();
     store
-        .read(move |c| events::get_verified(c, integration_id, &id))
+        .verified_event(integration_id, event_id)
         .await?
         .ok_or(Error::NotFound("clickwrap event"))
 }
@@ -708,54 +574,36 @@ pub async fn reaccept(
 ) -> Result<Vec<ReacceptResult>> {
     // Who qualifies is decided on the read pool; the writer is given only the requests to record, so
     // a large re-accept asking mostly about users who never accepted costs the writer nothing.
-    let (out, to_record) = store
-        .read(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let mut out = Vec::new();
-            let mut to_record = Vec::new();
-            for tid in &template_ids {
-                let usable = match usable_template(c, integration_id, tid, now) {
-                    Ok(u) => Some(u),
-                    Err(Error::NotFound(_) | Error::Forbidden { .. }) => None,
-                    Err(e) => return Err(e),
-                };
-                for user in &end_users {
-                    let (requested, why) = match &usable {
-                        None => (false, Some("template_unavailable")),
-                        Some(u) => {
-                            let accepted =
-                                events::user_events(c, u.row, user.as_str(), u.version.major)?
-                                    .latest_verified
-                                    .is_some_and(|e| e.action == Action::Accepted);
-                            if accepted {
-                                to_record.push((u.row, user.as_str().to_string()));
-                                (true, None)
-                            } else {
-                                (false, Some("no_prior_acceptance"))
-                            }
-                        }
-                    };
-                    out.push(ReacceptResult {
-                        end_user_id: user.as_str().to_string(),
-                        template_id: tid.clone(),
-                        requested,
-                        reason: why,
-                    });
-                }
-            }
-            Ok((out, to_record))
-        })
+    let found = store
+        .acceptances(
+            integration_id,
+            template_ids.clone(),
+            end_users.clone(),
+            Timestamp::now(),
+        )
         .await?;
-    if !to_record.is_empty() {
-        store
-            .write(move |c| -> Result<_> {
-                let now = Timestamp::now();
-                for (row, user) in &to_record {
-                    events::request_reaccept(c, *row, user, now, reason.as_deref())?;
+    let mut out = Vec::new();
+    let mut to_record = Vec::new();
+    for (tid, found) in template_ids.iter().zip(found) {
+        for (i, user) in end_users.iter().enumerate() {
+            let (requested, why) = match &found {
+                Err(_) => (false, Some("template_unavailable")),
+                Ok((u, accepted)) if accepted[i] => {
+                    to_record.push((u.row, user.clone()));
+                    (true, None)
                 }
-                Ok(())
-            })
-            .await?;
+                Ok(_) => (false, Some("no_prior_acceptance")),
+            };
+            out.push(ReacceptResult {
+                end_user_id: user.as_str().to_string(),
+                template_id: tid.clone(),
+                requested,
+                reason: why,
+            });
+        }
+    }
+    if !to_record.is_empty() {
+        store.request_reaccept(to_record, reason).await?;
     }
     Ok(out)
 }

@@ -171,6 +171,21 @@ pub struct WebhookConfig {
     pub max_in_flight_per_integration: usize,
     /// Attempts of finished deliveries older than this many days are pruned; 0 keeps them forever.
     pub attempt_retention_days: u32,
+    /// Client certificates (mutual TLS) for the receivers of the integrations named, read at start.
+    /// An integration named here cannot have one uploaded through the admin API.
+    pub client_certificates: Vec<ClientCertificateFiles>,
+}
+
+/// One `webhooks.client_certificates` entry: the PEM files of an integration's client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateFiles {
+    /// The integration's App ID.
+    pub app_id: String,
+    /// The certificate (PEM), then any intermediates.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM, unencrypted).
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -256,6 +271,7 @@ impl Default for WebhookConfig {
             max_in_flight: 256,
             max_in_flight_per_integration: 16,
             attempt_retention_days: 90,
+            client_certificates: Vec::new(),
         }
     }
 }
@@ -428,6 +444,27 @@ impl Config {
         }
         if w.max_retries > 20 {
             return fail("webhooks.max_retries", "must be at most 20");
+        }
+        let mut named = std::collections::HashSet::new();
+        for (i, entry) in w.client_certificates.iter().enumerate() {
+            let key = format!("webhooks.client_certificates[{i}]");
+            if entry.app_id.trim().is_empty() {
+                return fail(&format!("{key}.app_id"), "must be an integration's App ID");
+            }
+            if !named.insert(entry.app_id.as_str()) {
+                return fail(
+                    &format!("{key}.app_id"),
+                    &format!("{:?} is named twice; give it one entry", entry.app_id),
+                );
+            }
+            for (name, path) in [
+                ("cert_file", &entry.cert_file),
+                ("key_file", &entry.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return fail(&format!("{key}.{name}"), "must be the path of a PEM file");
+                }
+            }
         }
         Ok(())
     }
@@ -675,6 +712,13 @@ max_in_flight_per_integration = 16
 # Attempts (the history of each try) of finished deliveries are pruned after this many days, in small
 # batches; the deliveries themselves and every clickwrap event are kept. 0 keeps attempts forever.
 attempt_retention_days = 90
+# Client certificates (mutual TLS) presented to receivers that demand one, by integration: PEM files
+# read at start (the certificate, then any intermediates; an unencrypted key). An integration's
+# certificate can instead be uploaded in the dashboard or the admin API. For example:
+#   client_certificates = [
+#     { app_id = "<App ID>", cert_file = "/etc/clicktermd/client.pem", key_file = "/etc/clicktermd/client.key" },
+#   ]
+client_certificates = []
 "#;
 
 #[cfg(test)]

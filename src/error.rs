@@ -34,4 +34,13 @@ impl Error {
     }
 }
 
+impl From<crate::store::templates::UnknownIntegration> for Error {
+    fn from(e: crate::store::templates::UnknownIntegration) -> Error {
+        Error::invalid(
+            "integrations",
+            format!("no integration with App ID {:?}", e.0),
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Action, AttemptOutcome, Timestamp};
+use crate::store::Store;
 use crate::store::stats::{self, DAY_MS, HOUR_MS};
-use crate::store::{Store, integrations};
 
 /// The longest window of the hourly series (a week) and of the daily one (a quarter).
 pub const MAX_HOURS: u32 = 168;
@@ -142,9 +142,7 @@ pub async fn overview(store: &Store, now: Timestamp) -> Result<Overview> {
     let to = Timestamp(floor(now, HOUR_MS).millis() + HOUR_MS);
     let from = Timestamp(to.millis() - 24 * HOUR_MS);
     let since = Timestamp(now.millis() - DAY_MS);
-    let (rows, live) = store
-        .read(move |c| -> Result<_> { Ok((stats::hours(c, (from, to), None)?, stats::health(c)?)) })
-        .await?;
+    let (rows, live) = store.health_facts((from, to)).await?;
     let integrations = live
         .into_iter()
         .map(|h| {
@@ -187,16 +185,6 @@ pub struct HourBucket {
     pub tally: Tally,
 }
 
-/// The integration's row id for an App ID filter (deleted ones included: their history stays).
-fn integration_of(c: &rusqlite::Connection, app_id: Option<&str>) -> Result<Option<i64>> {
-    match app_id {
-        None => Ok(None),
-        Some(app) => Ok(Some(
-            integrations::any_id(c, app)?.ok_or(Error::NotFound("integration"))?,
-        )),
-    }
-}
-
 /// Attempts per hour for the `hours` hours up to `now` (the current one last), of one integration or
 /// all; every hour present, zeros included.
 pub async fn attempts_by_hour(
@@ -209,11 +197,9 @@ pub async fn attempts_by_hour(
     let to = Timestamp(floor(now, HOUR_MS).millis() + HOUR_MS);
     let from = Timestamp(to.millis() - hours * HOUR_MS);
     let rows = store
-        .read(move |c| -> Result<_> {
-            let id = integration_of(c, app_id.as_deref())?;
-            Ok(stats::hours(c, (from, to), id)?)
-        })
-        .await?;
+        .attempt_hours((from, to), app_id)
+        .await?
+        .ok_or(Error::NotFound("integration"))?;
     let mut buckets: Vec<HourBucket> = (0..hours)
         .map(|i| HourBucket {
             start: Timestamp(from.millis() + i * HOUR_MS),
@@ -248,11 +234,9 @@ pub async fn events_by_day(
     let to = Timestamp(floor(now, DAY_MS).millis() + DAY_MS);
     let from = Timestamp(to.millis() - days * DAY_MS);
     let rows = store
-        .read(move |c| -> Result<_> {
-            let id = integration_of(c, app_id.as_deref())?;
-            Ok(stats::days(c, (from, to), id)?)
-        })
-        .await?;
+        .event_days((from, to), app_id)
+        .await?
+        .ok_or(Error::NotFound("integration"))?;
     let mut buckets: Vec<DayBucket> = (0..days)
         .map(|i| DayBucket {
             start: Timestamp(from.millis() + i * DAY_MS),

@@ -7,6 +7,7 @@
 pub mod admins;
 pub mod certificate;
 pub mod clickwrap;
+pub mod client_cert;
 pub mod config;
 pub mod credentials;
 pub mod dispatch;
@@ -58,6 +59,27 @@ pub async fn run_as(
     shutdown: impl Future<Output = ()> + Send + 'static,
     cli: &str,
 ) -> anyhow::Result<()> {
+    serve_all(config, listener, shutdown, cli, None).await
+}
+
+/// [`run`], with the dispatcher reporting to `quiet` whenever it has nothing to do: how tests wait
+/// for it instead of sleeping.
+pub async fn run_reporting_quiet(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    quiet: dispatch::Quiet,
+) -> anyhow::Result<()> {
+    serve_all(config, listener, shutdown, "clicktermd", Some(quiet)).await
+}
+
+async fn serve_all(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    cli: &str,
+    quiet: Option<dispatch::Quiet>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let budget = connection_budget(&config)?;
     let _serving = store::ServeLock::acquire(&config.storage.data_dir)?;
@@ -83,9 +105,7 @@ pub async fn run_as(
         }
         anyhow::bail!("cannot start: the database in {dir} cannot be written: {e}");
     }
-    let recovered = store
-        .write(|c| store::deliveries::recover_interrupted(c, model::Timestamp::now()))
-        .await?;
+    let recovered = store.recover_interrupted_deliveries().await?;
     if recovered > 0 {
         tracing::warn!(
             deliveries = recovered,
@@ -96,6 +116,11 @@ pub async fn run_as(
         announce_initial_password(&config, &password, cli);
     }
     let signature_key = clickwrap::signature_key(&store).await?;
+    let client_certificates = Arc::new(
+        integrations::load_configured_certificates(&store, &config.webhooks.client_certificates)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?,
+    );
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
         _ => None,
@@ -110,14 +135,18 @@ pub async fn run_as(
     let mut metrics = metrics::Metrics::new();
     metrics.register_store(store.writer_stats(), config.storage.data_dir.clone());
     let metrics = Arc::new(metrics);
-    let dispatcher = dispatch::Dispatcher::new(
+    let mut dispatcher = dispatch::Dispatcher::new(
         store.clone(),
         &config.webhooks,
         &guard,
+        client_certificates.by_integration(),
         wake.clone(),
         metrics.clone(),
     )
     .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(quiet) = quiet {
+        dispatcher.report_quiet_to(quiet);
+    }
     // One shutdown signal, watched by the HTTP server and the dispatcher.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -146,6 +175,7 @@ pub async fn run_as(
         guard,
         signals,
         metrics,
+        client_certificates,
     );
     let mut http_stop = stop_rx;
     let http_stopped = async move {

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clicktermd::config::{Config, DEFAULT_CONFIG_TOML, LogFormat};
-use clicktermd::model::{Actor, Domain, Name, Username};
+use clicktermd::model::{Actor, Domain, Name, Role, Username};
+use clicktermd::store::admin::UserChanges;
 use clicktermd::{admins, integrations, store};
 
 #[derive(Parser)]
@@ -108,9 +109,55 @@ enum AdminCommand {
         /// The new user's name.
         #[arg(long)]
         username: String,
+        /// What the user may do: owner (also manages users), admin (everything else) or viewer
+        /// (reads, never a secret, changes nothing).
+        #[arg(long, default_value = "admin", value_parser = parse_role)]
+        role: Role,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// List the admin users: name, role, whether disabled, live sessions.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an admin user's role (the last enabled owner stays one).
+    SetRole {
+        /// The user whose role changes.
+        #[arg(long)]
+        username: String,
+        /// owner, admin or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Disable an admin user: they cannot log in and their sessions end (not the last enabled owner).
+    Disable {
+        /// The user to disable.
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled admin user again.
+    Enable {
+        /// The user to enable.
+        #[arg(long)]
+        username: String,
+    },
+    /// List an admin user's live sessions: id, start, expiry, address, browser.
+    Sessions {
+        /// The user whose sessions are listed.
+        #[arg(long)]
+        username: String,
+    },
+    /// End an admin user's sessions: the one with --id, or all.
+    EndSessions {
+        /// The user whose sessions end.
+        #[arg(long)]
+        username: String,
+        /// The session's id (from `admin sessions`); all of them without it.
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Set an admin user's password (ends their sessions); prints a generated one unless --password-stdin.
     SetPassword {
@@ -135,6 +182,9 @@ enum TokenCommand {
         /// A name for the audit log.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// What the token may do: owner, admin or viewer.
+        #[arg(long, default_value = "admin", value_parser = parse_role)]
+        role: Role,
     },
     /// List the tokens: id, name, creation time (the tokens themselves are not kept).
     List {
@@ -463,22 +513,105 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((line.trim_end_matches(['\r', '\n']).to_string(), false))
 }
 
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("must be one of {}", Role::spellings()))
+}
+
+async fn set_disabled(store: &store::Store, username: &str, disabled: bool) -> anyhow::Result<()> {
+    let changes = UserChanges {
+        role: None,
+        disabled: Some(disabled),
+    };
+    admins::change_user(store, &Actor::local("cli"), username, changes).await?;
+    let state = if disabled { "disabled" } else { "enabled" };
+    println!("{username} is {state}");
+    Ok(())
+}
+
 async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyhow::Result<()> {
     let store = existing_store(config, how)?;
     match command {
         AdminCommand::Create {
             username,
+            role,
             password_stdin,
         } => {
             let user = Username::parse(&username).map_err(UsageError)?;
             let (password, generated) = read_password(password_stdin)?;
-            admins::create_user(&store, &Actor::local("cli"), user, password.clone())
-                .await
-                .map_err(usage_if_invalid)?;
+            admins::create_user(
+                &store,
+                &Actor::local("cli"),
+                user,
+                role,
+                Some(password.clone()),
+            )
+            .await
+            .map_err(usage_if_invalid)?;
             if generated {
                 println!("{password}");
             }
         }
+        AdminCommand::List { json } => {
+            let users = admins::list_users(&store).await?;
+            if json {
+                let items: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "username": u.username,
+                            "role": u.role.as_str(),
+                            "disabled": u.disabled_at.is_some(),
+                            "sessions": u.sessions,
+                            "createdAt": u.created_at.to_rfc3339(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                println!("{:<24}  {:<7}  {:<8}  SESSIONS", "USER", "ROLE", "STATE");
+                for u in &users {
+                    let state = if u.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "enabled"
+                    };
+                    println!(
+                        "{:<24}  {:<7}  {:<8}  {}",
+                        u.username, u.role, state, u.sessions
+                    );
+                }
+            }
+        }
+        AdminCommand::SetRole { username, role } => {
+            let changes = UserChanges {
+                role: Some(role),
+                disabled: None,
+            };
+            admins::change_user(&store, &Actor::local("cli"), &username, changes).await?;
+            println!("{username} is now {role}");
+        }
+        AdminCommand::Sessions { username } => {
+            println!(
+                "{:<16}  {:<24}  {:<24}  {:<15}  BROWSER",
+                "ID", "STARTED", "EXPIRES", "FROM"
+            );
+            for s in admins::sessions(&store, &username).await? {
+                println!(
+                    "{:<16}  {:<24}  {:<24}  {:<15}  {}",
+                    s.id,
+                    s.created_at.to_rfc3339(),
+                    s.expires_at.to_rfc3339(),
+                    s.from.as_deref().unwrap_or("-"),
+                    s.user_agent.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        AdminCommand::EndSessions { username, id } => {
+            let ended = admins::end_sessions(&store, &Actor::local("cli"), &username, id).await?;
+            println!("ended {ended} session(s) of {username}");
+        }
+        AdminCommand::Disable { username } => set_disabled(&store, &username, true).await?,
+        AdminCommand::Enable { username } => set_disabled(&store, &username, false).await?,
         AdminCommand::SetPassword {
             username,
             password_stdin,
@@ -489,8 +622,8 @@ async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyh
                 &store,
                 &config.storage.data_dir,
                 &Actor::local("cli"),
-                user,
-                password.clone(),
+                user.as_str(),
+                Some(password.clone()),
             )
             .await
             .map_err(usage_if_invalid)?;
@@ -499,9 +632,11 @@ async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyh
             }
         }
         AdminCommand::Token {
-            command: TokenCommand::Create { name },
+            command: TokenCommand::Create { name, role },
         } => {
-            let token = admins::create_token(&store, &Actor::local("cli"), &name)
+            // The command line is the machine's operator: it may make any token.
+            let cli = Actor::local("cli");
+            let token = admins::create_token(&store, &cli, Role::Owner, &name, role)
                 .await
                 .map_err(usage_if_invalid)?;
             println!("{token}");
@@ -514,14 +649,20 @@ async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyh
                 let items: Vec<_> = tokens
                     .iter()
                     .map(|t| {
-                        serde_json::json!({"id": t.id, "name": t.name, "createdAt": t.created_at.to_rfc3339()})
+                        serde_json::json!({"id": t.id, "name": t.name, "role": t.role.as_str(), "createdAt": t.created_at.to_rfc3339()})
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(items));
             } else {
-                println!("{:>6}  {:<24}  NAME", "ID", "CREATED");
+                println!("{:>6}  {:<24}  {:<7}  NAME", "ID", "CREATED", "ROLE");
                 for t in &tokens {
-                    println!("{:>6}  {:<24}  {}", t.id, t.created_at.to_rfc3339(), t.name);
+                    println!(
+                        "{:>6}  {:<24}  {:<7}  {}",
+                        t.id,
+                        t.created_at.to_rfc3339(),
+                        t.role,
+                        t.name
+                    );
                 }
             }
         }

@@ -118,6 +118,32 @@ pub struct Actor {
     pub from: Option<std::net::IpAddr>,
 }
 
+vocabulary! {
+    /// What an admin user or token may do (ClickTerm's workspace has Owner / Admin / Member): a
+    /// `Viewer` reads everything but secrets and changes nothing, an `Admin` does everything but
+    /// manage users, an `Owner` also manages users.
+    pub enum Role {
+        Owner = "owner",
+        Admin = "admin",
+        Viewer = "viewer",
+    }
+}
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Admin => 1,
+            Role::Owner => 2,
+        }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: Role) -> bool {
+        self.rank() >= needed.rank()
+    }
+}
+
 impl Actor {
     /// An actor on this machine: the command line.
     pub fn local(name: &str) -> Actor {

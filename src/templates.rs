@@ -8,15 +8,9 @@ use crate::error::{Error, Result};
 use crate::model::{
     Actor, Language, Name, PublishedVersion, Tag, Template, TemplateText, Timestamp, VersionKind,
 };
-use crate::store::templates::{self as rows, Changes as RowChanges};
-use crate::store::{Store, audit, integrations};
-
-/// A template with its published versions and the one effective now.
-pub struct TemplateView {
-    pub template: Template,
-    pub versions: Vec<PublishedVersion>,
-    pub effective: Option<PublishedVersion>,
-}
+use crate::store::Store;
+use crate::store::audit::Audit;
+pub use crate::store::templates::{Changes, TemplateView};
 
 /// The settings and draft of a new template.
 pub struct NewTemplate {
@@ -28,47 +22,6 @@ pub struct NewTemplate {
     pub texts: BTreeMap<Language, TemplateText>,
     /// App IDs.
     pub integrations: Vec<String>,
-}
-
-/// Changes to a template; `None` leaves a field as it is. `integrations` are App IDs.
-#[derive(Default)]
-pub struct Changes {
-    pub name: Option<Name>,
-    pub tags: Option<Vec<Tag>>,
-    pub enabled: Option<bool>,
-    pub always_reaccept: Option<bool>,
-    pub default_language: Option<Language>,
-    pub texts: Option<BTreeMap<Language, TemplateText>>,
-    pub integrations: Option<Vec<String>>,
-}
-
-fn view(
-    conn: &rusqlite::Connection,
-    id: i64,
-    now: Timestamp,
-) -> crate::store::Result<Option<TemplateView>> {
-    let Some(template) = rows::get_by_row(conn, id)? else {
-        return Ok(None);
-    };
-    let versions = rows::versions(conn, id)?;
-    let effective = PublishedVersion::effective(&versions, now).cloned();
-    Ok(Some(TemplateView {
-        template,
-        versions,
-        effective,
-    }))
-}
-
-/// Resolves App IDs of live integrations to row ids; an unknown one is a 400 naming it.
-fn integration_rows(conn: &rusqlite::Connection, app_ids: &[String]) -> Result<Vec<i64>> {
-    app_ids
-        .iter()
-        .map(|a| {
-            integrations::live_id(conn, a)?.ok_or_else(|| {
-                Error::invalid("integrations", format!("no integration with App ID {a:?}"))
-            })
-        })
-        .collect()
 }
 
 fn check_default_text(default: &Language, texts: &BTreeMap<Language, TemplateText>) -> Result<()> {
@@ -86,60 +39,37 @@ fn check_default_text(default: &Language, texts: &BTreeMap<Language, TemplateTex
 
 pub async fn create(store: &Store, actor: &Actor, new: NewTemplate) -> Result<TemplateView> {
     check_default_text(&new.default_language, &new.texts)?;
-    let actor = actor.clone();
+    let now = Timestamp::now();
+    let template = Template {
+        template_id: uuid::Uuid::new_v4().to_string(),
+        name: new.name,
+        tags: new.tags,
+        enabled: new.enabled,
+        always_reaccept: new.always_reaccept,
+        default_language: new.default_language,
+        texts: new.texts,
+        integrations: new.integrations,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = Audit::new(actor, "template.create")
+        .target(&template.template_id)
+        .detail(template.name.as_str());
     store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let ids = integration_rows(c, &new.integrations)?;
-            let template = Template {
-                template_id: uuid::Uuid::new_v4().to_string(),
-                name: new.name,
-                tags: new.tags,
-                enabled: new.enabled,
-                always_reaccept: new.always_reaccept,
-                default_language: new.default_language,
-                texts: new.texts,
-                integrations: new.integrations,
-                created_at: now,
-                updated_at: now,
-            };
-            let id = rows::insert(c, &template, &ids)?;
-            audit::record(
-                c,
-                now,
-                &actor,
-                "template.create",
-                Some(&template.template_id),
-                Some(template.name.as_str()),
-            )?;
-            Ok(view(c, id, now)?)
-        })
+        .create_template::<Error>(template, audit)
         .await?
         .ok_or(Error::NotFound("template"))
 }
 
 pub async fn get(store: &Store, template_id: &str) -> Result<TemplateView> {
-    let id = template_id.to_string();
     store
-        .read(move |c| match rows::row_id(c, &id)? {
-            Some(row) => view(c, row, Timestamp::now()),
-            None => Ok(None),
-        })
+        .template(template_id)
         .await?
         .ok_or(Error::NotFound("template"))
 }
 
 pub async fn list(store: &Store) -> Result<Vec<TemplateView>> {
-    store
-        .read(|c| -> Result<_> {
-            let now = Timestamp::now();
-            let mut out = Vec::new();
-            for id in rows::list_rows(c)? {
-                out.extend(view(c, id, now)?);
-            }
-            Ok(out)
-        })
-        .await
+    Ok(store.templates().await?)
 }
 
 pub async fn update(
@@ -148,37 +78,9 @@ pub async fn update(
     template_id: &str,
     changes: Changes,
 ) -> Result<TemplateView> {
-    let (actor, tid) = (actor.clone(), template_id.to_string());
+    let audit = Audit::new(actor, "template.update").target(template_id);
     store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let Some(id) = rows::row_id(c, &tid)? else {
-                return Ok(None);
-            };
-            let current = rows::get_by_row(c, id)?.expect("row exists");
-            let default = changes
-                .default_language
-                .as_ref()
-                .unwrap_or(&current.default_language);
-            let texts = changes.texts.as_ref().unwrap_or(&current.texts);
-            check_default_text(default, texts)?;
-            let integrations = match &changes.integrations {
-                Some(app_ids) => Some(integration_rows(c, app_ids)?),
-                None => None,
-            };
-            let row_changes = RowChanges {
-                name: changes.name,
-                tags: changes.tags,
-                enabled: changes.enabled,
-                always_reaccept: changes.always_reaccept,
-                default_language: changes.default_language,
-                texts: changes.texts,
-                integrations,
-            };
-            rows::update(c, id, &row_changes, now)?;
-            audit::record(c, now, &actor, "template.update", Some(&tid), None)?;
-            Ok(view(c, id, now)?)
-        })
+        .update_template(template_id, changes, check_default_text, audit)
         .await?
         .ok_or(Error::NotFound("template"))
 }
@@ -193,20 +95,14 @@ pub async fn publish(
     effective_at: Option<Timestamp>,
     must_accept_by: Option<Timestamp>,
 ) -> Result<PublishedVersion> {
-    let (actor, tid) = (actor.clone(), template_id.to_string());
+    let audit = Audit::new(actor, "template.publish").target(template_id);
     store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let Some(id) = rows::row_id(c, &tid)? else {
-                return Ok(None);
-            };
-            let template = rows::get_by_row(c, id)?.expect("row exists");
+        .publish_template(template_id, move |template, versions, now| {
             check_default_text(&template.default_language, &template.texts)?;
             let effective_at = effective_at.unwrap_or(now);
             if must_accept_by.is_some_and(|m| m <= effective_at) {
                 return Err(Error::invalid("mustAcceptBy", "must be after effectiveAt"));
             }
-            let versions = rows::versions(c, id)?;
             let top_major = versions.iter().map(|v| v.major).max();
             let (major, minor) = match (kind, top_major) {
                 (VersionKind::Major, top) => (top.unwrap_or(0) + 1, 0),
@@ -235,16 +131,7 @@ pub async fn publish(
                 must_accept_by,
                 published_at: now,
             };
-            rows::publish(c, id, &version)?;
-            audit::record(
-                c,
-                now,
-                &actor,
-                "template.publish",
-                Some(&tid),
-                Some(&format!("{major}.{minor}")),
-            )?;
-            Ok(Some(version))
+            Ok((version, audit.detail(format!("{major}.{minor}"))))
         })
         .await?
         .ok_or(Error::NotFound("template"))
@@ -256,16 +143,5 @@ pub async fn visible_to(
     integration_id: i64,
     tags: Vec<String>,
 ) -> Result<Vec<TemplateView>> {
-    store
-        .read(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let mut out = Vec::new();
-            for id in rows::visible_rows(c, integration_id, &tags)? {
-                if let Some(v) = view(c, id, now)?.filter(|v| v.effective.is_some()) {
-                    out.push(v);
-                }
-            }
-            Ok(out)
-        })
-        .await
+    Ok(store.templates_visible_to(integration_id, tags).await?)
 }

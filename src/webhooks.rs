@@ -2,15 +2,12 @@
 //! webhook. Sending itself is the dispatcher's; these only write rows it picks up.
 
 use crate::error::{Error, Result};
-use crate::model::{Actor, AttemptOutcome, DeliveryState, EventType, Timestamp};
-use crate::store::deliveries::{self, Attempt, DeliveryRow, NewDelivery};
-use crate::store::{Store, audit, integrations};
+use crate::model::{Actor, AttemptOutcome, DeliveryState, Timestamp};
+use crate::store::Store;
+use crate::store::audit::Audit;
+use crate::store::deliveries::{self, DeliveryRow, Redelivered, TestQueued};
 
-/// A delivery with its attempts, oldest first.
-pub struct DeliveryView {
-    pub delivery: DeliveryRow,
-    pub attempts: Vec<Attempt>,
-}
+pub use crate::store::deliveries::DeliveryView;
 
 pub async fn list(
     store: &Store,
@@ -20,129 +17,75 @@ pub async fn list(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<DeliveryRow>> {
-    let app = app_id.to_string();
     store
-        .read(move |c| -> Result<_> {
-            let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
-            Ok(deliveries::list(c, id, state, outcome, before, limit)?)
-        })
-        .await
+        .deliveries(app_id, state, outcome, before, limit)
+        .await?
+        .ok_or(Error::NotFound("integration"))
 }
 
 pub async fn get(store: &Store, delivery_id: &str) -> Result<DeliveryView> {
-    let id = delivery_id.to_string();
     store
-        .read(move |c| -> Result<_> {
-            let delivery = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
-            let attempts = deliveries::attempts(c, delivery.row)?;
-            Ok(DeliveryView { delivery, attempts })
-        })
-        .await
+        .delivery(delivery_id)
+        .await?
+        .ok_or(Error::NotFound("delivery"))
 }
 
 /// The deliveries of one verified event, oldest first (none when it had no callback URL).
 pub async fn for_event(store: &Store, event_id: &str) -> Result<Vec<DeliveryRow>> {
-    let id = event_id.to_string();
-    store
-        .read(move |c| -> Result<_> { Ok(deliveries::for_event(c, &id)?) })
-        .await
+    Ok(store.event_deliveries(event_id).await?)
 }
 
 /// How many of an integration's deliveries are in each state (deleted integrations included, so their
 /// history still adds up).
 pub async fn counts(store: &Store, app_id: &str) -> Result<Vec<(DeliveryState, i64)>> {
-    let app = app_id.to_string();
     store
-        .read(move |c| -> Result<_> {
-            let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
-            Ok(deliveries::count_by_state(c, id)?)
-        })
-        .await
+        .delivery_counts(app_id)
+        .await?
+        .ok_or(Error::NotFound("integration"))
 }
 
 /// Starts a new, manual attempt chain (held instead, if the integration cannot be delivered to now).
 pub async fn redeliver(store: &Store, actor: &Actor, delivery_id: &str) -> Result<DeliveryView> {
-    let (actor, id) = (actor.clone(), delivery_id.to_string());
-    store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let d = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
-            let integration =
-                integrations::any_id(c, &d.app_id)?.ok_or(Error::NotFound("integration"))?;
-            if !deliveries::redeliver(c, d.row, integration, now)? {
-                return Err(Error::Conflict(
-                    "the delivery is being attempted right now".into(),
-                ));
-            }
-            audit::record(c, now, &actor, "delivery.redeliver", Some(&id), None)?;
-            let delivery = deliveries::get(c, &id)?.ok_or(Error::NotFound("delivery"))?;
-            let attempts = deliveries::attempts(c, delivery.row)?;
-            Ok(DeliveryView { delivery, attempts })
-        })
-        .await
+    let audit = Audit::new(actor, "delivery.redeliver");
+    match store.redeliver(delivery_id, audit).await? {
+        Redelivered::NoSuchDelivery => Err(Error::NotFound("delivery")),
+        Redelivered::NoSuchIntegration => Err(Error::NotFound("integration")),
+        Redelivered::InFlight => Err(Error::Conflict(
+            "the delivery is being attempted right now".into(),
+        )),
+        Redelivered::Done(view) => Ok(view),
+    }
 }
 
 /// Queues a sample `CLICKWRAP_EVENT_VERIFIED` to the integration's callback URL, marked as a test.
 pub async fn send_test(store: &Store, actor: &Actor, app_id: &str) -> Result<DeliveryView> {
-    let (actor, app) = (actor.clone(), app_id.to_string());
-    store
-        .write(move |c| -> Result<_> {
-            let now = Timestamp::now();
-            let id = integrations::any_id(c, &app)?.ok_or(Error::NotFound("integration"))?;
-            let target = integrations::webhook_target(c, id)?
-                .filter(|t| !t.deleted)
-                .ok_or(Error::NotFound("integration"))?;
-            if target.callback_url.is_none() {
-                return Err(Error::Conflict(
-                    "set a callback URL before sending a test webhook".into(),
-                ));
-            }
-            // The same shape and field order as a real event's payload, with a test user and template.
-            let sample = crate::model::ClickwrapEvent {
-                event_id: uuid::Uuid::new_v4().to_string(),
-                app_id: app.clone(),
-                template_id: uuid::Uuid::nil().to_string(),
-                major: 1,
-                minor: 0,
-                effective_at: now,
-                end_user_id: "test-webhook".into(),
-                action: crate::model::Action::Accepted,
-                template_placeholders: None,
-                technical_metadata: "{\"test\":true}".into(),
-                presented_at: None,
-                action_at: now,
-                verified_at: Some(now),
-            };
-            let payload = crate::clickwrap::webhook_payload(&sample);
-            let delivery_id = deliveries::new_delivery_id();
-            deliveries::insert(
-                c,
-                &NewDelivery {
-                    delivery_id: &delivery_id,
-                    integration_id: id,
-                    event_row: None,
-                    is_test: true,
-                    event_type: EventType::ClickwrapEventVerified,
-                    payload: &payload,
-                    held: !target.sending,
-                    at: now,
-                },
-            )?;
-            audit::record(
-                c,
-                now,
-                &actor,
-                "integration.test_webhook",
-                Some(&app),
-                Some(&delivery_id),
-            )?;
-            let delivery = deliveries::get(c, &delivery_id)?.ok_or(Error::NotFound("delivery"))?;
-            Ok(DeliveryView {
-                delivery,
-                attempts: Vec::new(),
-            })
+    let app = app_id.to_string();
+    // The same shape and field order as a real event's payload, with a test user and template.
+    let payload = move |now: Timestamp| {
+        crate::clickwrap::webhook_payload(&crate::model::ClickwrapEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            app_id: app,
+            template_id: uuid::Uuid::nil().to_string(),
+            major: 1,
+            minor: 0,
+            effective_at: now,
+            end_user_id: "test-webhook".into(),
+            action: crate::model::Action::Accepted,
+            template_placeholders: None,
+            technical_metadata: "{\"test\":true}".into(),
+            presented_at: None,
+            action_at: now,
+            verified_at: Some(now),
         })
-        .await
+    };
+    let audit = Audit::new(actor, "integration.test_webhook").target(app_id);
+    match store.queue_test_webhook(app_id, payload, audit).await? {
+        TestQueued::NoSuchIntegration => Err(Error::NotFound("integration")),
+        TestQueued::NoCallbackUrl => Err(Error::Conflict(
+            "set a callback URL before sending a test webhook".into(),
+        )),
+        TestQueued::Queued(view) => Ok(view),
+    }
 }
 
 /// Redelivers every failed delivery of the integration created in `[from, to]`; returns how many.
@@ -167,47 +110,26 @@ pub async fn redeliver_failed(
         let mut total = 0usize;
         let mut after = None;
         let mut entry: Option<i64> = None;
+        let audit = Audit::new(&actor, "delivery.redeliver_failed")
+            .target(&app)
+            .detail(format!("{range} (in progress)"));
         loop {
-            let (actor, app, range) = (actor.clone(), app.clone(), range.clone());
-            let (n, next, audited) = store
-                .write_batch(move |c| -> Result<_> {
-                    let now = Timestamp::now();
-                    let Some(id) = integrations::live_id(c, &app)? else {
-                        // Deleted meanwhile: its deliveries are being cancelled; stop here.
-                        return match entry {
-                            None => Err(Error::NotFound("integration")),
-                            Some(entry) => Ok((0, after, entry)),
-                        };
-                    };
-                    let (n, next) = deliveries::redeliver_failed_batch(
-                        c,
-                        id,
-                        (from, to),
-                        after,
-                        now,
-                        deliveries::BATCH,
-                    )?;
-                    let entry = match entry {
-                        Some(entry) => entry,
-                        None => audit::record(
-                            c,
-                            now,
-                            &actor,
-                            "delivery.redeliver_failed",
-                            Some(&app),
-                            Some(&format!("{range} (in progress)")),
-                        )?,
-                    };
-                    if n < deliveries::BATCH as usize {
-                        let detail = format!("{} {range}", total + n);
-                        audit::set_detail(c, entry, &detail)?;
-                    }
-                    Ok((n, next, entry))
-                })
+            let range = range.clone();
+            let done = move |n: usize| format!("{n} {range}");
+            let batch = store
+                .redeliver_failed_batch(&app, (from, to), after, entry, audit.clone(), done, total)
                 .await?;
+            // Deleted meanwhile: its deliveries are being cancelled; stop here.
+            let Some(batch) = batch else {
+                return match entry {
+                    None => Err(Error::NotFound("integration")),
+                    Some(_) => Ok(total),
+                };
+            };
+            let n = batch.taken;
             total += n;
-            after = next;
-            entry = Some(audited);
+            after = batch.after;
+            entry = Some(batch.entry);
             if n > 0 {
                 wake.notify_one();
             }

@@ -9,6 +9,7 @@
 //   #/events                            clickwrap events (?appId&templateId&endUserId&status&from&to)
 //   #/events/{id}                       one event with its deliveries
 //   #/templates, #/templates/{id}       templates and versions
+//   #/users                             admin users and their sessions (owners)
 
 import { api, whenSessionExpires } from "./api.js";
 import { h, fill, field, errorBox, busy, leavePage } from "./ui.js";
@@ -17,6 +18,7 @@ import { integrationsPage } from "./integrations.js";
 import { deliveriesPage, deliveryPage } from "./deliveries.js";
 import { eventsPage, eventPage } from "./events.js";
 import { templatesPage, templatePage } from "./templates.js";
+import { usersPage, changePasswordForm } from "./users.js";
 
 const main = document.getElementById("main");
 const top = document.getElementById("top");
@@ -53,6 +55,8 @@ async function route() {
       return id ? eventPage(view, id) : eventsPage(view);
     case "templates":
       return id ? templatePage(view, id) : templatesPage(view);
+    case "users":
+      return usersPage(view);
     default:
       fill(view, h("h1", {}, "Not found"), h("p", {}, "There is no such page. ", h("a", { href: "#/overview" }, "Go to the overview.")));
   }
@@ -106,9 +110,16 @@ async function start() {
     return;
   }
   showingLogin = false;
+  if (who.mustChangePassword) {
+    top.hidden = true;
+    return changePasswordForm(main, () => showLogin("Your password was changed. Sign in with it."));
+  }
   signedIn = true;
   top.hidden = false;
-  document.getElementById("who").textContent = "Signed in as " + who.username;
+  // What the role may do is decided by the server; the page only leaves out what would be refused.
+  document.body.dataset.role = who.role;
+  document.getElementById("nav-users").hidden = who.role !== "owner";
+  document.getElementById("who").textContent = `Signed in as ${who.username} (${who.role})`;
   await route();
   main.focus({ preventScroll: true });
 }

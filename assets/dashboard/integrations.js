@@ -259,6 +259,10 @@ function configDialog(initial, refresh) {
         secretErrors,
       );
 
+      // Client certificate for receivers that demand mutual TLS: what is set (never the key), upload
+      // from two files (read here, sent as PEM text), remove.
+      const certSection = clientCertificateSection(app);
+
       // Test webhook and history.
       const testErrors = errorBox();
       const testResult = h("span", { id: "test-result", "aria-live": "polite" });
@@ -317,7 +321,7 @@ function configDialog(initial, refresh) {
       });
       const dangerSection = h("section", { "aria-labelledby": "creds-h" }, h("h3", { id: "creds-h" }, "App Key and removal"), h("p", { class: "hint" }, "Regenerate the key if it may be compromised, was lost, or to revoke older environments."), h("div", { class: "row" }, regenerate, remove), keyOut, keyErrors);
 
-      fill(root, banner, appIdRow, nameForm, statusRow, domainsForm, webhookSection, secretSection, dangerSection, h("div", { class: "actions" }, h("button", { type: "button", onclick: close }, "Close")));
+      fill(root, banner, appIdRow, nameForm, statusRow, domainsForm, webhookSection, secretSection, certSection, dangerSection, h("div", { class: "actions" }, h("button", { type: "button", onclick: close }, "Close")));
       queueMicrotask(() => name.focus());
       return root;
     },
@@ -335,4 +339,98 @@ function configDialog(initial, refresh) {
 
 function deliveryWords(on) {
   return on ? "Enabled: events are delivered as they are verified." : "Paused: new deliveries are held (kept, not sent) until you switch it on.";
+}
+
+/** The configuration dialog's "Client certificate" section. */
+function clientCertificateSection(app) {
+  const url = `/integrations/${enc(app.appId)}/client-certificate`;
+  const errors = errorBox();
+  errors.id = "cert-error";
+  const current = h("div", { id: "cert-current", "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
+  const [certField, certFile] = field("Certificate (PEM)", h("input", { type: "file", id: "cert-file", accept: ".pem,.crt,.cer,application/x-pem-file" }), "The client certificate, then any intermediate certificates.");
+  const [keyField, keyFile] = field("Private key (PEM)", h("input", { type: "file", id: "cert-key-file", accept: ".pem,.key,application/x-pem-file" }), "Unencrypted. Stored on the server like the signing secret and never shown again.");
+  const upload = h("button", { type: "submit", class: "small", id: "cert-upload" }, "Upload certificate");
+  const remove = h("button", { type: "button", class: "small danger", id: "cert-remove", hidden: true }, "Remove");
+  const form = h("form", { class: "inline-form", id: "cert-form" }, certField, keyField, h("div", { class: "row" }, upload, remove), errors);
+
+  const show = (c) => {
+    if (!c) {
+      fill(current, h("p", { class: "muted", id: "cert-none" }, "None: connections to the receiver present no client certificate."));
+      remove.hidden = true;
+      form.hidden = false;
+      upload.textContent = "Upload certificate";
+      return;
+    }
+    fill(
+      current,
+      h(
+        "dl",
+        { class: "facts cert-summary" },
+        h("dt", {}, "Subject"),
+        h("dd", { id: "cert-subject" }, c.subject),
+        h("dt", {}, "Issuer"),
+        h("dd", { id: "cert-issuer" }, c.issuer),
+        h("dt", {}, "Valid until"),
+        h("dd", { id: "cert-not-after" }, time(c.notAfter), expiryWarning(c.notAfter)),
+        h("dt", {}, "SHA-256"),
+        h("dd", {}, h("code", { id: "cert-fingerprint", class: "fingerprint" }, c.fingerprintSha256)),
+        h("dt", {}, "Source"),
+        h("dd", { id: "cert-source" }, c.source === "config" ? `the config file (${c.certFile}); change it there` : ["uploaded ", time(c.setAt)]),
+      ),
+    );
+    upload.textContent = "Replace certificate";
+    // A certificate named in the config file belongs to the file.
+    form.hidden = c.source === "config";
+    remove.hidden = c.source === "config";
+  };
+  const load = async () => {
+    try {
+      show(await api("GET", url));
+    } catch (e) {
+      if (e.status === 404 && e.message.startsWith("client certificate")) show(null);
+      else errors.show(e);
+    }
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(upload, errors, async () => {
+      const [cert, key] = [certFile.files[0], keyFile.files[0]];
+      if (!cert || !key) throw new Error("Choose both files: the certificate and its private key.");
+      const shown = await api("PUT", url, { certificate: await cert.text(), privateKey: await key.text() });
+      certFile.value = "";
+      keyFile.value = "";
+      show(shown);
+      toast("Client certificate saved: the next attempt presents it.");
+    });
+  });
+  remove.addEventListener("click", async () => {
+    const ok = await confirmDialog({
+      title: "Remove the client certificate?",
+      message: h("p", {}, "Connections to the receiver of ", h("strong", {}, app.name), " will present no client certificate from the next attempt on. A receiver that requires one refuses them."),
+      confirm: "Remove certificate",
+      danger: true,
+    });
+    if (!ok) return;
+    busy(remove, errors, async () => {
+      await api("DELETE", url);
+      show(null);
+      toast("Client certificate removed.");
+    });
+  });
+  load();
+  return h(
+    "section",
+    { "aria-labelledby": "cert-h" },
+    h("h3", { id: "cert-h" }, "Client certificate (mutual TLS)"),
+    h("p", { class: "hint" }, "For receivers that accept only clients with a certificate from your company's CA: presented on this integration's webhook connections only."),
+    current,
+    form,
+  );
+}
+
+/** " — expires in 12 days" when a certificate has less than 30 days left: renew it before the receiver refuses it. */
+function expiryWarning(notAfter) {
+  const days = Math.ceil((new Date(notAfter) - Date.now()) / 86400000);
+  if (days > 30) return null;
+  return h("span", { class: "expiry-warning", id: "cert-expiry" }, days <= 0 ? " — expired: upload a renewed certificate" : ` — expires in ${days} day${days === 1 ? "" : "s"}: upload a renewed one before then`);
 }

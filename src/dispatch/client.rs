@@ -156,6 +156,14 @@ impl Drop for DialLead {
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// Attached to every response of a connection whose receiver asked for a client certificate during
+/// the handshake: the issuers it named. (Some receivers — nginx with `ssl_verify_client on` — finish
+/// the handshake without one and answer the request with a page saying so.)
+#[derive(Debug, Clone)]
+pub struct CertificateAsked {
+    pub issuers: Vec<String>,
+}
+
 /// Resolves, judges, dials and (for https) shakes hands.
 #[derive(Clone)]
 pub struct PinnedConnector {
@@ -166,6 +174,9 @@ pub struct PinnedConnector {
     /// The part of the attempt's time that DNS may use.
     pub dns_budget: Duration,
     pub dials: Arc<Dials>,
+    /// The client certificate every connection of this connector presents when asked (mutual TLS):
+    /// one connector, and so one pool, per certificate (see `clients`).
+    pub identity: Option<Arc<crate::client_cert::ClientCertificate>>,
 }
 
 impl PinnedConnector {
@@ -248,30 +259,31 @@ impl PinnedConnector {
                 remote: addr,
                 h2: false,
                 pending: Bytes::new(),
+                asked: None,
             });
         }
         let name = ServerName::try_from(host.clone()).map_err(|e| {
             ConnectError::InvalidUrl(format!("{host} is not a valid TLS server name: {e}"))
         })?;
-        let (connector, asked) = self.tls.dial();
+        let (connector, auth) = self.tls.dial(self.identity.clone());
         let shake = std::time::Instant::now();
         let mut tls = connector
             .connect(name, tcp)
             .await
             .map_err(|error| ConnectError::Tls {
-                reason: super::tls::explain(&host, &error),
+                reason: super::tls::explain(&host, &error, &auth.seen()),
                 host: host.clone(),
                 addr,
             })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let mut pending = Vec::new();
-        if asked.asked()
+        if auth.asked()
             && tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
         {
-            // Asked for a client certificate, in TLS 1.3: a receiver that requires one refuses it
-            // about one round trip after our Finished, and hyper would report that only as a closed
-            // connection. Wait for it briefly (twice the handshake's time); anything the receiver
-            // sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
+            // Asked for a client certificate, in TLS 1.3: a receiver that requires one (or refuses
+            // ours) says so about one round trip after our Finished, and hyper would report that
+            // only as a closed connection. Wait for it briefly (twice the handshake's time);
+            // anything the receiver sends meanwhile (an HTTP/2 SETTINGS frame) is kept for hyper.
             use tokio::io::AsyncReadExt;
             let wait =
                 (shake.elapsed() * 2).clamp(Duration::from_millis(20), Duration::from_millis(500));
@@ -280,7 +292,7 @@ impl PinnedConnector {
                 Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
                 Ok(Err(error)) => {
                     return Err(ConnectError::Tls {
-                        reason: super::tls::explain(&host, &error),
+                        reason: super::tls::explain(&host, &error, &auth.seen()),
                         host: host.clone(),
                         addr,
                     });
@@ -293,6 +305,9 @@ impl PinnedConnector {
             remote: addr,
             h2,
             pending: Bytes::from(pending),
+            asked: auth.asked().then(|| CertificateAsked {
+                issuers: auth.seen().issuers,
+            }),
         })
     }
 }
@@ -324,11 +339,15 @@ pub struct PinnedStream {
     h2: bool,
     /// Bytes already read from the connection (see `dial`), given to the first reads.
     pending: Bytes,
+    asked: Option<CertificateAsked>,
 }
 
 impl Connection for PinnedStream {
     fn connected(&self) -> Connected {
-        let c = Connected::new().extra(RemoteAddr(self.remote));
+        let mut c = Connected::new().extra(RemoteAddr(self.remote));
+        if let Some(asked) = &self.asked {
+            c = c.extra(asked.clone());
+        }
         if self.h2 { c.negotiated_h2() } else { c }
     }
 }
@@ -381,9 +400,12 @@ impl AsyncWrite for PinnedStream {
 
 pub type HttpClient = Client<PinnedConnector, Full<Bytes>>;
 
-/// The pooled client over the pinned connector.
+/// The pooled client over the pinned connector. The timer makes hyper close idle connections after
+/// the idle timeout on its own; without one it drops an expired connection only when its origin is
+/// next used, and a pool of one integration's certificate (`clients`) may not be used again for long.
 pub fn build(connector: PinnedConnector) -> HttpClient {
     Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
         .build(connector)

@@ -7,6 +7,7 @@
 //! for any one integration, so a callback that hangs until the timeout only ever occupies its own slots.
 
 pub mod client;
+pub mod clients;
 pub mod guard;
 pub mod policy;
 pub mod resolve;
@@ -15,7 +16,8 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,9 +27,9 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::WebhookConfig;
 use crate::model::{AttemptOutcome, DeliveryState, Timestamp};
-use crate::store::deliveries::{self, Attempt, Claimed, Gate, Next};
+use crate::store::deliveries::{Attempt, Busy, ClaimLimits, Claimed, Next};
 use crate::store::{Store, StoreError};
-use client::{ConnectError, HttpClient, PinnedConnector, RemoteAddr};
+use client::{CertificateAsked, ConnectError, PinnedConnector, RemoteAddr};
 use policy::{Policy, Refusal};
 
 /// Why the dispatcher or the URL guard cannot be built from `[webhooks]`.
@@ -131,23 +133,77 @@ impl Settings {
     }
 }
 
+/// Tells whoever waits on it when the dispatcher has nothing to do now: every attempt it started is
+/// stored, and a claim that began after they asked found nothing due. Tests wait on it where they
+/// would otherwise sleep and hope ("the held delivery was not sent"); the server never does.
+#[derive(Clone)]
+pub struct Quiet(Arc<QuietInner>);
+
+struct QuietInner {
+    /// How many waits have begun; each is answered by a quiet pass that began after it.
+    asked: AtomicU64,
+    /// The `asked` count seen at the start of the latest quiet pass.
+    reached: watch::Sender<u64>,
+    wake: OnceLock<Arc<Notify>>,
+}
+
+impl Default for Quiet {
+    fn default() -> Quiet {
+        Quiet(Arc::new(QuietInner {
+            asked: AtomicU64::new(0),
+            reached: watch::Sender::new(0),
+            wake: OnceLock::new(),
+        }))
+    }
+}
+
+impl Quiet {
+    /// Waits until the dispatcher has been quiet after this call began (it is woken to look).
+    pub async fn wait(&self) {
+        let asked = self.0.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(wake) = self.0.wake.get() {
+            wake.notify_one();
+        }
+        let mut reached = self.0.reached.subscribe();
+        let _ = reached.wait_for(|&r| r >= asked).await;
+    }
+
+    fn asked(&self) -> u64 {
+        self.0.asked.load(Ordering::SeqCst)
+    }
+
+    fn reached(&self, asked: u64) {
+        self.0.reached.send_if_modified(|r| {
+            let newer = asked > *r;
+            if newer {
+                *r = asked;
+            }
+            newer
+        });
+    }
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
-    client: HttpClient,
+    /// The pooled clients: one per client certificate, and the default one (see `clients`).
+    clients: Arc<clients::Clients>,
     policy: Arc<Policy>,
     settings: Settings,
     wake: Arc<Notify>,
     permits: Arc<Semaphore>,
-    per_integration: Arc<Mutex<HashMap<i64, usize>>>,
+    per_integration: Busy,
     metrics: Arc<crate::metrics::Metrics>,
+    quiet: Quiet,
 }
 
 impl Dispatcher {
+    /// `configured` holds the client certificates named in the config file, by integration row.
     pub fn new(
         store: Store,
         config: &WebhookConfig,
         guard: &guard::UrlGuard,
+        configured: HashMap<i64, Arc<crate::client_cert::ClientCertificate>>,
         wake: Arc<Notify>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Dispatcher, SetupError> {
@@ -160,18 +216,26 @@ impl Dispatcher {
             tls,
             dns_budget: guard.dns_budget,
             dials: Arc::default(),
+            identity: None,
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(Dispatcher {
             store,
-            client: client::build(connector),
+            clients: Arc::new(clients::Clients::new(connector, configured)),
             policy,
             settings,
             wake,
             permits,
             per_integration: Arc::new(Mutex::new(HashMap::new())),
             metrics,
+            quiet: Quiet::default(),
         })
+    }
+
+    /// Reports to `quiet` whenever the dispatcher has nothing to do (see [`Quiet`]).
+    pub fn report_quiet_to(&mut self, quiet: Quiet) {
+        let _ = quiet.0.wake.set(self.wake.clone());
+        self.quiet = quiet;
     }
 
     /// One pass: claims what is due within the concurrency limits and starts an attempt for each.
@@ -181,44 +245,14 @@ impl Dispatcher {
         if budget == 0 {
             return Ok(0);
         }
-        let per_limit = self.settings.max_in_flight_per_integration;
-        let counts = self.per_integration.clone();
-        let lease = self.settings.lease();
-        // The claim does not wait for its own batch's sync, only for the batches before it (so it never
-        // sees a delivery that is not yet on disk): a claim lost to a crash leaves the delivery due, so
-        // it is sent again (at least once), and waiting for its own sync doubled the time each slot
-        // spends per delivery (claim commit + attempt commit).
-        let claimed = self
+        let limits = ClaimLimits {
+            budget,
+            per_integration: self.settings.max_in_flight_per_integration,
+            lease: self.settings.lease(),
+        };
+        let claimed: Vec<Claimed> = self
             .store
-            .write_uncommitted(move |c| -> Result<Vec<Claimed>, StoreError> {
-                let now = Timestamp::now();
-                let lease_until = Timestamp(now.millis() + lease.as_millis() as i64);
-                let mut counts = counts.lock().expect("counts lock");
-                let mut claims = Claims {
-                    out: Vec::new(),
-                    budget,
-                    per_limit,
-                    now,
-                    lease_until,
-                };
-                // Expired leases are the oldest work; then each integration's queue, the one waiting
-                // longest first, as far as its free slots and the global budget allow.
-                for (row, integration) in deliveries::expired_leases(c, now, budget)? {
-                    claims.take(c, &mut counts, integration, &[row])?;
-                }
-                let mut queues = deliveries::pending_integrations(c)?;
-                queues.retain(|&(_, first)| first <= now);
-                queues.sort_by_key(|&(integration, first)| (first, integration));
-                for (integration, _) in queues {
-                    let room = claims.room(&counts, integration);
-                    if room == 0 {
-                        continue;
-                    }
-                    let rows = deliveries::due_of(c, integration, now, room)?;
-                    claims.take(c, &mut counts, integration, &rows)?;
-                }
-                Ok(claims.out)
-            })
+            .claim_due_deliveries(limits, self.per_integration.clone())
             .await?;
         let started = claimed.len();
         for claim in claimed {
@@ -266,7 +300,12 @@ impl Dispatcher {
         );
         while !*shutdown.borrow() {
             self.metrics.heartbeat();
+            let asked = self.quiet.asked();
             let started = match self.tick().await {
+                Ok(0) if self.permits.available_permits() == self.settings.max_in_flight => {
+                    self.quiet.reached(asked);
+                    0
+                }
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "dispatcher: claiming deliveries failed");
@@ -276,7 +315,7 @@ impl Dispatcher {
             let wait = if started > 0 && self.permits.available_permits() > 0 {
                 Duration::ZERO
             } else {
-                match self.store.read(deliveries::next_wake).await {
+                match self.store.next_delivery_wake().await {
                     Ok(Some(at)) => {
                         let ms = at.millis() - Timestamp::now().millis();
                         // Due now but nothing could start (limits): wait for an attempt to finish.
@@ -397,11 +436,7 @@ impl Dispatcher {
             outcome: observed.outcome,
             detail: observed.detail,
         };
-        let row = claim.row;
-        let stored = self
-            .store
-            .write(move |c| deliveries::record_attempt(c, row, &record, &next, Timestamp::now()))
-            .await;
+        let stored = self.store.record_attempt(claim.row, record, next).await;
         if let Err(e) = stored {
             // The lease runs out and the delivery is attempted again: at least once, never lost.
             tracing::error!(delivery = %claim.delivery_id, error = %e, "storing an attempt failed");
@@ -428,11 +463,22 @@ impl Dispatcher {
                 );
             }
         };
-        let response = match self.client.request(request).await {
+        let chosen = match self.clients.for_attempt(
+            claim.integration_id,
+            claim.client_cert.as_ref(),
+            Timestamp::now(),
+        ) {
+            Ok(chosen) => chosen,
+            Err(detail) => return Observed::failed(AttemptOutcome::TlsError, detail),
+        };
+        let response = match chosen.client.request(request).await {
             Ok(r) => r,
-            Err(e) => return Observed::from_client_error(&e, &claim.url),
+            Err(e) => {
+                return Observed::from_client_error(&e, &claim.url, chosen.certificate.as_deref());
+            }
         };
         let remote = response.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let asked = response.extensions().get::<CertificateAsked>().cloned();
         let status = response.status();
         let location = response
             .headers()
@@ -453,7 +499,12 @@ impl Dispatcher {
                 Some(Err(_)) | None => break,
             }
         }
-        let (outcome, detail) = if status == http::StatusCode::OK {
+        let page = asked.as_ref().and_then(|asked| {
+            certificate_page(status, &excerpt, asked, chosen.certificate.as_deref())
+        });
+        let (outcome, detail) = if let Some(detail) = page {
+            (AttemptOutcome::TlsError, Some(detail))
+        } else if status == http::StatusCode::OK {
             (AttemptOutcome::Ok, None)
         } else if status.is_redirection() {
             (
@@ -479,6 +530,33 @@ impl Dispatcher {
     }
 }
 
+/// A receiver that asked for a client certificate in the handshake and answered 400 with a page about
+/// it — as nginx does with `ssl_verify_client on` ("400 No required SSL certificate was sent", "400
+/// The SSL certificate error"), finishing the handshake either way — refused the connection's TLS
+/// identity, not the webhook: that is a `tls_error`, explained like a refusal in the handshake.
+fn certificate_page(
+    status: http::StatusCode,
+    body: &[u8],
+    asked: &CertificateAsked,
+    presented: Option<&crate::client_cert::ClientCertificate>,
+) -> Option<String> {
+    if status != http::StatusCode::BAD_REQUEST {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let said = [
+        "No required SSL certificate was sent",
+        "SSL certificate error",
+    ]
+    .into_iter()
+    .find(|phrase| text.contains(phrase))?;
+    let answered = format!("it answered 400 \"{said}\"");
+    Some(match presented {
+        None => format!("{} ({answered})", tls::certificate_missing(&asked.issuers)),
+        Some(presented) => tls::certificate_refused(presented, &answered, &asked.issuers),
+    })
+}
+
 /// Attempts deleted per write transaction when pruning, so pruning never holds the writer for long.
 pub const PRUNE_BATCH: u32 = 500;
 
@@ -494,9 +572,7 @@ pub async fn prune_attempts(store: &Store, retention_days: u32) -> Result<usize,
     let before = Timestamp(Timestamp::now().millis() - i64::from(retention_days) * 86_400_000);
     let mut total = 0;
     loop {
-        let n = store
-            .write(move |c| deliveries::prune_attempts(c, before, PRUNE_BATCH))
-            .await?;
+        let n = store.prune_attempts(before, PRUNE_BATCH).await?;
         total += n;
         if n < PRUNE_BATCH as usize {
             return Ok(total);
@@ -558,7 +634,12 @@ impl Observed {
         Observed::failed(outcome, format!("blocked: {r}"))
     }
 
-    fn from_client_error(e: &hyper_util::client::legacy::Error, url: &str) -> Observed {
+    /// `presented` is the client certificate the attempt's connections present, if any.
+    fn from_client_error(
+        e: &hyper_util::client::legacy::Error,
+        url: &str,
+        presented: Option<&crate::client_cert::ClientCertificate>,
+    ) -> Observed {
         // A refusal by TLS that arrives after the handshake (TLS 1.3: a demanded client certificate
         // is refused once the client has sent its Finished), on the connection's first request.
         let mut source = std::error::Error::source(e);
@@ -577,7 +658,14 @@ impl Observed {
                     AttemptOutcome::TlsError,
                     format!(
                         "TLS with {host} failed: {}",
-                        tls::explain_rustls(&host, tls)
+                        tls::explain_rustls(
+                            &host,
+                            tls,
+                            &tls::ClientAuthSeen {
+                                presented,
+                                ..Default::default()
+                            }
+                        )
                     ),
                 );
             }
@@ -636,71 +724,34 @@ pub async fn check_url(
         .await
 }
 
-/// One tick's claims, within the global budget and each integration's free slots.
-struct Claims {
-    out: Vec<Claimed>,
-    budget: usize,
-    per_limit: usize,
-    now: Timestamp,
-    lease_until: Timestamp,
-}
-
-impl Claims {
-    /// How many more of `integration`'s deliveries may start now.
-    fn room(&self, counts: &HashMap<i64, usize>, integration: i64) -> usize {
-        let busy = counts.get(&integration).copied().unwrap_or(0);
-        self.per_limit
-            .saturating_sub(busy)
-            .min(self.budget.saturating_sub(self.out.len()))
-    }
-
-    /// Claims `rows` of `integration` as far as there is room, after asking its settings: deliveries of
-    /// an integration that may not be sent to now are set aside instead (`held`, or `cancelled` when
-    /// it was deleted).
-    fn take(
-        &mut self,
-        c: &rusqlite::Connection,
-        counts: &mut HashMap<i64, usize>,
-        integration: i64,
-        rows: &[i64],
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() || self.room(counts, integration) == 0 {
-            return Ok(());
-        }
-        match deliveries::gate(c, integration)? {
-            Gate::Cancel => rows.iter().try_for_each(|&row| {
-                deliveries::set_aside(c, row, DeliveryState::Cancelled, self.now)
-            }),
-            Gate::Hold => rows
-                .iter()
-                .try_for_each(|&row| deliveries::set_aside(c, row, DeliveryState::Held, self.now)),
-            Gate::Send { url, secret } => {
-                for &row in rows {
-                    if self.room(counts, integration) == 0 {
-                        break;
-                    }
-                    let claim = deliveries::claim(
-                        c,
-                        row,
-                        self.now,
-                        self.lease_until,
-                        url.clone(),
-                        secret.clone(),
-                    )?;
-                    if let Some(claim) = claim {
-                        *counts.entry(integration).or_insert(0) += 1;
-                        self.out.push(claim);
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_page_after_asking_is_a_tls_failure() {
+        let asked = CertificateAsked {
+            issuers: vec!["CN=Company CA".into()],
+        };
+        let nginx = b"<html><head><title>400 No required SSL certificate was sent</title></head>";
+        let bad = http::StatusCode::BAD_REQUEST;
+        let missing = certificate_page(bad, nginx, &asked, None).unwrap();
+        assert!(
+            missing.contains("this integration has none")
+                && missing.contains("CN=Company CA")
+                && missing.contains("No required SSL certificate was sent"),
+            "{missing}"
+        );
+        // Any other 400, or a 200 that quotes the phrase, is the receiver's answer.
+        assert_eq!(
+            certificate_page(bad, b"{\"error\":\"bad\"}", &asked, None),
+            None
+        );
+        assert_eq!(
+            certificate_page(http::StatusCode::OK, nginx, &asked, None),
+            None
+        );
+    }
 
     #[test]
     fn the_retry_schedule_is_the_seeds() {

@@ -17,29 +17,23 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, watch};
 
-use crate::model::Timestamp;
 use crate::store::deliveries;
 use crate::store::{Store, StoreError};
 
 /// Settles every integration that needs it, one batch per write job, until each is in line or
-/// `shutdown` turns true. Returns how many deliveries changed state. Tests call this to drive
-/// settling step by step.
-pub async fn settle_pass(
+/// `shutdown` turns true. Returns how many deliveries changed state.
+async fn settle_pass(
     store: &Store,
     wake: &Notify,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, StoreError> {
     let mut total = 0;
-    for integration in store.read(deliveries::unsettled_candidates).await? {
+    for integration in store.unsettled_integrations().await? {
         loop {
             if *shutdown.borrow() {
                 return Ok(total);
             }
-            let n = store
-                .write_batch(move |c| {
-                    deliveries::settle_batch(c, integration, Timestamp::now(), deliveries::BATCH)
-                })
-                .await?;
+            let n = store.settle_deliveries(integration).await?;
             total += n;
             if n > 0 {
                 wake.notify_one();

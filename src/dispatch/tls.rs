@@ -23,9 +23,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::SetupError;
+use crate::client_cert::ClientCertificate;
 
-/// The setting named in messages.
+/// The settings named in messages.
 const EXTRA_CA: &str = "webhooks.extra_ca_file";
+const CLIENT_CERTS: &str = "webhooks.client_certificates";
 
 /// The callback TLS settings, kept in step with `webhooks.extra_ca_file`.
 pub struct CallbackTls {
@@ -70,13 +72,21 @@ impl CallbackTls {
         })
     }
 
-    /// A connector for one new connection, and the flag it raises if the receiver asks for a client
-    /// certificate (clicktermd has none to send).
-    pub fn dial(&self) -> (tokio_rustls::TlsConnector, Arc<ClientCertificateAsked>) {
-        let asked = Arc::new(ClientCertificateAsked::default());
+    /// A connector for one new connection, and what it learns of client authentication: whether
+    /// the receiver asks for a certificate, and which issuers it accepts. `presented` is the
+    /// integration's certificate (mutual TLS), sent when asked; without one none is sent.
+    pub fn dial(
+        &self,
+        presented: Option<Arc<ClientCertificate>>,
+    ) -> (tokio_rustls::TlsConnector, Arc<ClientAuth>) {
+        let auth = Arc::new(ClientAuth {
+            presented,
+            asked: Default::default(),
+            issuers: Default::default(),
+        });
         let mut config = (*self.connector().config().clone()).clone();
-        config.client_auth_cert_resolver = asked.clone();
-        (tokio_rustls::TlsConnector::from(Arc::new(config)), asked)
+        config.client_auth_cert_resolver = auth.clone();
+        (tokio_rustls::TlsConnector::from(Arc::new(config)), auth)
     }
 
     /// The connector for a new connection, after reading `extra_ca_file` again if it changed since.
@@ -104,31 +114,101 @@ impl CallbackTls {
     }
 }
 
-/// Raised when the receiver asks for a client certificate; none is sent. In TLS 1.3 a receiver that
-/// requires one says so only after the client finished the handshake, so the dialler looks for that
-/// refusal when this is raised.
-#[derive(Debug, Default)]
-pub struct ClientCertificateAsked(std::sync::atomic::AtomicBool);
+/// Client authentication on one connection: the certificate sent when the receiver asks for one (the
+/// integration's, or none), and what the receiver's request said. In TLS 1.3 a receiver refuses a
+/// missing or unacceptable certificate only after the client finished the handshake, so the dialler
+/// looks for that refusal when the receiver asked.
+#[derive(Debug)]
+pub struct ClientAuth {
+    presented: Option<Arc<ClientCertificate>>,
+    asked: std::sync::atomic::AtomicBool,
+    /// The issuers the receiver said it accepts, as names (it may list none).
+    issuers: Mutex<Vec<String>>,
+}
 
-impl ClientCertificateAsked {
+impl ClientAuth {
     pub fn asked(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What a refusal is explained with.
+    pub fn seen(&self) -> ClientAuthSeen<'_> {
+        ClientAuthSeen {
+            presented: self.presented.as_deref(),
+            asked: self.asked(),
+            issuers: self.issuers.lock().expect("issuers lock").clone(),
+        }
     }
 }
 
-impl rustls::client::ResolvesClientCert for ClientCertificateAsked {
+impl rustls::client::ResolvesClientCert for ClientAuth {
     fn resolve(
         &self,
-        _acceptable_issuers: &[&[u8]],
+        acceptable_issuers: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-        None
+        self.asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        *self.issuers.lock().expect("issuers lock") = acceptable_issuers
+            .iter()
+            .take(8)
+            .filter_map(|dn| distinguished_name(dn))
+            .collect();
+        self.presented.as_ref().map(|c| c.certified_key())
     }
 
     fn has_certs(&self) -> bool {
-        false
+        self.presented.is_some()
     }
+}
+
+/// A DER `Name` (as a CertificateRequest lists acceptable issuers) as `CN=…, O=…`.
+fn distinguished_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, name) = x509_parser::x509::X509Name::from_der(der).ok()?;
+    Some(name.to_string())
+}
+
+/// What a dial knew of client authentication when its TLS failed: the certificate it presented, and
+/// the issuers the receiver accepts.
+#[derive(Default)]
+pub struct ClientAuthSeen<'a> {
+    pub presented: Option<&'a ClientCertificate>,
+    /// The receiver asked for a client certificate (unknown after the handshake: false).
+    pub asked: bool,
+    pub issuers: Vec<String>,
+}
+
+/// ` (it accepts client certificates issued by …)`, or nothing when the receiver named no issuer.
+fn accepted_issuers(issuers: &[String]) -> String {
+    if issuers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (it accepts client certificates issued by {})",
+            issuers.join("; ")
+        )
+    }
+}
+
+/// A receiver requires a client certificate and the integration has none: what to do.
+pub fn certificate_missing(issuers: &[String]) -> String {
+    format!(
+        "the receiver requires a client certificate (mutual TLS){} and this integration has \
+         none: give it one (the dashboard's integration page, PUT \
+         /api/v1/integrations/{{appId}}/client-certificate, or {CLIENT_CERTS}), or turn \
+         client-certificate authentication off for this endpoint",
+        accepted_issuers(issuers)
+    )
+}
+
+/// A receiver refused the integration's certificate (`why`: what it said).
+pub fn certificate_refused(presented: &ClientCertificate, why: &str, issuers: &[String]) -> String {
+    format!(
+        "the receiver refused this integration's client certificate {}: {why}{}; give the \
+         integration a certificate from a CA the receiver trusts",
+        presented.summary.describe(),
+        accepted_issuers(issuers)
+    )
 }
 
 /// The certificates of a PEM file, or why it cannot be used.
@@ -256,7 +336,7 @@ fn is_webpki(e: &rustls::Error, which: &webpki::Error) -> bool {
 
 /// A failed TLS handshake with `host` as a sentence a person can act on: what was wrong, and what to
 /// change. `error` is what tokio-rustls returned.
-pub fn explain(host: &str, error: &std::io::Error) -> String {
+pub fn explain(host: &str, error: &std::io::Error, auth: &ClientAuthSeen<'_>) -> String {
     let Some(tls) = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -269,12 +349,12 @@ pub fn explain(host: &str, error: &std::io::Error) -> String {
             _ => format!("the TLS handshake failed: {error}"),
         };
     };
-    explain_rustls(host, tls)
+    explain_rustls(host, tls, auth)
 }
 
 /// [`explain`] for a rustls error met after the handshake (a TLS 1.3 server refuses the client's
 /// certificate only once the client has finished its part).
-pub fn explain_rustls(host: &str, e: &rustls::Error) -> String {
+pub fn explain_rustls(host: &str, e: &rustls::Error, auth: &ClientAuthSeen<'_>) -> String {
     use rustls::Error as E;
     let trust = format!(
         "put the receiver's certificate, or the CA that issued it, in PEM in {EXTRA_CA} \
@@ -349,23 +429,53 @@ pub fn explain_rustls(host: &str, e: &rustls::Error) -> String {
                 }
             }
         },
-        E::AlertReceived(alert) => match alert {
-            AlertDescription::CertificateRequired => {
-                "the receiver asks for a client certificate (mutual TLS), which clicktermd does \
-                 not send: turn client-certificate authentication off for this endpoint"
-                    .to_string()
+        E::AlertReceived(alert) => match (alert, auth.presented) {
+            (AlertDescription::CertificateRequired, None)
+            | (AlertDescription::HandshakeFailure, None)
+                if alert == &AlertDescription::CertificateRequired || auth.asked =>
+            {
+                certificate_missing(&auth.issuers)
             }
-            AlertDescription::HandshakeFailure | AlertDescription::ProtocolVersion => {
+            (AlertDescription::CertificateRequired, Some(presented)) => format!(
+                "the receiver asked for a client certificate but could not take this \
+                 integration's {}: its key suits none of the signature schemes the receiver \
+                 accepts",
+                presented.summary.describe()
+            ),
+            (
+                AlertDescription::UnknownCA
+                | AlertDescription::BadCertificate
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::CertificateExpired
+                | AlertDescription::CertificateRevoked
+                | AlertDescription::AccessDenied
+                | AlertDescription::DecryptError
+                | AlertDescription::HandshakeFailure,
+                Some(presented),
+            ) => {
+                let why = match alert {
+                    AlertDescription::UnknownCA => "it does not trust its issuer (unknown_ca)",
+                    AlertDescription::CertificateExpired => "it finds it expired",
+                    AlertDescription::CertificateRevoked => "it was revoked",
+                    AlertDescription::AccessDenied => {
+                        "the certificate is valid but not allowed on this endpoint (access_denied)"
+                    }
+                    _ => "it refused it",
+                };
+                certificate_refused(presented, why, &auth.issuers)
+            }
+            (AlertDescription::HandshakeFailure | AlertDescription::ProtocolVersion, _) => {
                 "the receiver refused the handshake: it offers no TLS version or cipher suite in \
                  common with clicktermd (TLS 1.2 or 1.3 with modern suites), or it requires a \
                  client certificate"
                     .to_string()
             }
-            AlertDescription::UnrecognisedName => format!(
+            (AlertDescription::UnrecognisedName, _) => format!(
                 "the receiver has no certificate for the name {host} (it answered \
                  unrecognised_name): configure it for {host} or use the name it serves"
             ),
-            other => format!("the receiver ended the handshake with the TLS alert {other:?}"),
+            (other, _) => format!("the receiver ended the handshake with the TLS alert {other:?}"),
         },
         E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
             "the receiver did not answer in TLS: is this port serving plain HTTP? Serve HTTPS \
@@ -428,7 +538,7 @@ mod tests {
         let name = ServerName::try_from(host.to_string()).unwrap();
         v.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
             .map(|_| ())
-            .map_err(|e| explain_rustls(host, &e))
+            .map_err(|e| explain_rustls(host, &e, &ClientAuthSeen::default()))
     }
 
     const DAY: i64 = 86_400;
@@ -486,15 +596,76 @@ mod tests {
 
     #[test]
     fn alerts_and_plain_http_read_as_sentences() {
+        let none = ClientAuthSeen::default();
         let mtls = explain_rustls(
             "h.test",
             &rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+            &none,
         );
-        assert!(mtls.contains("client certificate"), "{mtls}");
+        assert!(
+            mtls.contains("requires a client certificate")
+                && mtls.contains("has none")
+                && mtls.contains(CLIENT_CERTS),
+            "{mtls}"
+        );
+        // TLS 1.2: a receiver that asked and got none answers handshake_failure.
+        let asked = ClientAuthSeen {
+            asked: true,
+            issuers: vec!["CN=Company CA".into()],
+            ..ClientAuthSeen::default()
+        };
+        let tls12 = explain_rustls(
+            "h.test",
+            &rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+            &asked,
+        );
+        assert!(
+            tls12.contains("requires a client certificate") && tls12.contains("CN=Company CA"),
+            "{tls12}"
+        );
+        let ciphers = explain_rustls(
+            "h.test",
+            &rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+            &none,
+        );
+        assert!(ciphers.contains("cipher suite"), "{ciphers}");
         let plain = explain_rustls(
             "h.test",
             &rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            &none,
         );
         assert!(plain.contains("plain HTTP"), "{plain}");
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_named() {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Other CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "shop client");
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        let presented = ClientCertificate::load(&cert.pem(), &key.serialize_pem()).unwrap();
+        let seen = ClientAuthSeen {
+            presented: Some(&presented),
+            asked: true,
+            issuers: vec!["CN=Company CA".into()],
+        };
+        let refused = explain_rustls(
+            "h.test",
+            &rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+            &seen,
+        );
+        assert!(
+            refused.contains("refused this integration's client certificate CN=shop client")
+                && refused.contains("issued by CN=Other CA")
+                && refused.contains("unknown_ca")
+                && refused.contains("it accepts client certificates issued by CN=Company CA"),
+            "{refused}"
+        );
     }
 }

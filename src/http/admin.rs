@@ -1,5 +1,6 @@
-//! The admin API under `/api/v1`: login and logout, integrations, the audit log. Handlers parse the wire
-//! type into domain types, call the service, and map the result back.
+//! The admin API under `/api/v1`: login and logout, integrations (their client certificates too),
+//! the audit log. Handlers parse the wire type into domain types, call the service, and map the
+//! result back.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,11 +12,12 @@ use super::AppState;
 use super::client::Client;
 use super::error::ApiError;
 use super::extract::{
-    Actor, ApiJson, ApiPath, ApiQuery, SESSION_COOKIE, same_origin, session_cookie,
+    Actor, ApiJson, ApiPath, ApiQuery, Caller, SESSION_COOKIE, same_origin, session_cookie,
 };
 use super::ratelimit::Locked;
 use crate::dispatch::guard::UrlRefused;
-use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name};
+use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name, Role};
+use crate::store::admin::SessionStart;
 use crate::store::integrations::Changes;
 use crate::{admins, integrations};
 
@@ -53,7 +55,17 @@ pub async fn login(
         ));
     };
     let ttl = state.config.auth.session_ttl_secs;
-    let login = admins::login(&state.store, &body.username, &body.password, ttl, slot);
+    let start = SessionStart {
+        from: Some(ip.to_string()),
+        user_agent: user_agent(&headers),
+    };
+    let login = admins::login(
+        &state.store,
+        (&body.username, &body.password),
+        ttl,
+        slot,
+        start,
+    );
     let Some(session) = login.await? else {
         attempt.failed();
         tracing::info!(client = %ip, "failed admin login");
@@ -65,8 +77,13 @@ pub async fn login(
     let cookie = format!(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}"
     );
+    let caller = admins::session_caller(&state.store, &session)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the session ended at once"))?;
     let mut res = Json(SessionJson {
-        username: body.username,
+        username: caller.name,
+        role: caller.role.as_str(),
+        must_change_password: caller.must_change_password,
     })
     .into_response();
     res.headers_mut().insert(
@@ -94,17 +111,93 @@ pub async fn logout(
     Ok(res)
 }
 
-/// Who is logged in.
-#[derive(Serialize)]
-pub struct SessionJson {
-    username: String,
+/// The browser a session was started from, as it says (cut to 200 characters), to tell sessions
+/// apart in the list.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let ua = headers.get(header::USER_AGENT)?.to_str().ok()?;
+    Some(ua.chars().take(200).collect())
 }
 
-/// Who am I: lets the dashboard find out whether its session is still alive.
-pub async fn session(Actor(actor): Actor) -> Json<SessionJson> {
-    Json(SessionJson {
+/// Who is logged in, and what they may do.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionJson {
+    username: String,
+    role: &'static str,
+    must_change_password: bool,
+}
+
+/// Who am I: lets the dashboard find out whether its session is still alive, and what to offer.
+pub async fn session(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Json<SessionJson>, ApiError> {
+    // A bearer token has no password to change; a session's flag is read again.
+    let must_change_password = match (caller.by_session, session_cookie(&headers)) {
+        (true, Some(session)) => admins::session_caller(&state.store, session)
+            .await?
+            .is_some_and(|c| c.must_change_password),
+        _ => false,
+    };
+    Ok(Json(SessionJson {
         username: actor.name,
-    })
+        role: caller.role.as_str(),
+        must_change_password,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnPasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/v1/session/password` `{"currentPassword", "newPassword"}`: a user changes their own
+/// password (the way out of a one-time one). Every session of theirs ends, this one included: log in
+/// again. Limited like a login, since it checks a password.
+pub async fn change_own_password(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    caller: Caller,
+    client: Client,
+    ApiJson(body): ApiJson<OwnPasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    if !caller.by_session {
+        return Err(ApiError::invalid(
+            "session",
+            "a bearer token has no password; log in as the user to change theirs",
+        ));
+    }
+    let attempt = match state.login_limiter.begin(client.ip, &actor.name) {
+        Ok(attempt) => attempt,
+        Err(Locked { retry_after }) => return Err(ApiError::too_many(retry_after)),
+    };
+    let Some(slot) = state.password_checker.try_slot() else {
+        attempt.not_checked();
+        return Err(ApiError::busy(
+            "every password check is in use; try again in a second",
+        ));
+    };
+    let changed = admins::change_own_password(
+        &state.store,
+        &state.config.storage.data_dir,
+        &actor,
+        (body.current_password, body.new_password),
+        slot,
+    )
+    .await?;
+    if !changed {
+        attempt.failed();
+        return Err(ApiError::invalid(
+            "currentPassword",
+            "is not this user's password",
+        ));
+    }
+    attempt.succeeded();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A new App Key, shown this once.
@@ -295,6 +388,120 @@ pub async fn rotate_signing_secret(
     Ok(Json(SigningSecretJson { signing_secret }))
 }
 
+/// `PUT …/client-certificate`: the PEM texts (the dashboard reads them from two files).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientCertificateBody {
+    /// The client certificate, then any intermediates.
+    certificate: String,
+    /// Its private key, unencrypted.
+    private_key: String,
+}
+
+/// What is shown of an integration's client certificate: never its key.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateJson {
+    subject: String,
+    issuer: String,
+    not_before: String,
+    not_after: String,
+    /// SHA-256 of the certificate, as `openssl x509 -noout -fingerprint -sha256` prints it.
+    fingerprint_sha256: String,
+    /// Certificates sent: the client's and its intermediates.
+    chain_length: usize,
+    /// `upload` (admin API or dashboard) or `config` (`webhooks.client_certificates`).
+    source: &'static str,
+    /// When it was uploaded.
+    set_at: Option<String>,
+    /// The file it was read from at start.
+    cert_file: Option<String>,
+}
+
+impl From<integrations::CertificateView> for ClientCertificateJson {
+    fn from(v: integrations::CertificateView) -> Self {
+        let s = v.summary;
+        let (source, set_at, cert_file) = match v.source {
+            integrations::CertificateSource::Upload { set_at } => {
+                ("upload", Some(set_at.to_rfc3339()), None)
+            }
+            integrations::CertificateSource::Config { cert_file } => {
+                ("config", None, Some(cert_file.display().to_string()))
+            }
+        };
+        ClientCertificateJson {
+            subject: s.subject,
+            issuer: s.issuer,
+            not_before: s.not_before.to_rfc3339(),
+            not_after: s.not_after.to_rfc3339(),
+            fingerprint_sha256: s.fingerprint.to_string(),
+            chain_length: s.chain,
+            source,
+            set_at,
+            cert_file,
+        }
+    }
+}
+
+pub async fn get_client_certificate(
+    State(state): State<AppState>,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<ClientCertificateJson>, ApiError> {
+    let view =
+        integrations::client_certificate(&state.store, &state.client_certificates, &app_id).await?;
+    Ok(Json(view.into()))
+}
+
+/// Sets or replaces the certificate, checked first: the PEM parses, the key is the certificate's,
+/// it is meant for TLS clients and valid now; a refusal names the field and the problem.
+pub async fn put_client_certificate(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(body): ApiJson<ClientCertificateBody>,
+) -> Result<Json<ClientCertificateJson>, ApiError> {
+    use crate::client_cert::{ClientCertificate, Part};
+    // Parsing a key is a few milliseconds of CPU (RSA's checks): off the async workers.
+    let checked = tokio::task::spawn_blocking(move || {
+        let c = ClientCertificate::load(&body.certificate, &body.private_key)?;
+        c.check_valid_at(crate::model::Timestamp::now())?;
+        Ok(c)
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
+    let certificate = checked.map_err(|e: crate::client_cert::Refused| {
+        let field = match e.part {
+            Part::Certificate => "certificate",
+            Part::Key => "privateKey",
+        };
+        ApiError::invalid(field, e.reason)
+    })?;
+    let view = integrations::set_client_certificate(
+        &state.store,
+        &state.client_certificates,
+        &actor,
+        &app_id,
+        certificate,
+    )
+    .await?;
+    Ok(Json(view.into()))
+}
+
+pub async fn delete_client_certificate(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    integrations::remove_client_certificate(
+        &state.store,
+        &state.client_certificates,
+        &actor,
+        &app_id,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn parse_domains(raw: &[String]) -> Result<Vec<Domain>, ApiError> {
     if raw.len() > 100 {
         return Err(ApiError::invalid("domains", "at most 100 entries"));
@@ -337,10 +544,7 @@ pub async fn audit_log(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
-    let entries = state
-        .store
-        .read(move |c| crate::store::audit::list(c, limit, q.before))
-        .await?;
+    let entries = state.store.audit_log(limit, q.before).await?;
     let next_before = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
@@ -385,6 +589,7 @@ pub struct AuditPage {
 pub struct TokenJson {
     id: i64,
     name: String,
+    role: &'static str,
     created_at: String,
 }
 
@@ -402,6 +607,7 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokensJso
             .map(|t| TokenJson {
                 id: t.id,
                 name: t.name,
+                role: t.role.as_str(),
                 created_at: t.created_at.to_rfc3339(),
             })
             .collect(),
@@ -412,6 +618,8 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokensJso
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     name: String,
+    /// `admin` when not given; at most the creator's own.
+    role: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -419,13 +627,18 @@ pub struct CreatedTokenJson {
     token: String,
 }
 
-/// `POST /api/v1/tokens` `{"name"}` → `{"token"}`, shown once.
+/// `POST /api/v1/tokens` `{"name", "role"?}` → `{"token"}`, shown once.
 pub async fn create_token(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    caller: Caller,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<(StatusCode, Json<CreatedTokenJson>), ApiError> {
-    let token = admins::create_token(&state.store, &actor, &body.name).await?;
+    let role = match body.role.as_deref() {
+        None => Role::Admin,
+        Some(text) => parse_role(text)?,
+    };
+    let token = admins::create_token(&state.store, &actor, caller.role, &body.name, role).await?;
     Ok((StatusCode::CREATED, Json(CreatedTokenJson { token })))
 }
 
@@ -437,4 +650,10 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     admins::revoke_token(&state.store, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A role as the API spells it; anything else is 400 naming the field.
+pub fn parse_role(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text)
+        .ok_or_else(|| ApiError::invalid("role", format!("must be one of {}", Role::spellings())))
 }

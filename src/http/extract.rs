@@ -14,6 +14,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::admins;
 use crate::integrations::{self, Denied};
+use crate::model::Role;
 
 /// A JSON body; a wrong content type is 415, a body over the limit 413, malformed JSON 400 naming the
 /// problem (line, column, field), a body that has not arrived in full within
@@ -89,6 +90,104 @@ impl FromRequestParts<AppState> for AppCaller {
 #[derive(Clone)]
 pub struct Actor(pub crate::model::Actor);
 
+/// What the admin behind a request may do, and whether it is a user's session. Put in the request by
+/// [`require_admin`].
+#[derive(Clone, Copy)]
+pub struct Caller {
+    pub role: Role,
+    pub by_session: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .copied()
+            .ok_or_else(|| ApiError::unauthorized("login required"))
+    }
+}
+
+/// The least role each admin route needs, by method and route: the one table the server decides by
+/// (the dashboard only leaves out what a role would be refused). Reading needs `viewer`, except
+/// reading a secret; every change needs `admin`, except what any user does to their own session;
+/// managing users needs `owner`. A route missing here needs `owner`, and a test walks the whole table
+/// through the server with every role.
+#[rustfmt::skip]
+pub const ROUTE_ROLES: &[(&str, &str, Role)] = &[
+    ("GET", "/api/v1/session", Role::Viewer),
+    ("POST", "/api/v1/logout", Role::Viewer),
+    ("POST", "/api/v1/session/password", Role::Viewer),
+    ("GET", "/api/v1/integrations", Role::Viewer),
+    ("POST", "/api/v1/integrations", Role::Admin),
+    ("GET", "/api/v1/integrations/{app_id}", Role::Viewer),
+    ("PATCH", "/api/v1/integrations/{app_id}", Role::Admin),
+    ("DELETE", "/api/v1/integrations/{app_id}", Role::Admin),
+    ("POST", "/api/v1/integrations/{app_id}/app-key", Role::Admin),
+    // Reading the signing secret is a secret leaving the server: an admin's, and audited.
+    ("GET", "/api/v1/integrations/{app_id}/signing-secret", Role::Admin),
+    ("POST", "/api/v1/integrations/{app_id}/signing-secret", Role::Admin),
+    // The certificate's subject, issuer, expiry and fingerprint (never its key).
+    ("GET", "/api/v1/integrations/{app_id}/client-certificate", Role::Viewer),
+    ("PUT", "/api/v1/integrations/{app_id}/client-certificate", Role::Admin),
+    ("DELETE", "/api/v1/integrations/{app_id}/client-certificate", Role::Admin),
+    ("GET", "/api/v1/audit", Role::Viewer),
+    ("GET", "/api/v1/tokens", Role::Admin),
+    ("POST", "/api/v1/tokens", Role::Admin),
+    ("DELETE", "/api/v1/tokens/{id}", Role::Admin),
+    ("GET", "/api/v1/templates", Role::Viewer),
+    ("POST", "/api/v1/templates", Role::Admin),
+    ("GET", "/api/v1/templates/{id}", Role::Viewer),
+    ("PATCH", "/api/v1/templates/{id}", Role::Admin),
+    ("POST", "/api/v1/templates/{id}/versions", Role::Admin),
+    // A preview renders a draft and records nothing.
+    ("POST", "/api/v1/templates/{id}/preview", Role::Viewer),
+    ("GET", "/api/v1/events", Role::Viewer),
+    ("GET", "/api/v1/events/{id}", Role::Viewer),
+    // The proof of consent: what the event's record holds (no secret), read and exported.
+    ("GET", "/api/v1/events/export", Role::Viewer),
+    ("GET", "/api/v1/events/{id}/evidence", Role::Viewer),
+    ("GET", "/api/v1/events/{id}/certificate.pdf", Role::Viewer),
+    ("GET", "/api/v1/ledger/head", Role::Viewer),
+    ("GET", "/api/v1/integrations/{app_id}/delivery-counts", Role::Viewer),
+    ("GET", "/api/v1/integrations/{app_id}/deliveries", Role::Viewer),
+    ("POST", "/api/v1/integrations/{app_id}/test-webhook", Role::Admin),
+    ("POST", "/api/v1/integrations/{app_id}/redeliver", Role::Admin),
+    ("GET", "/api/v1/stats/overview", Role::Viewer),
+    ("GET", "/api/v1/stats/attempts", Role::Viewer),
+    ("GET", "/api/v1/stats/events", Role::Viewer),
+    ("GET", "/api/v1/deliveries/{id}", Role::Viewer),
+    ("POST", "/api/v1/deliveries/{id}/redeliver", Role::Admin),
+    ("GET", "/api/v1/users", Role::Owner),
+    ("POST", "/api/v1/users", Role::Owner),
+    ("PATCH", "/api/v1/users/{username}", Role::Owner),
+    ("DELETE", "/api/v1/users/{username}", Role::Owner),
+    ("POST", "/api/v1/users/{username}/password", Role::Owner),
+    ("GET", "/api/v1/users/{username}/sessions", Role::Owner),
+    ("DELETE", "/api/v1/users/{username}/sessions", Role::Owner),
+    ("DELETE", "/api/v1/users/{username}/sessions/{id}", Role::Owner),
+];
+
+/// The least role `method` on the route `path` (as routed, with its `{parameters}`) needs.
+pub fn role_needed(method: &axum::http::Method, path: &str) -> Role {
+    ROUTE_ROLES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == path)
+        .map_or(Role::Owner, |(_, _, role)| *role)
+}
+
+/// What a session opened with a one-time password may do until it is changed.
+fn allowed_before_password_change(method: &axum::http::Method, path: &str) -> bool {
+    matches!(
+        (method.as_str(), path),
+        ("GET", "/api/v1/session")
+            | ("POST", "/api/v1/logout")
+            | ("POST", "/api/v1/session/password")
+    )
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
@@ -112,18 +211,51 @@ pub async fn require_admin(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let (actor, by_cookie) = match admin_actor(&state, req.headers()).await {
+    let caller = match admin_caller(&state, req.headers()).await {
         Ok(Some(found)) => found,
         Ok(None) => return ApiError::unauthorized("login required").into_response(),
         Err(e) => return e.into_response(),
     };
-    if by_cookie
+    if caller.by_session
         && !req.method().is_safe()
         && let Err(e) = same_origin(req.headers())
     {
         tracing::info!(method = %req.method(), path = %req.uri().path(), "refused a cross-origin admin change");
         return e.into_response();
     }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let needed = role_needed(req.method(), &route);
+    if !caller.role.allows(needed) {
+        tracing::info!(admin = %caller.name, role = %caller.role, method = %req.method(), %route, "refused: role");
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "role_forbidden",
+            format!(
+                "{} {route} needs the {needed} role; {} has the {} role",
+                req.method(),
+                caller.name,
+                caller.role
+            ),
+        )
+        .into_response();
+    }
+    if caller.must_change_password && !allowed_before_password_change(req.method(), &route) {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "password_change_required",
+            "this account has a one-time password: change it (POST /api/v1/session/password) first",
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(Caller {
+        role: caller.role,
+        by_session: caller.by_session,
+    });
+    let actor = caller.name;
     let from = req
         .extensions()
         .get::<super::client::Client>()
@@ -133,23 +265,19 @@ pub async fn require_admin(
     next.run(req).await
 }
 
-/// The admin, and whether they were recognised by the session cookie (not a bearer token).
-async fn admin_actor(
+/// The admin behind a bearer token or the session cookie.
+async fn admin_caller(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<(String, bool)>, ApiError> {
+) -> Result<Option<admins::Caller>, ApiError> {
     if let Some(auth) = header_str(headers, header::AUTHORIZATION.as_str()) {
         let Some(token) = auth.strip_prefix("Bearer ") else {
             return Ok(None);
         };
-        let actor = admins::token_actor(&state.store, token.trim()).await?;
-        return Ok(actor.map(|a| (a, false)));
+        return Ok(admins::token_caller(&state.store, token.trim()).await?);
     }
     match session_cookie(headers) {
-        Some(session) => {
-            let actor = admins::session_actor(&state.store, session).await?;
-            Ok(actor.map(|a| (a, true)))
-        }
+        Some(session) => Ok(admins::session_caller(&state.store, session).await?),
         None => Ok(None),
     }
 }

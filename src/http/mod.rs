@@ -7,7 +7,7 @@ mod assets;
 mod client;
 mod deliveries;
 pub mod error;
-mod extract;
+pub mod extract;
 mod head;
 mod ledger;
 mod limits;
@@ -18,6 +18,7 @@ mod sdk;
 mod serve;
 mod stats;
 mod templates;
+mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::config::Config;
 use crate::dispatch::guard::UrlGuard;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request rate limits per integration and per client address.
     pub limits: Arc<limits::RequestLimits>,
+    /// The client certificates named in the config file (shown, not changed, by the admin API).
+    pub client_certificates: Arc<crate::client_cert::ConfiguredCertificates>,
 }
 
 /// The signals handlers send to the background tasks after committing a change.
@@ -88,6 +91,7 @@ impl AppState {
         guard: Arc<UrlGuard>,
         signals: Signals,
         metrics: Arc<crate::metrics::Metrics>,
+        client_certificates: Arc<crate::client_cert::ConfiguredCertificates>,
     ) -> AppState {
         let limiter = LoginLimiter::new(
             config.auth.login_max_failures,
@@ -110,6 +114,7 @@ impl AppState {
             wake: signals.wake,
             settle: signals.settle,
             metrics,
+            client_certificates,
         }))
     }
 }
@@ -119,6 +124,24 @@ pub fn router(state: AppState) -> Router {
     let admin_routes = Router::new()
         .route("/api/v1/logout", post(admin::logout))
         .route("/api/v1/session", get(admin::session))
+        .route("/api/v1/session/password", post(admin::change_own_password))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            patch(users::patch).delete(users::delete),
+        )
+        .route(
+            "/api/v1/users/{username}/password",
+            post(users::reset_password),
+        )
+        .route(
+            "/api/v1/users/{username}/sessions",
+            get(users::sessions).delete(users::end_sessions),
+        )
+        .route(
+            "/api/v1/users/{username}/sessions/{id}",
+            delete(users::end_session),
+        )
         .route(
             "/api/v1/integrations",
             get(admin::list_integrations).post(admin::create_integration),
@@ -136,6 +159,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/integrations/{app_id}/signing-secret",
             get(admin::reveal_signing_secret).post(admin::rotate_signing_secret),
+        )
+        .route(
+            "/api/v1/integrations/{app_id}/client-certificate",
+            get(admin::get_client_certificate)
+                .put(admin::put_client_certificate)
+                .delete(admin::delete_client_certificate),
         )
         .route("/api/v1/audit", get(admin::audit_log))
         .route(

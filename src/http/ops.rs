@@ -50,10 +50,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthJ
 /// `GET /metrics`: Prometheus (OpenMetrics) text; the queue figures are read from the database now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let now = Timestamp::now();
-    let queue = state
-        .store
-        .read(move |c| crate::store::deliveries::queue_stats(c, now))
-        .await;
+    let queue = state.store.queue_stats(now).await;
     let read = match queue {
         Ok(queue) => state.store.ledger_head().await.map(|head| (queue, head)),
         Err(e) => Err(e),

@@ -277,11 +277,7 @@ pub async fn preflight(
             Ok(app) => app.domains,
             Err(e) => return fail(None, e),
         },
-        None => match state
-            .store
-            .read(crate::store::integrations::all_enabled_domains)
-            .await
-        {
+        None => match state.store.all_enabled_domains().await {
             Ok(d) => d,
             Err(e) => return fail(None, e),
         },

@@ -2,8 +2,60 @@
 
 use rusqlite::{Connection, params};
 
-use super::Result;
+use super::{Result, Store};
 use crate::model::{Actor, Timestamp};
+
+/// An audit entry a store operation writes in the transaction of the change it describes, when the
+/// change happened. The service says who and what; an operation that finds its target itself (a
+/// token revoked by id is logged by name) fills it in.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub actor: Actor,
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl Audit {
+    pub fn new(actor: &Actor, action: &'static str) -> Audit {
+        Audit {
+            actor: actor.clone(),
+            action,
+            target: None,
+            detail: None,
+        }
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> Audit {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Audit {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Writes the entry if the change it describes happened (`done`); returns `done`.
+    pub(super) fn write_if(&self, conn: &Connection, done: bool, at: Timestamp) -> Result<bool> {
+        if done {
+            self.write(conn, at)?;
+        }
+        Ok(done)
+    }
+
+    /// Writes the entry; returns its id.
+    pub(super) fn write(&self, conn: &Connection, at: Timestamp) -> Result<i64> {
+        record(
+            conn,
+            at,
+            &self.actor,
+            self.action,
+            self.target.as_deref(),
+            self.detail.as_deref(),
+        )
+    }
+}
 
 pub struct Entry {
     pub id: i64,
@@ -17,7 +69,7 @@ pub struct Entry {
 }
 
 /// Writes an entry; returns its id.
-pub fn record(
+pub(super) fn record(
     conn: &Connection,
     at: Timestamp,
     actor: &Actor,
@@ -42,7 +94,7 @@ pub fn record(
 
 /// Completes the detail of an entry written when a change done in batches began (bulk redelivery),
 /// in the transaction of its last batch.
-pub fn set_detail(conn: &Connection, id: i64, detail: &str) -> Result<()> {
+pub(super) fn set_detail(conn: &Connection, id: i64, detail: &str) -> Result<()> {
     conn.prepare_cached("UPDATE audit_log SET detail = ?2 WHERE id = ?1")?
         .execute(params![id, detail])?;
     Ok(())
@@ -52,7 +104,7 @@ pub(super) const LIST: &str = "SELECT id, at, actor, action, target, detail, cli
      WHERE id < ?1 ORDER BY id DESC LIMIT ?2";
 
 /// Newest first; `before` is the id of the last entry of the previous page.
-pub fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
+fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
     let mut stmt = conn.prepare_cached(LIST)?;
     let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
         Ok(Entry {
@@ -66,4 +118,11 @@ pub fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<En
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+impl Store {
+    /// The audit log newest first; `before` is the id of the last entry of the previous page.
+    pub async fn audit_log(&self, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
+        self.read(move |c| list(c, limit, before)).await
+    }
 }

@@ -3,7 +3,13 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::audit::{self, Audit};
+use super::client_certs::StoredClientCert;
+use super::{Result, Store, integrations};
 use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp, Trigger};
 
 /// A new delivery id: a UUID, version 7 (time-ordered, 74 random bits), so the unique index on
@@ -25,7 +31,7 @@ pub struct NewDelivery<'a> {
     pub at: Timestamp,
 }
 
-pub fn insert(conn: &Connection, d: &NewDelivery<'_>) -> Result<i64> {
+pub(super) fn insert(conn: &Connection, d: &NewDelivery<'_>) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO deliveries (delivery_id, integration_id, event_id, is_test, event_type, payload, state, \
          next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
@@ -60,11 +66,17 @@ pub struct Claimed {
     pub is_test: bool,
     pub url: String,
     pub secret: String,
+    /// The client certificate its connection presents (mutual TLS), if the integration has one.
+    pub client_cert: Option<Arc<StoredClientCert>>,
 }
 
 /// In-flight deliveries whose lease ran out at `now` (their attempt outlived any timeout: the process
 /// that claimed them is gone), oldest lease first, with their integration.
-pub fn expired_leases(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<(i64, i64)>> {
+pub(super) fn expired_leases(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<(i64, i64)>> {
     // No `LIMIT ?`: SQLite plans with a bound LIMIT's value, so binding one re-prepares the statement
     // on every call. The rows stream in index order; taking `limit` of them stops the walk there.
     let rows = conn
@@ -84,7 +96,7 @@ pub fn expired_leases(conn: &Connection, now: Timestamp, limit: usize) -> Result
 /// and one for its earliest time, so the cost grows with the number of integrations that have work,
 /// not with the length of their queues. (Walking all due deliveries in time order instead cost
 /// O(backlog) per claim while one integration's queue was long and its slots full.)
-pub fn pending_integrations(conn: &Connection) -> Result<Vec<(i64, Timestamp)>> {
+pub(super) fn pending_integrations(conn: &Connection) -> Result<Vec<(i64, Timestamp)>> {
     let rows = conn
         .prepare_cached(&format!(
             "{PENDING_QUEUES} SELECT integration_id, first FROM queues"
@@ -112,7 +124,7 @@ const PENDING_QUEUES: &str = "WITH RECURSIVE walk(integration_id) AS ( \
          FROM walk WHERE integration_id IS NOT NULL)";
 
 /// Up to `limit` of one integration's pending deliveries that are due at `now`, oldest first.
-pub fn due_of(
+pub(super) fn due_of(
     conn: &Connection,
     integration_id: i64,
     now: Timestamp,
@@ -136,6 +148,7 @@ pub enum Gate {
     Send {
         url: String,
         secret: String,
+        client_cert: Option<Arc<StoredClientCert>>,
     },
     /// Delivery switched off, integration disabled, or no callback URL: keep, do not send.
     Hold,
@@ -143,7 +156,7 @@ pub enum Gate {
     Cancel,
 }
 
-pub fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
+pub(super) fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
     Ok(
         match super::integrations::webhook_target(conn, integration_id)? {
             None => Gate::Cancel,
@@ -156,6 +169,7 @@ pub fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
             }) => Gate::Send {
                 url,
                 secret: signing_secret,
+                client_cert: super::client_certs::for_integration(conn, integration_id)?,
             },
             Some(_) => Gate::Hold,
         },
@@ -163,13 +177,14 @@ pub fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
 }
 
 /// Claims one due delivery for an attempt until `lease_until`; `None` if someone else took it meanwhile.
-pub fn claim(
+pub(super) fn claim(
     conn: &Connection,
     row: i64,
     now: Timestamp,
     lease_until: Timestamp,
     url: String,
     secret: String,
+    client_cert: Option<Arc<StoredClientCert>>,
 ) -> Result<Option<Claimed>> {
     let claimed = conn
         .prepare_cached(
@@ -188,6 +203,7 @@ pub fn claim(
                 is_test: r.get(5)?,
                 url: url.clone(),
                 secret: secret.clone(),
+                client_cert: client_cert.clone(),
             })
         })
         .optional()?;
@@ -200,14 +216,19 @@ pub(super) const RECOVER_INTERRUPTED: &str = "UPDATE deliveries INDEXED BY deliv
 
 /// At start, under the serve lock: deliveries left `in_flight` by a process that died mid-attempt are
 /// due again now. Their interrupted attempt left no record; the receiver may have seen it (at least once).
-pub fn recover_interrupted(conn: &Connection, now: Timestamp) -> Result<usize> {
+pub(super) fn recover_interrupted(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(conn
         .prepare_cached(RECOVER_INTERRUPTED)?
         .execute([now.millis()])?)
 }
 
 /// Sets a delivery that cannot be sent now aside: `held` or `cancelled`.
-pub fn set_aside(conn: &Connection, row: i64, state: DeliveryState, now: Timestamp) -> Result<()> {
+pub(super) fn set_aside(
+    conn: &Connection,
+    row: i64,
+    state: DeliveryState,
+    now: Timestamp,
+) -> Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET state = ?2, lease_until = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state IN ('pending', 'in_flight')",
@@ -271,7 +292,7 @@ pub(super) const UNSETTLED_CANDIDATES: &str = "SELECT integration_id FROM delive
 /// Integrations that may have deliveries out of line with their settings: every one with held or
 /// pending deliveries, from their counts (one row per integration, not their deliveries).
 /// [`settle_batch`] tells which really are.
-pub fn unsettled_candidates(conn: &Connection) -> Result<Vec<i64>> {
+pub(super) fn unsettled_candidates(conn: &Connection) -> Result<Vec<i64>> {
     Ok(conn
         .prepare_cached(UNSETTLED_CANDIDATES)?
         .query_map([], |r| r.get(0))?
@@ -303,7 +324,7 @@ pub enum Next {
 
 /// Stores the attempt, counts it in the dashboard's aggregates (`stats`) and moves the delivery on,
 /// in one transaction.
-pub fn record_attempt(
+pub(super) fn record_attempt(
     conn: &Connection,
     row: i64,
     a: &Attempt,
@@ -356,7 +377,7 @@ pub fn record_attempt(
 /// Deletes up to `batch` attempts started before `before` whose delivery is finished (succeeded,
 /// failed, cancelled), oldest first; returns how many. Deliveries themselves and their counters stay,
 /// and so do the attempts of deliveries still pending, in flight or held.
-pub fn prune_attempts(conn: &Connection, before: Timestamp, batch: u32) -> Result<usize> {
+pub(super) fn prune_attempts(conn: &Connection, before: Timestamp, batch: u32) -> Result<usize> {
     Ok(conn
         .prepare_cached(
             "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
@@ -386,7 +407,7 @@ pub(super) fn queue_stats_sql() -> String {
     )
 }
 
-pub fn queue_stats(conn: &Connection, now: Timestamp) -> Result<QueueStats> {
+pub(super) fn queue_stats(conn: &Connection, now: Timestamp) -> Result<QueueStats> {
     Ok(conn
         .prepare_cached(&queue_stats_sql())?
         .query_row([now.millis()], |r| {
@@ -401,7 +422,7 @@ pub fn queue_stats(conn: &Connection, now: Timestamp) -> Result<QueueStats> {
 
 /// When the dispatcher must look again: the earliest pending time or running lease. Two probes per
 /// integration with pending work and one for the leases, not a scan of the backlog.
-pub fn next_wake(conn: &Connection) -> Result<Option<Timestamp>> {
+pub(super) fn next_wake(conn: &Connection) -> Result<Option<Timestamp>> {
     Ok(conn
         .prepare_cached(&format!(
             "{PENDING_QUEUES} SELECT min(v) FROM (SELECT min(first) AS v FROM queues \
@@ -467,7 +488,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
 /// One integration's deliveries, newest first, before the row id `before`, optionally only those in
 /// `state` and with the last outcome `outcome`. At most `limit`; each page is one walk of the index for the filters given, stopped
 /// once the page is full (see [`list_statement`]).
-pub fn list(
+pub(super) fn list(
     conn: &Connection,
     integration_id: i64,
     state: Option<DeliveryState>,
@@ -565,7 +586,7 @@ pub(crate) fn list_statement(
     super::events::Statement { sql, params, index }
 }
 
-pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> {
+pub(super) fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} WHERE d.delivery_id = ?1"
@@ -575,7 +596,7 @@ pub fn get(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryRow>> 
 }
 
 /// The deliveries of one clickwrap event (by its public id), oldest first.
-pub fn for_event(conn: &Connection, event_id: &str) -> Result<Vec<DeliveryRow>> {
+pub(super) fn for_event(conn: &Connection, event_id: &str) -> Result<Vec<DeliveryRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} WHERE e.event_id = ?1 ORDER BY d.id"
     ))?;
@@ -588,7 +609,10 @@ pub(super) const COUNTS: &str = "SELECT pending, in_flight, succeeded, failed, h
 
 /// How many of an integration's deliveries are in each state (every state, zeros included), from
 /// `delivery_counts`: one row, however many deliveries it has.
-pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(DeliveryState, i64)>> {
+pub(super) fn count_by_state(
+    conn: &Connection,
+    integration_id: i64,
+) -> Result<Vec<(DeliveryState, i64)>> {
     let counts: Option<[i64; 6]> = conn
         .prepare_cached(COUNTS)?
         .query_row([integration_id], |r| {
@@ -607,7 +631,7 @@ pub fn count_by_state(conn: &Connection, integration_id: i64) -> Result<Vec<(Del
     Ok(DeliveryState::ALL.iter().copied().zip(counts).collect())
 }
 
-pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
+pub(super) fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
         "SELECT number, trigger, started_at, duration_ms, url, remote_addr, request_headers, \
          response_status, response_body, outcome, detail FROM attempts WHERE delivery_id = ?1 ORDER BY id",
@@ -632,7 +656,12 @@ pub fn attempts(conn: &Connection, row: i64) -> Result<Vec<Attempt>> {
 
 /// Starts a new, manual attempt chain for a delivery that is not in flight: due now, or held or
 /// cancelled at once if its integration's settings say so ([`gate`]). `false` if it is in flight.
-pub fn redeliver(conn: &Connection, row: i64, integration_id: i64, now: Timestamp) -> Result<bool> {
+pub(super) fn redeliver(
+    conn: &Connection,
+    row: i64,
+    integration_id: i64,
+    now: Timestamp,
+) -> Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE deliveries SET state = ?3, attempts = 0, chain_trigger = 'manual', next_attempt_at = ?2, \
@@ -675,7 +704,7 @@ pub(super) const REDELIVER_FAILED_NEXT: &str = "UPDATE deliveries SET state = :s
 /// walking `deliveries_failed_by_time`. They become due now, or held if the integration cannot be
 /// delivered to. Returns how many and the cursor of the last one. The cursor only moves forward, so
 /// a redelivered delivery that fails again before the walk ends is not taken a second time.
-pub fn redeliver_failed_batch(
+pub(super) fn redeliver_failed_batch(
     conn: &Connection,
     integration_id: i64,
     (from, to): (Timestamp, Timestamp),
@@ -713,6 +742,355 @@ pub fn redeliver_failed_batch(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let last = taken.iter().max().map(|&(at, id)| (Timestamp(at), id));
     Ok((taken.len(), last.or(after)))
+}
+
+/// A delivery with its attempts, oldest first.
+pub struct DeliveryView {
+    pub delivery: DeliveryRow,
+    pub attempts: Vec<Attempt>,
+}
+
+fn view(conn: &Connection, delivery_id: &str) -> Result<Option<DeliveryView>> {
+    let Some(delivery) = get(conn, delivery_id)? else {
+        return Ok(None);
+    };
+    let attempts = attempts(conn, delivery.row)?;
+    Ok(Some(DeliveryView { delivery, attempts }))
+}
+
+/// The dispatcher's bounds on one claim: how many may start in all (`budget`) and per integration,
+/// and how long a claim's lease runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits {
+    pub budget: usize,
+    pub per_integration: usize,
+    pub lease: Duration,
+}
+
+/// The attempts running in this process per integration: the claim counts what it starts in, the
+/// dispatcher counts down as each HTTP exchange ends.
+pub type Busy = Arc<Mutex<HashMap<i64, usize>>>;
+
+/// What a redelivery found.
+pub enum Redelivered {
+    NoSuchDelivery,
+    /// Its integration's row is gone (it cannot be, while the delivery is there; kept for honesty).
+    NoSuchIntegration,
+    /// It is being attempted right now.
+    InFlight,
+    Done(DeliveryView),
+}
+
+/// What a request for a test webhook found.
+pub enum TestQueued {
+    NoSuchIntegration,
+    NoCallbackUrl,
+    Queued(DeliveryView),
+}
+
+/// Where one batch of a bulk redelivery left it.
+pub struct BulkBatch {
+    pub taken: usize,
+    pub after: Option<BulkCursor>,
+    /// The audit entry written with the first batch and completed with the last.
+    pub entry: i64,
+}
+
+/// One tick's claims, within the global budget and each integration's free slots.
+struct Claims {
+    out: Vec<Claimed>,
+    budget: usize,
+    per_limit: usize,
+    now: Timestamp,
+    lease_until: Timestamp,
+}
+
+impl Claims {
+    /// How many more of `integration`'s deliveries may start now.
+    fn room(&self, counts: &HashMap<i64, usize>, integration: i64) -> usize {
+        let busy = counts.get(&integration).copied().unwrap_or(0);
+        self.per_limit
+            .saturating_sub(busy)
+            .min(self.budget.saturating_sub(self.out.len()))
+    }
+
+    /// Claims `rows` of `integration` as far as there is room, after asking its settings: deliveries of
+    /// an integration that may not be sent to now are set aside instead (`held`, or `cancelled` when
+    /// it was deleted).
+    fn take(
+        &mut self,
+        c: &Connection,
+        counts: &mut HashMap<i64, usize>,
+        integration: i64,
+        rows: &[i64],
+    ) -> Result<()> {
+        if rows.is_empty() || self.room(counts, integration) == 0 {
+            return Ok(());
+        }
+        match gate(c, integration)? {
+            Gate::Cancel => rows
+                .iter()
+                .try_for_each(|&row| set_aside(c, row, DeliveryState::Cancelled, self.now)),
+            Gate::Hold => rows
+                .iter()
+                .try_for_each(|&row| set_aside(c, row, DeliveryState::Held, self.now)),
+            Gate::Send {
+                url,
+                secret,
+                client_cert,
+            } => {
+                for &row in rows {
+                    if self.room(counts, integration) == 0 {
+                        break;
+                    }
+                    let claim = claim(
+                        c,
+                        row,
+                        self.now,
+                        self.lease_until,
+                        url.clone(),
+                        secret.clone(),
+                        client_cert.clone(),
+                    )?;
+                    if let Some(claim) = claim {
+                        *counts.entry(integration).or_insert(0) += 1;
+                        self.out.push(claim);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The delivery queue and its history as the dispatcher and the services use them; each operation
+/// is one transaction.
+impl Store {
+    /// At start, under the serve lock: deliveries left `in_flight` by a process that died mid-attempt
+    /// are due again now (see [`recover_interrupted`]).
+    pub async fn recover_interrupted_deliveries(&self) -> Result<usize> {
+        self.write(|c| recover_interrupted(c, Timestamp::now()))
+            .await
+    }
+
+    /// Claims due deliveries — in flight with an expired lease first, then each integration's queue,
+    /// the one waiting longest first — as far as `limits` and each integration's free slots allow,
+    /// setting aside those of integrations that may not be sent to now.
+    ///
+    /// The claim does not wait for its own batch's sync, only for the batches before it (so it never
+    /// sees a delivery that is not yet on disk): a claim lost to a crash leaves the delivery due, so
+    /// it is sent again (at least once), and waiting for its own sync doubled the time each slot
+    /// spends per delivery (claim commit + attempt commit).
+    pub async fn claim_due_deliveries(
+        &self,
+        limits: ClaimLimits,
+        busy: Busy,
+    ) -> Result<Vec<Claimed>> {
+        self.write_uncommitted(move |c| {
+            let now = Timestamp::now();
+            let lease_until = Timestamp(now.millis() + limits.lease.as_millis() as i64);
+            let mut counts = busy.lock().expect("counts lock");
+            let mut claims = Claims {
+                out: Vec::new(),
+                budget: limits.budget,
+                per_limit: limits.per_integration,
+                now,
+                lease_until,
+            };
+            for (row, integration) in expired_leases(c, now, limits.budget)? {
+                claims.take(c, &mut counts, integration, &[row])?;
+            }
+            let mut queues = pending_integrations(c)?;
+            queues.retain(|&(_, first)| first <= now);
+            queues.sort_by_key(|&(integration, first)| (first, integration));
+            for (integration, _) in queues {
+                let room = claims.room(&counts, integration);
+                if room == 0 {
+                    continue;
+                }
+                let rows = due_of(c, integration, now, room)?;
+                claims.take(c, &mut counts, integration, &rows)?;
+            }
+            Ok(claims.out)
+        })
+        .await
+    }
+
+    /// Stores an attempt and moves its delivery on, in one transaction (see [`record_attempt`]).
+    pub async fn record_attempt(&self, row: i64, attempt: Attempt, next: Next) -> Result<()> {
+        self.write(move |c| record_attempt(c, row, &attempt, &next, Timestamp::now()))
+            .await
+    }
+
+    /// When the dispatcher must look again (see [`next_wake`]).
+    pub async fn next_delivery_wake(&self) -> Result<Option<Timestamp>> {
+        self.read(next_wake).await
+    }
+
+    /// The unfinished part of the queue, for `/metrics`.
+    pub async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats> {
+        self.read(move |c| queue_stats(c, now)).await
+    }
+
+    /// One batch of pruning (see [`prune_attempts`]).
+    pub async fn prune_attempts(&self, before: Timestamp, batch: u32) -> Result<usize> {
+        self.write(move |c| prune_attempts(c, before, batch)).await
+    }
+
+    /// Integrations whose deliveries may be out of line with their settings.
+    pub async fn unsettled_integrations(&self) -> Result<Vec<i64>> {
+        self.read(unsettled_candidates).await
+    }
+
+    /// One paced batch of settling an integration's deliveries (see [`settle_batch`],
+    /// [`Store::write_batch`]); returns how many changed state.
+    pub async fn settle_deliveries(&self, integration_id: i64) -> Result<usize> {
+        self.write_batch(move |c| settle_batch(c, integration_id, Timestamp::now(), BATCH))
+            .await
+    }
+
+    /// A page of an integration's history (deleted integrations included); `None` when there is no
+    /// such integration.
+    pub async fn deliveries(
+        &self,
+        app_id: &str,
+        state: Option<DeliveryState>,
+        outcome: Option<AttemptOutcome>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<DeliveryRow>>> {
+        let app = app_id.to_string();
+        self.read(move |c| {
+            let Some(id) = integrations::any_id(c, &app)? else {
+                return Ok(None);
+            };
+            Ok(Some(list(c, id, state, outcome, before, limit)?))
+        })
+        .await
+    }
+
+    pub async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryView>> {
+        let id = delivery_id.to_string();
+        self.read(move |c| view(c, &id)).await
+    }
+
+    /// The deliveries of one clickwrap event, oldest first.
+    pub async fn event_deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRow>> {
+        let id = event_id.to_string();
+        self.read(move |c| for_event(c, &id)).await
+    }
+
+    /// How many of an integration's deliveries are in each state; `None` when there is no such
+    /// integration.
+    pub async fn delivery_counts(&self, app_id: &str) -> Result<Option<Vec<(DeliveryState, i64)>>> {
+        let app = app_id.to_string();
+        self.read(move |c| {
+            let Some(id) = integrations::any_id(c, &app)? else {
+                return Ok(None);
+            };
+            Ok(Some(count_by_state(c, id)?))
+        })
+        .await
+    }
+
+    /// Starts a new, manual attempt chain for a delivery that is not in flight (see [`redeliver`]).
+    pub async fn redeliver(&self, delivery_id: &str, audit: Audit) -> Result<Redelivered> {
+        let id = delivery_id.to_string();
+        self.write(move |c| {
+            let now = Timestamp::now();
+            let Some(d) = get(c, &id)? else {
+                return Ok(Redelivered::NoSuchDelivery);
+            };
+            let Some(integration) = integrations::any_id(c, &d.app_id)? else {
+                return Ok(Redelivered::NoSuchIntegration);
+            };
+            if !redeliver(c, d.row, integration, now)? {
+                return Ok(Redelivered::InFlight);
+            }
+            audit.target(&id).write(c, now)?;
+            Ok(view(c, &id)?.map_or(Redelivered::NoSuchDelivery, Redelivered::Done))
+        })
+        .await
+    }
+
+    /// Queues a test delivery of `payload` (made from the time it is queued) to the live
+    /// integration's callback URL, held if it may not be sent now; the audit entry's detail is the new
+    /// delivery's id.
+    pub async fn queue_test_webhook(
+        &self,
+        app_id: &str,
+        payload: impl FnOnce(Timestamp) -> Vec<u8> + Send + 'static,
+        audit: Audit,
+    ) -> Result<TestQueued> {
+        let app = app_id.to_string();
+        self.write(move |c| {
+            let now = Timestamp::now();
+            let Some(id) = integrations::any_id(c, &app)? else {
+                return Ok(TestQueued::NoSuchIntegration);
+            };
+            let Some(target) = integrations::webhook_target(c, id)?.filter(|t| !t.deleted) else {
+                return Ok(TestQueued::NoSuchIntegration);
+            };
+            if target.callback_url.is_none() {
+                return Ok(TestQueued::NoCallbackUrl);
+            }
+            let delivery_id = new_delivery_id();
+            insert(
+                c,
+                &NewDelivery {
+                    delivery_id: &delivery_id,
+                    integration_id: id,
+                    event_row: None,
+                    is_test: true,
+                    event_type: EventType::ClickwrapEventVerified,
+                    payload: &payload(now),
+                    held: !target.sending,
+                    at: now,
+                },
+            )?;
+            audit.detail(&delivery_id).write(c, now)?;
+            Ok(view(c, &delivery_id)?.map_or(TestQueued::NoSuchIntegration, TestQueued::Queued))
+        })
+        .await
+    }
+
+    /// One paced batch of a bulk redelivery of the live integration's failed deliveries created in
+    /// `range`, after `after` (see [`redeliver_failed_batch`]). The first batch (`entry` none) writes
+    /// `audit` with `in_progress` as its detail; the last one (fewer than [`BATCH`]) replaces it with
+    /// `done(total)`. `None` when the integration is gone (deleted meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn redeliver_failed_batch(
+        &self,
+        app_id: &str,
+        range: (Timestamp, Timestamp),
+        after: Option<BulkCursor>,
+        entry: Option<i64>,
+        audit: Audit,
+        done: impl FnOnce(usize) -> String + Send + 'static,
+        total_before: usize,
+    ) -> Result<Option<BulkBatch>> {
+        let app = app_id.to_string();
+        self.write_batch(move |c| {
+            let now = Timestamp::now();
+            let Some(id) = integrations::live_id(c, &app)? else {
+                return Ok(None);
+            };
+            let (taken, after) = redeliver_failed_batch(c, id, range, after, now, BATCH)?;
+            let entry = match entry {
+                Some(entry) => entry,
+                None => audit.write(c, now)?,
+            };
+            if taken < BATCH as usize {
+                audit::set_detail(c, entry, &done(total_before + taken))?;
+            }
+            Ok(Some(BulkBatch {
+                taken,
+                after,
+                entry,
+            }))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -840,6 +1218,7 @@ mod tests {
                             Timestamp(step + 5),
                             String::new(),
                             String::new(),
+                            None,
                         )
                         .unwrap();
                     }
@@ -864,6 +1243,7 @@ mod tests {
                             Timestamp(step + 5),
                             String::new(),
                             String::new(),
+                            None,
                         )
                         .unwrap();
                         record_attempt(&conn, row, &attempt(outcome), &next_state, now).unwrap();
@@ -1057,6 +1437,7 @@ mod tests {
                 Timestamp(at + 5),
                 String::new(),
                 String::new(),
+                None,
             )
             .unwrap();
             record_attempt(
@@ -1088,6 +1469,7 @@ mod tests {
                 Timestamp(5_010),
                 String::new(),
                 String::new(),
+                None,
             )
             .unwrap();
             record_attempt(

@@ -3,19 +3,19 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use super::audit::Audit;
+use super::{Result, Store, deliveries};
 use crate::credentials::SecretDigest;
 use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name, Timestamp};
 
 /// What a new integration is made of; the credentials are minted by the caller.
-pub struct NewIntegration<'a> {
-    pub app_id: &'a str,
-    pub name: &'a Name,
+pub struct NewIntegration {
+    pub app_id: String,
+    pub name: Name,
     pub app_key_digest: SecretDigest,
-    pub signing_secret: &'a str,
-    pub domains: &'a [Domain],
-    pub callback_url: Option<&'a CallbackUrl>,
-    pub created_at: Timestamp,
+    pub signing_secret: String,
+    pub domains: Vec<Domain>,
+    pub callback_url: Option<CallbackUrl>,
 }
 
 /// A partial update; `None` leaves a field as it is.
@@ -37,7 +37,7 @@ pub struct Credentials {
     pub deleted: bool,
 }
 
-pub fn insert(conn: &Connection, new: &NewIntegration<'_>) -> Result<i64> {
+fn insert(conn: &Connection, new: &NewIntegration, created_at: Timestamp) -> Result<i64> {
     conn.execute(
         "INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status, callback_url, \
          webhook_delivery_enabled, created_at) VALUES (?1, ?2, ?3, ?4, 'ENABLED', ?5, 1, ?6)",
@@ -46,12 +46,12 @@ pub fn insert(conn: &Connection, new: &NewIntegration<'_>) -> Result<i64> {
             new.name.as_str(),
             &new.app_key_digest.0[..],
             new.signing_secret,
-            new.callback_url.map(CallbackUrl::as_str),
-            new.created_at.millis()
+            new.callback_url.as_ref().map(CallbackUrl::as_str),
+            created_at.millis()
         ],
     )?;
     let id = conn.last_insert_rowid();
-    replace_domains(conn, id, new.domains)?;
+    replace_domains(conn, id, &new.domains)?;
     Ok(id)
 }
 
@@ -102,7 +102,7 @@ fn replace_domains(conn: &Connection, id: i64, domains: &[Domain]) -> Result<()>
 }
 
 /// Live integrations, oldest first.
-pub fn list(conn: &Connection) -> Result<Vec<Integration>> {
+fn list(conn: &Connection) -> Result<Vec<Integration>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM integrations WHERE deleted_at IS NULL ORDER BY created_at, id"
     ))?;
@@ -110,7 +110,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Integration>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub fn get(conn: &Connection, app_id: &str) -> Result<Option<Integration>> {
+fn get(conn: &Connection, app_id: &str) -> Result<Option<Integration>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM integrations WHERE app_id = ?1 AND deleted_at IS NULL"
     ))?;
@@ -119,7 +119,7 @@ pub fn get(conn: &Connection, app_id: &str) -> Result<Option<Integration>> {
 
 /// The authentication facts for `app_id`, including for a deleted integration (so the caller can tell
 /// "deleted" from "never existed" in its logs; both answer 401).
-pub fn credentials(conn: &Connection, app_id: &str) -> Result<Option<Credentials>> {
+pub(super) fn credentials(conn: &Connection, app_id: &str) -> Result<Option<Credentials>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, app_key_digest, status, deleted_at IS NOT NULL FROM integrations WHERE app_id = ?1",
     )?;
@@ -138,7 +138,7 @@ pub fn credentials(conn: &Connection, app_id: &str) -> Result<Option<Credentials
 }
 
 /// Applies `changes` to a live integration; `None` when there is none with that App ID.
-pub fn update(conn: &Connection, app_id: &str, changes: &Changes) -> Result<Option<Integration>> {
+fn update(conn: &Connection, app_id: &str, changes: &Changes) -> Result<Option<Integration>> {
     let Some(id) = live_id(conn, app_id)? else {
         return Ok(None);
     };
@@ -172,7 +172,7 @@ pub fn update(conn: &Connection, app_id: &str, changes: &Changes) -> Result<Opti
     get(conn, app_id)
 }
 
-pub fn set_app_key_digest(conn: &Connection, app_id: &str, digest: SecretDigest) -> Result<bool> {
+fn set_app_key_digest(conn: &Connection, app_id: &str, digest: SecretDigest) -> Result<bool> {
     let n = conn.execute(
         "UPDATE integrations SET app_key_digest = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
         params![app_id, &digest.0[..]],
@@ -180,7 +180,7 @@ pub fn set_app_key_digest(conn: &Connection, app_id: &str, digest: SecretDigest)
     Ok(n == 1)
 }
 
-pub fn signing_secret(conn: &Connection, app_id: &str) -> Result<Option<String>> {
+fn signing_secret(conn: &Connection, app_id: &str) -> Result<Option<String>> {
     Ok(conn
         .query_row(
             "SELECT signing_secret FROM integrations WHERE app_id = ?1 AND deleted_at IS NULL",
@@ -190,7 +190,7 @@ pub fn signing_secret(conn: &Connection, app_id: &str) -> Result<Option<String>>
         .optional()?)
 }
 
-pub fn set_signing_secret(conn: &Connection, app_id: &str, secret: &str) -> Result<bool> {
+fn set_signing_secret(conn: &Connection, app_id: &str, secret: &str) -> Result<bool> {
     let n = conn.execute(
         "UPDATE integrations SET signing_secret = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
         params![app_id, secret],
@@ -198,16 +198,21 @@ pub fn set_signing_secret(conn: &Connection, app_id: &str, secret: &str) -> Resu
     Ok(n == 1)
 }
 
-/// Marks the integration deleted. Its credentials stop working at once; its row, events and history stay.
-pub fn delete(conn: &Connection, app_id: &str, at: Timestamp) -> Result<bool> {
+/// Marks the integration deleted. Its credentials stop working at once (its client certificate is
+/// deleted); its row, events and history stay.
+fn delete(conn: &Connection, app_id: &str, at: Timestamp) -> Result<bool> {
     let n = conn.execute(
         "UPDATE integrations SET deleted_at = ?2 WHERE app_id = ?1 AND deleted_at IS NULL",
         params![app_id, at.millis()],
     )?;
+    if n == 1 {
+        // Its client certificate's key has nothing left to authenticate.
+        super::client_certs::delete_for(conn, app_id)?;
+    }
     Ok(n == 1)
 }
 
-pub fn live_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
+pub(super) fn live_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
     Ok(conn
         .query_row(
             "SELECT id FROM integrations WHERE app_id = ?1 AND deleted_at IS NULL",
@@ -227,7 +232,7 @@ pub struct Facts {
     pub webhook_delivery_enabled: bool,
 }
 
-pub fn facts(conn: &Connection, app_id: &str) -> Result<Option<Facts>> {
+fn facts(conn: &Connection, app_id: &str) -> Result<Option<Facts>> {
     let row = conn
         .prepare_cached(
             "SELECT id, status, callback_url, webhook_delivery_enabled FROM integrations \
@@ -264,7 +269,7 @@ pub struct WebhookTarget {
     pub sending: bool,
 }
 
-pub fn webhook_target(conn: &Connection, id: i64) -> Result<Option<WebhookTarget>> {
+pub(super) fn webhook_target(conn: &Connection, id: i64) -> Result<Option<WebhookTarget>> {
     Ok(conn
         .prepare_cached(
             "SELECT deleted_at IS NOT NULL, callback_url, signing_secret, status, webhook_delivery_enabled \
@@ -284,7 +289,7 @@ pub fn webhook_target(conn: &Connection, id: i64) -> Result<Option<WebhookTarget
 
 /// The allowed domains of every live, enabled integration (answers CORS preflights that do not name
 /// their integration).
-pub fn all_enabled_domains(conn: &Connection) -> Result<Vec<Domain>> {
+fn all_enabled_domains(conn: &Connection) -> Result<Vec<Domain>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT d.domain FROM integration_domains d JOIN integrations i ON i.id = d.integration_id \
          WHERE i.deleted_at IS NULL AND i.status = 'ENABLED'",
@@ -297,7 +302,7 @@ pub fn all_enabled_domains(conn: &Connection) -> Result<Vec<Domain>> {
 }
 
 /// The row id of an integration, deleted or not (its events outlive it).
-pub fn any_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
+pub(super) fn any_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
     Ok(conn
         .query_row(
             "SELECT id FROM integrations WHERE app_id = ?1",
@@ -307,8 +312,132 @@ pub fn any_id(conn: &Connection, app_id: &str) -> Result<Option<i64>> {
         .optional()?)
 }
 
-impl super::Store {
-    /// The row id of an integration by App ID, deleted ones included (see [`any_id`]).
+/// Integrations as the services use them; each operation is one transaction, and a change's audit
+/// entry is written in it when the change happened.
+impl Store {
+    pub async fn create_integration(
+        &self,
+        new: NewIntegration,
+        audit: Audit,
+    ) -> Result<Option<Integration>> {
+        self.write(move |c| {
+            let now = Timestamp::now();
+            insert(c, &new, now)?;
+            audit.write(c, now)?;
+            get(c, &new.app_id)
+        })
+        .await
+    }
+
+    pub async fn integrations(&self) -> Result<Vec<Integration>> {
+        self.read(list).await
+    }
+
+    pub async fn integration(&self, app_id: &str) -> Result<Option<Integration>> {
+        let id = app_id.to_string();
+        self.read(move |c| get(c, &id)).await
+    }
+
+    /// Applies `changes` (audited when `audit` is given and the integration exists) and brings its
+    /// deliveries in line: pausing holds them, resuming (or enabling, or setting a callback URL)
+    /// releases them — the first batch in this transaction, the rest by the settling task
+    /// (`dispatch::settle`), one batch per write.
+    pub async fn update_integration(
+        &self,
+        app_id: &str,
+        changes: Changes,
+        audit: Option<Audit>,
+    ) -> Result<Option<Integration>> {
+        let id = app_id.to_string();
+        self.write(move |c| {
+            let updated = update(c, &id, &changes)?;
+            if let Some(row) = live_id(c, &id)? {
+                deliveries::settle_batch(c, row, Timestamp::now(), deliveries::BATCH)?;
+            }
+            if let (Some(_), Some(audit)) = (&updated, audit) {
+                audit.write(c, Timestamp::now())?;
+            }
+            Ok(updated)
+        })
+        .await
+    }
+
+    /// Replaces the App Key's digest; `false` when there is no such live integration.
+    pub async fn set_app_key(
+        &self,
+        app_id: &str,
+        digest: SecretDigest,
+        audit: Audit,
+    ) -> Result<bool> {
+        let id = app_id.to_string();
+        self.write(move |c| {
+            let done = set_app_key_digest(c, &id, digest)?;
+            audit.write_if(c, done, Timestamp::now())
+        })
+        .await
+    }
+
+    /// The signing secret, read and audited in one transaction.
+    pub async fn reveal_signing_secret(
+        &self,
+        app_id: &str,
+        audit: Audit,
+    ) -> Result<Option<String>> {
+        let id = app_id.to_string();
+        self.write(move |c| {
+            let secret = signing_secret(c, &id)?;
+            if secret.is_some() {
+                audit.write(c, Timestamp::now())?;
+            }
+            Ok(secret)
+        })
+        .await
+    }
+
+    pub async fn set_signing_secret(
+        &self,
+        app_id: &str,
+        secret: String,
+        audit: Audit,
+    ) -> Result<bool> {
+        let id = app_id.to_string();
+        self.write(move |c| {
+            let done = set_signing_secret(c, &id, &secret)?;
+            audit.write_if(c, done, Timestamp::now())
+        })
+        .await
+    }
+
+    /// Marks the integration deleted and cancels its unfinished deliveries (the first batch here, the
+    /// rest by the settling task); its events and history stay. `false` when there was none.
+    pub async fn delete_integration(&self, app_id: &str, audit: Audit) -> Result<bool> {
+        let id = app_id.to_string();
+        self.write(move |c| {
+            let now = Timestamp::now();
+            let done = delete(c, &id, now)?;
+            if done {
+                if let Some(row) = any_id(c, &id)? {
+                    deliveries::settle_batch(c, row, now, deliveries::BATCH)?;
+                }
+                audit.write(c, now)?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    /// What the SDK endpoints need about a live integration.
+    pub async fn integration_facts(&self, app_id: &str) -> Result<Option<Facts>> {
+        let id = app_id.to_string();
+        self.read(move |c| facts(c, &id)).await
+    }
+
+    /// The allowed domains of every live, enabled integration.
+    pub async fn all_enabled_domains(&self) -> Result<Vec<Domain>> {
+        self.read(all_enabled_domains).await
+    }
+
+    /// The row id of an integration, deleted or not (its events outlive it).
     pub async fn integration_row(&self, app_id: &str) -> Result<Option<i64>> {
         let id = app_id.to_string();
         self.read(move |c| any_id(c, &id)).await

@@ -1,4 +1,4 @@
-//! The proof-of-consent ledger (schema 5, issue #17): one link per verified event, in verification
+//! The proof-of-consent ledger (schema 7, issue #17): one link per verified event, in verification
 //! order, appended in the verify's own transaction. What a link covers and how it is hashed is
 //! `crate::ledger`'s; this file reads the facts an evidence is rebuilt from and keeps the links.
 //!
@@ -121,7 +121,7 @@ fn append_after(conn: &Connection, head: ChainHead, event_row: i64) -> Result<Li
     Ok(link)
 }
 
-/// Chains every verified event of a database made before the ledger (migration 4 → 5), in their
+/// Chains every verified event of a database made before the ledger (migration 6 → 7), in their
 /// verification order (ties by row id), with their templates' names as they are now. One statement
 /// walks the events while the links are written, so memory stays flat whatever the size.
 pub(super) fn chain_existing(conn: &Connection) -> Result<i64> {

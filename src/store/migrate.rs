@@ -13,7 +13,7 @@ use super::{Result, StoreError};
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The version `schema.sql` sets. A test keeps the two in agreement.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `i + 1` to `i + 2`. Once a version
 /// has shipped its schema is history; changes to `schema.sql` after that come with a step here.
@@ -154,7 +154,24 @@ ON CONFLICT (integration_id) DO UPDATE SET last_success_at = excluded.last_succe
 INSERT INTO event_days (integration_id, day, action, events)
 SELECT integration_id, action_at - action_at % 86400000, action, count(*)
 FROM events WHERE verified_at IS NOT NULL GROUP BY 1, 2, 3;",
-    // 4 → 5 (issue #17): the proof-of-consent ledger, and each event's place in it. The events
+    // 4 → 5 (issue #16): each integration's client certificate for receivers that demand mutual
+    // TLS; none before.
+    r"CREATE TABLE integration_client_certs (
+    integration_id INTEGER PRIMARY KEY REFERENCES integrations(id),
+    cert_pem       TEXT NOT NULL,
+    key_pem        TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    set_at         INTEGER NOT NULL
+) STRICT;",
+    // 5 → 6 (issue #16): roles, disabled users, one-time passwords; where sessions came from; tokens'
+    // roles. Existing users become owners (they could do everything), existing tokens admins.
+    r"ALTER TABLE admin_users ADD COLUMN role TEXT NOT NULL DEFAULT 'owner' CHECK (role IN ('owner', 'admin', 'viewer'));
+ALTER TABLE admin_users ADD COLUMN disabled_at INTEGER;
+ALTER TABLE admin_users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE admin_sessions ADD COLUMN client TEXT;
+ALTER TABLE admin_sessions ADD COLUMN user_agent TEXT;
+ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('owner', 'admin', 'viewer'));",
+    // 6 → 7 (issue #17): the proof-of-consent ledger, and each event's place in it. The events
     // already verified are chained by `chain_existing` right after, in the same transaction.
     r"ALTER TABLE events ADD COLUMN ledger_position INTEGER;
 CREATE TABLE ledger (
@@ -176,7 +193,7 @@ END;",
 
 /// Work a step needs beyond its SQL, run in the step's transaction after it: `(to version, what)`.
 /// Chaining needs SHA-256 and the evidence's encoding, which SQL does not have.
-const AFTER_STEP: &[(i64, StepWork)] = &[(5, chain_existing)];
+const AFTER_STEP: &[(i64, StepWork)] = &[(7, chain_existing)];
 
 /// What [`AFTER_STEP`] runs.
 type StepWork = fn(&Connection) -> Result<()>;

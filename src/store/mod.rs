@@ -22,6 +22,8 @@
 pub mod admin;
 pub mod audit;
 mod cache;
+pub mod client_certs;
+pub mod consent;
 pub mod deliveries;
 pub mod events;
 pub mod integrations;
@@ -457,7 +459,7 @@ impl Store {
     }
 
     /// Runs `f` on a pooled read connection, off the async workers.
-    pub async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -475,7 +477,7 @@ impl Store {
     /// Runs `f` as one atomic unit on the writer connection and returns its result once it is durably
     /// committed. If `f` returns an error, none of its changes are kept. `f` may fail with any error
     /// that a store error converts into, so a job can refuse on domain grounds mid-transaction.
-    pub async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -490,7 +492,7 @@ impl Store {
     /// every other write. At full speed a bulk change wrote the log faster than the checkpointer
     /// copied it (a redelivery of 100 000 deliveries: 130 MB/s), and the log restarts and the syncs
     /// behind the checkpoints held other writes for 60–140 ms; paced, 30–40 ms, in three times as long.
-    pub async fn write_batch<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    async fn write_batch<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -508,7 +510,7 @@ impl Store {
     /// was answered, so this is only for changes that are redone when lost: the dispatcher's claims (a
     /// lost claim leaves the delivery due, so it is claimed and sent again — at least once, as SPEC
     /// §5.3 allows). Never for anything acknowledged to a client.
-    pub async fn write_uncommitted<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    async fn write_uncommitted<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -1011,6 +1013,41 @@ fn restart_log(conn: &Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store is the only code that speaks SQL (ARCHITECTURE.md): outside `src/store/` no source
+    /// file names `rusqlite`, so a service cannot hold a connection or run a statement, and a second
+    /// store implementation has one interface to provide — the `Store` operations.
+    #[test]
+    fn no_code_outside_the_store_names_rusqlite() {
+        fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let store = src.join("store");
+        let outside: Vec<_> = files.iter().filter(|f| !f.starts_with(&store)).collect();
+        assert!(
+            outside.len() > 20,
+            "the walk found the sources: {outside:?}"
+        );
+        let offenders: Vec<_> = outside
+            .iter()
+            .filter(|f| std::fs::read_to_string(f).unwrap().contains("rusqlite"))
+            .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "rusqlite is named outside src/store/ in {offenders:?}: give the store an operation instead"
+        );
+    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

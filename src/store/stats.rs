@@ -7,8 +7,8 @@
 
 use rusqlite::{Connection, params};
 
-use super::Result;
 use super::deliveries::Attempt;
+use super::{Result, Store};
 use crate::model::{Action, AttemptOutcome, Timestamp};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -88,7 +88,7 @@ pub(super) fn hours_of_sql() -> String {
 }
 
 /// The hours in `window` (start inclusive, end exclusive), of one integration or all, in hour order.
-pub fn hours(
+pub(super) fn hours(
     conn: &Connection,
     window: (Timestamp, Timestamp),
     integration_id: Option<i64>,
@@ -133,7 +133,7 @@ pub(super) const DAYS_OF: &str = "SELECT integration_id, day, action, events \
      FROM event_days WHERE integration_id = ?3 AND day >= ?1 AND day < ?2 ORDER BY day";
 
 /// The days in `window`, of one integration or all, in day order.
-pub fn days(
+pub(super) fn days(
     conn: &Connection,
     window: (Timestamp, Timestamp),
     integration_id: Option<i64>,
@@ -196,7 +196,7 @@ pub(super) const HEALTH: &str = "SELECT i.id, i.app_id, i.name, h.last_success_a
      LEFT JOIN delivery_counts c ON c.integration_id = i.id \
      WHERE i.deleted_at IS NULL ORDER BY i.id";
 
-pub fn health(conn: &Connection) -> Result<Vec<Health>> {
+pub(super) fn health(conn: &Connection) -> Result<Vec<Health>> {
     let mut stmt = conn.prepare_cached(HEALTH)?;
     let rows = stmt.query_map([], |r| {
         let failure_at: Option<i64> = r.get(4)?;
@@ -223,4 +223,54 @@ pub fn health(conn: &Connection) -> Result<Vec<Health>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// An integration filter by App ID, deleted ones included (their history stays): `Err(())` when
+/// no integration has it.
+fn integration_of(
+    c: &Connection,
+    app_id: Option<&str>,
+) -> Result<std::result::Result<Option<i64>, ()>> {
+    Ok(match app_id {
+        None => Ok(None),
+        Some(app) => super::integrations::any_id(c, app)?.map(Some).ok_or(()),
+    })
+}
+
+/// The dashboard's aggregates as `health.rs` sums them.
+impl Store {
+    /// The attempt hours of `range` of every integration, and each live integration's health row.
+    pub async fn health_facts(
+        &self,
+        range: (Timestamp, Timestamp),
+    ) -> Result<(Vec<HourRow>, Vec<Health>)> {
+        self.read(move |c| Ok((hours(c, range, None)?, health(c)?)))
+            .await
+    }
+
+    /// The attempt hours of `range`, of one integration or all; `None` when `app_id` names none.
+    pub async fn attempt_hours(
+        &self,
+        range: (Timestamp, Timestamp),
+        app_id: Option<String>,
+    ) -> Result<Option<Vec<HourRow>>> {
+        self.read(move |c| match integration_of(c, app_id.as_deref())? {
+            Ok(id) => Ok(Some(hours(c, range, id)?)),
+            Err(()) => Ok(None),
+        })
+        .await
+    }
+
+    /// The verified-event days of `range`, of one integration or all; `None` when `app_id` names none.
+    pub async fn event_days(
+        &self,
+        range: (Timestamp, Timestamp),
+        app_id: Option<String>,
+    ) -> Result<Option<Vec<DayRow>>> {
+        self.read(move |c| match integration_of(c, app_id.as_deref())? {
+            Ok(id) => Ok(Some(days(c, range, id)?)),
+            Err(()) => Ok(None),
+        })
+        .await
+    }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use super::audit::Audit;
+use super::{Result, Store, StoreError, integrations};
 use crate::model::{Language, Name, PublishedVersion, Tag, Template, TemplateText, Timestamp};
 
 /// A partial update of a template's settings and draft; `None` leaves a field as it is.
@@ -17,19 +18,58 @@ pub struct Changes {
     pub always_reaccept: Option<bool>,
     pub default_language: Option<Language>,
     pub texts: Option<BTreeMap<Language, TemplateText>>,
-    /// Integration row ids.
-    pub integrations: Option<Vec<i64>>,
+    /// App IDs of live integrations.
+    pub integrations: Option<Vec<String>>,
+}
+
+/// A template with its published versions and the one effective at the time it was read.
+pub struct TemplateView {
+    pub template: Template,
+    pub versions: Vec<PublishedVersion>,
+    pub effective: Option<PublishedVersion>,
+}
+
+/// A template may be linked only to live integrations: this App ID is none.
+#[derive(Debug)]
+pub struct UnknownIntegration(pub String);
+
+fn view(conn: &Connection, id: i64, now: Timestamp) -> Result<Option<TemplateView>> {
+    let Some(template) = get_by_row(conn, id)? else {
+        return Ok(None);
+    };
+    let versions = versions(conn, id)?;
+    let effective = PublishedVersion::effective(&versions, now).cloned();
+    Ok(Some(TemplateView {
+        template,
+        versions,
+        effective,
+    }))
+}
+
+/// Resolves App IDs of live integrations to row ids.
+fn integration_rows(
+    conn: &Connection,
+    app_ids: &[String],
+) -> Result<std::result::Result<Vec<i64>, UnknownIntegration>> {
+    let mut rows = Vec::with_capacity(app_ids.len());
+    for a in app_ids {
+        match integrations::live_id(conn, a)? {
+            Some(row) => rows.push(row),
+            None => return Ok(Err(UnknownIntegration(a.clone()))),
+        }
+    }
+    Ok(Ok(rows))
 }
 
 /// The row id of a template by its public id.
-pub fn row_id(conn: &Connection, template_id: &str) -> Result<Option<i64>> {
+pub(super) fn row_id(conn: &Connection, template_id: &str) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT id FROM templates WHERE template_id = ?1")?
         .query_row([template_id], |r| r.get(0))
         .optional()?)
 }
 
-pub fn insert(conn: &Connection, t: &Template, integration_ids: &[i64]) -> Result<i64> {
+fn insert(conn: &Connection, t: &Template, integration_ids: &[i64]) -> Result<i64> {
     conn.execute(
         "INSERT INTO templates (template_id, name, enabled, always_reaccept, default_language, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
@@ -49,7 +89,13 @@ pub fn insert(conn: &Connection, t: &Template, integration_ids: &[i64]) -> Resul
     Ok(id)
 }
 
-pub fn update(conn: &Connection, id: i64, changes: &Changes, now: Timestamp) -> Result<()> {
+fn update(
+    conn: &Connection,
+    id: i64,
+    changes: &Changes,
+    integration_ids: Option<&[i64]>,
+    now: Timestamp,
+) -> Result<()> {
     if let Some(name) = &changes.name {
         conn.execute(
             "UPDATE templates SET name = ?2 WHERE id = ?1",
@@ -80,7 +126,7 @@ pub fn update(conn: &Connection, id: i64, changes: &Changes, now: Timestamp) -> 
     if let Some(texts) = &changes.texts {
         replace_texts(conn, id, texts)?;
     }
-    if let Some(ids) = &changes.integrations {
+    if let Some(ids) = integration_ids {
         replace_integrations(conn, id, ids)?;
     }
     conn.execute(
@@ -158,7 +204,7 @@ fn texts(conn: &Connection, sql: &str, id: i64) -> Result<BTreeMap<Language, Tem
 }
 
 /// The template with this row id, with its draft texts, tags and live linked integrations.
-pub fn get_by_row(conn: &Connection, id: i64) -> Result<Option<Template>> {
+pub(super) fn get_by_row(conn: &Connection, id: i64) -> Result<Option<Template>> {
     let row = conn
         .prepare_cached(
             "SELECT template_id, name, enabled, always_reaccept, default_language, created_at, updated_at \
@@ -210,7 +256,7 @@ pub fn get_by_row(conn: &Connection, id: i64) -> Result<Option<Template>> {
     }))
 }
 
-pub fn list_rows(conn: &Connection) -> Result<Vec<i64>> {
+pub(super) fn list_rows(conn: &Connection) -> Result<Vec<i64>> {
     Ok(conn
         .prepare_cached("SELECT id FROM templates ORDER BY created_at, id")?
         .query_map([], |r| r.get(0))?
@@ -218,7 +264,7 @@ pub fn list_rows(conn: &Connection) -> Result<Vec<i64>> {
 }
 
 /// Published versions of a template, oldest publication first.
-pub fn versions(conn: &Connection, id: i64) -> Result<Vec<PublishedVersion>> {
+pub(super) fn versions(conn: &Connection, id: i64) -> Result<Vec<PublishedVersion>> {
     let mut stmt = conn.prepare_cached(
         "SELECT major, minor, default_language, effective_at, must_accept_by, published_at \
          FROM template_versions WHERE template_id = ?1 ORDER BY published_at, id",
@@ -238,7 +284,7 @@ pub fn versions(conn: &Connection, id: i64) -> Result<Vec<PublishedVersion>> {
 }
 
 /// Freezes the template's current draft as version `major.minor`.
-pub fn publish(conn: &Connection, id: i64, v: &PublishedVersion) -> Result<()> {
+pub(super) fn publish(conn: &Connection, id: i64, v: &PublishedVersion) -> Result<()> {
     conn.execute(
         "INSERT INTO template_versions (template_id, major, minor, default_language, effective_at, must_accept_by, published_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -262,7 +308,7 @@ pub fn publish(conn: &Connection, id: i64, v: &PublishedVersion) -> Result<()> {
 }
 
 /// The frozen texts of a published version.
-pub fn version_texts(
+pub(super) fn version_texts(
     conn: &Connection,
     id: i64,
     major: i64,
@@ -286,7 +332,11 @@ pub fn version_texts(
 
 /// Enabled templates an integration may see: those linked to it; if none is linked to it, those linked
 /// to no integration. With `tags`, only templates carrying at least one of them.
-pub fn visible_rows(conn: &Connection, integration_id: i64, tags: &[String]) -> Result<Vec<i64>> {
+pub(super) fn visible_rows(
+    conn: &Connection,
+    integration_id: i64,
+    tags: &[String],
+) -> Result<Vec<i64>> {
     let linked: i64 = conn
         .prepare_cached("SELECT count(*) FROM template_integrations WHERE integration_id = ?1")?
         .query_row([integration_id], |r| r.get(0))?;
@@ -323,7 +373,11 @@ pub fn visible_rows(conn: &Connection, integration_id: i64, tags: &[String]) -> 
 }
 
 /// Whether an integration may see a template, by the rule of [`visible_rows`].
-pub fn is_visible(conn: &Connection, template_row: i64, integration_id: i64) -> Result<bool> {
+pub(super) fn is_visible(
+    conn: &Connection,
+    template_row: i64,
+    integration_id: i64,
+) -> Result<bool> {
     let linked_to_app: i64 = conn
         .prepare_cached("SELECT count(*) FROM template_integrations WHERE integration_id = ?1")?
         .query_row([integration_id], |r| r.get(0))?;
@@ -345,7 +399,7 @@ pub struct Flags {
     pub name: String,
 }
 
-pub fn flags(conn: &Connection, template_row: i64) -> Result<Option<Flags>> {
+pub(super) fn flags(conn: &Connection, template_row: i64) -> Result<Option<Flags>> {
     Ok(conn
         .prepare_cached("SELECT enabled, always_reaccept, name FROM templates WHERE id = ?1")?
         .query_row([template_row], |r| {
@@ -356,4 +410,139 @@ pub fn flags(conn: &Connection, template_row: i64) -> Result<Option<Flags>> {
             })
         })
         .optional()?)
+}
+
+/// Templates as the services use them; each change is one transaction with its audit entry. A
+/// change that depends on what is stored (the draft's default text, the next version number) is
+/// decided by the caller's `decide`, inside the transaction, on what it reads there.
+impl Store {
+    /// Creates `template`, linked to the live integrations its `integrations` name.
+    pub async fn create_template<E>(
+        &self,
+        template: Template,
+        audit: Audit,
+    ) -> std::result::Result<Option<TemplateView>, E>
+    where
+        E: From<StoreError> + From<UnknownIntegration> + Send + 'static,
+    {
+        self.write(move |c| {
+            let ids = integration_rows(c, &template.integrations)??;
+            let id = insert(c, &template, &ids)?;
+            audit.write(c, template.created_at)?;
+            Ok(view(c, id, template.created_at)?)
+        })
+        .await
+    }
+
+    pub async fn template(&self, template_id: &str) -> Result<Option<TemplateView>> {
+        let id = template_id.to_string();
+        self.read(move |c| match row_id(c, &id)? {
+            Some(row) => view(c, row, Timestamp::now()),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    pub async fn templates(&self) -> Result<Vec<TemplateView>> {
+        self.read(|c| {
+            let now = Timestamp::now();
+            let mut out = Vec::new();
+            for id in list_rows(c)? {
+                out.extend(view(c, id, now)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Applies `changes` once `check` accepts the template they would make (the current one with the
+    /// changes' default language and texts); `None` when there is no such template.
+    pub async fn update_template<E>(
+        &self,
+        template_id: &str,
+        changes: Changes,
+        check: impl FnOnce(&Language, &BTreeMap<Language, TemplateText>) -> std::result::Result<(), E>
+        + Send
+        + 'static,
+        audit: Audit,
+    ) -> std::result::Result<Option<TemplateView>, E>
+    where
+        E: From<StoreError> + From<UnknownIntegration> + Send + 'static,
+    {
+        let tid = template_id.to_string();
+        self.write(move |c| {
+            let now = Timestamp::now();
+            let Some(id) = row_id(c, &tid)? else {
+                return Ok(None);
+            };
+            let current = get_by_row(c, id)?.expect("row exists");
+            check(
+                changes
+                    .default_language
+                    .as_ref()
+                    .unwrap_or(&current.default_language),
+                changes.texts.as_ref().unwrap_or(&current.texts),
+            )?;
+            let ids = match &changes.integrations {
+                Some(app_ids) => Some(integration_rows(c, app_ids)??),
+                None => None,
+            };
+            update(c, id, &changes, ids.as_deref(), now)?;
+            audit.write(c, now)?;
+            Ok(view(c, id, now)?)
+        })
+        .await
+    }
+
+    /// Publishes the draft as the version `decide` makes of it (from the template and its versions
+    /// so far, at the time given), with the audit entry it returns; `None` when there is no such
+    /// template.
+    pub async fn publish_template<E>(
+        &self,
+        template_id: &str,
+        decide: impl FnOnce(
+            &Template,
+            &[PublishedVersion],
+            Timestamp,
+        ) -> std::result::Result<(PublishedVersion, Audit), E>
+        + Send
+        + 'static,
+    ) -> std::result::Result<Option<PublishedVersion>, E>
+    where
+        E: From<StoreError> + Send + 'static,
+    {
+        let tid = template_id.to_string();
+        self.write(move |c| {
+            let now = Timestamp::now();
+            let Some(id) = row_id(c, &tid)? else {
+                return Ok(None);
+            };
+            let template = get_by_row(c, id)?.expect("row exists");
+            let (version, audit) = decide(&template, &versions(c, id)?, now)?;
+            publish(c, id, &version)?;
+            audit.write(c, now)?;
+            Ok(Some(version))
+        })
+        .await
+    }
+
+    /// Enabled templates visible to an integration (with one of `tags`, if any) that have an
+    /// effective version now.
+    pub async fn templates_visible_to(
+        &self,
+        integration_id: i64,
+        tags: Vec<String>,
+    ) -> Result<Vec<TemplateView>> {
+        self.read(move |c| {
+            let now = Timestamp::now();
+            let mut out = Vec::new();
+            for id in visible_rows(c, integration_id, &tags)? {
+                if let Some(v) = view(c, id, now)?.filter(|v| v.effective.is_some()) {
+                    out.push(v);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
 }

@@ -3,7 +3,9 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::model::{Action, AttemptOutcome, DeliveryState, EventType, IntegrationStatus, Trigger};
+use crate::model::{
+    Action, AttemptOutcome, DeliveryState, EventType, IntegrationStatus, Role, Trigger,
+};
 
 macro_rules! stored_as_text {
     ($($name:ident),+) => {$(
@@ -33,6 +35,7 @@ stored_as_text!(
     DeliveryState,
     EventType,
     IntegrationStatus,
+    Role,
     Trigger
 );
 
@@ -64,6 +67,8 @@ mod tests {
         assert_eq!(check("chain_trigger"), spelled(&triggers));
         assert_eq!(check("trigger"), spelled(&triggers));
         assert_eq!(check("action"), spelled(&actions));
+        let roles: Vec<_> = Role::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(check("role"), spelled(&roles));
     }
 
     #[test]

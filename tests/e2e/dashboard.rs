@@ -1916,6 +1916,108 @@ async fn a_retrying_delivery_keeps_what_the_user_opened_while_it_refreshes() {
     server.stop().await;
 }
 
+/// The users page (#16 point 2) in Chromium: an owner invites a viewer, reads the one-time password
+/// once, makes her an admin, ends her session; she signs in with the one-time password, must choose
+/// her own, and then sees no Users page (an admin's dashboard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_page_invites_changes_roles_and_ends_sessions() {
+    let server = TestServer::start().await;
+    let owner = server.admin_client().await;
+    let page = Page::open(&server).await;
+    page.goto("#/users").await;
+    page.login(&server.admin_password()).await;
+    page.wait_contains("#who", "(owner)").await;
+    page.find("#nav-users:not([hidden])").await;
+    page.wait_count("table.users tbody tr", 1).await;
+
+    page.click("#invite-user").await;
+    page.fill("#invite-username", "carol").await;
+    page.set("#invite-role", "viewer").await;
+    page.click("#invite-form button[type=submit]").await;
+    let one_time = page
+        .wait_text(".one-time-password .secret-value", |t| t.len() >= 12)
+        .await;
+    page.click("#invite-form .actions button.primary").await;
+    page.wait_count("table.users tbody tr", 2).await;
+    page.wait_contains("tr[data-username=carol]", "Invited")
+        .await;
+
+    // Her role changes from the table; the server has it.
+    page.set("tr[data-username=carol] select.role", "admin")
+        .await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let users = owner.get(server.url("/api/v1/users")).json_ok().await;
+        let carol = users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == "carol")
+            .cloned()
+            .unwrap();
+        if carol["role"] == "admin" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the role never changed: {carol}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A session of hers, listed and ended from the page.
+    let carol = common::cookie_client();
+    carol
+        .post(server.url("/api/v1/login"))
+        .json(&json!({"username": "carol", "password": one_time}))
+        .json_ok()
+        .await;
+    page.hash("#/overview").await;
+    page.hash("#/users").await;
+    page.wait_contains("tr[data-username=carol] .sessions", "1 live")
+        .await;
+    page.click("tr[data-username=carol] .sessions").await;
+    page.find("table.sessions .end-session").await;
+    assert!(page.text("table.sessions").await.contains("127.0.0.1"));
+    page.click("table.sessions .end-session").await;
+    page.wait_contains("dialog", "No live session").await;
+    let res = carol
+        .get(server.url("/api/v1/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    page.click("dialog .close").await;
+    page.screenshot("users").await;
+
+    // She signs in with the one-time password in the browser: she must choose her own first.
+    page.click("#logout").await;
+    page.fill("#login-form input[name=username]", "carol").await;
+    page.fill("#login-form input[name=password]", &one_time)
+        .await;
+    page.click("#login-form button[type=submit]").await;
+    page.find("#change-password-form").await;
+    page.fill("#current-password", &one_time).await;
+    page.fill("#new-password", "carol's own long password")
+        .await;
+    page.click("#change-password-form button[type=submit]")
+        .await;
+    page.wait_contains("#login-notice", "password was changed")
+        .await;
+    page.fill("#login-form input[name=username]", "carol").await;
+    page.fill(
+        "#login-form input[name=password]",
+        "carol's own long password",
+    )
+    .await;
+    page.click("#login-form button[type=submit]").await;
+    page.wait_contains("#who", "carol (admin)").await;
+    assert_eq!(
+        page.attr_of("#nav-users", "hidden").await,
+        json!(""),
+        "an admin is not offered the users page"
+    );
+    page.close().await;
+    server.stop().await;
+}
+
 /// The proof of consent in the browser (issue #17): the ledger's head on the overview, an event's
 /// evidence and link on its page with a certificate that the browser's session downloads as a PDF, and
 /// the events page's export, whose file ends at the head.

@@ -176,10 +176,13 @@ fn admin_routes(
     template_id: &str,
     delivery_id: &str,
     event_id: &str,
-    token_id: &str,
+    (token_id, session_id): (&str, &str),
+    (new_user, session_user): (&str, &str),
 ) -> Vec<(Method, String, Option<Value>)> {
     let i = format!("/api/v1/integrations/{app_id}");
     let t = format!("/api/v1/templates/{template_id}");
+    let client = rcgen::generate_simple_self_signed(vec!["route-table-client".to_string()])
+        .expect("a client certificate");
     let template = json!({
         "name": "unauthorised",
         "defaultLanguage": "en",
@@ -188,6 +191,18 @@ fn admin_routes(
     vec![
         (Method::GET, "/api/v1/events".into(), None),
         (Method::GET, format!("/api/v1/events/{event_id}"), None),
+        (Method::GET, "/api/v1/events/export".into(), None),
+        (
+            Method::GET,
+            format!("/api/v1/events/{event_id}/evidence"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{event_id}/certificate.pdf"),
+            None,
+        ),
+        (Method::GET, "/api/v1/ledger/head".into(), None),
         (Method::GET, format!("{i}/delivery-counts"), None),
         (
             Method::POST,
@@ -235,6 +250,16 @@ fn admin_routes(
         (Method::POST, format!("{i}/app-key"), None),
         (Method::GET, format!("{i}/signing-secret"), None),
         (Method::POST, format!("{i}/signing-secret"), None),
+        // Set, shown, removed: in this order each succeeds.
+        (
+            Method::PUT,
+            format!("{i}/client-certificate"),
+            Some(
+                json!({"certificate": client.cert.pem(), "privateKey": client.signing_key.serialize_pem()}),
+            ),
+        ),
+        (Method::GET, format!("{i}/client-certificate"), None),
+        (Method::DELETE, format!("{i}/client-certificate"), None),
         (Method::GET, "/api/v1/audit".into(), None),
         (Method::GET, "/api/v1/tokens".into(), None),
         (
@@ -243,6 +268,43 @@ fn admin_routes(
             Some(json!({"name": "made by the route table"})),
         ),
         (Method::DELETE, format!("/api/v1/tokens/{token_id}"), None),
+        (Method::GET, "/api/v1/users".into(), None),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            Some(json!({"username": "route-table", "role": "viewer"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{new_user}"),
+            Some(json!({"role": "admin"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/users/{new_user}/password"),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/users/{session_user}/sessions"),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{session_user}/sessions/{session_id}"),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{session_user}/sessions"),
+            None,
+        ),
+        (Method::DELETE, format!("/api/v1/users/{new_user}"), None),
+        (
+            Method::POST,
+            "/api/v1/session/password".into(),
+            Some(json!({"currentPassword": "x", "newPassword": "a long enough password"})),
+        ),
         (Method::DELETE, i, None),
         (Method::POST, "/api/v1/logout".into(), None),
     ]
@@ -286,11 +348,17 @@ fn registered_api_routes() -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_admin_route_table_covers_every_registered_api_route() {
-    let mut table: BTreeSet<(String, String)> =
-        admin_routes("{app_id}", "{id}", "{id}", "{id}", "{id}")
-            .into_iter()
-            .map(|(m, p, _)| (m.to_string(), p))
-            .collect();
+    let mut table: BTreeSet<(String, String)> = admin_routes(
+        "{app_id}",
+        "{id}",
+        "{id}",
+        "{id}",
+        ("{id}", "{id}"),
+        ("{username}", "{username}"),
+    )
+    .into_iter()
+    .map(|(m, p, _)| (m.to_string(), p))
+    .collect();
     table.insert(("POST".into(), "/api/v1/login".into()));
     assert_eq!(table, registered_api_routes());
 }
@@ -338,13 +406,20 @@ async fn every_admin_route_needs_a_session_or_token() {
         .json_ok()
         .await;
     let event: Value = res;
+    let sessions = admin
+        .get(server.url("/api/v1/users/admin/sessions"))
+        .json_ok()
+        .await;
+    let session_id = sessions["items"][0]["id"].as_str().unwrap().to_string();
     let routes = admin_routes(
         &app_id,
         template_id,
         delivery["id"].as_str().unwrap(),
         event["clickwrapEventId"].as_str().unwrap(),
-        // The second token: the one the route table's POST makes (the first is minted below).
-        "2",
+        // The second token: the one the route table's POST makes (the first is minted below); the
+        // admin's own session, ended by the table's DELETE.
+        ("2", &session_id),
+        ("route-table", ADMIN),
     );
 
     let anonymous = client();
@@ -382,8 +457,9 @@ async fn every_admin_route_needs_a_session_or_token() {
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 
-    // With a bearer token minted by the binary against the same data directory, none is 401.
-    let token = server.admin_token().await;
+    // With a bearer token minted by the binary against the same data directory (an owner's, so that
+    // every route is open to it), none is 401.
+    let token = server.token_with_role("owner").await;
     assert!(token.starts_with("ctadm_"), "{token}");
     let authed = bearer_client(&token);
     for (method, path, body) in &routes {
@@ -396,6 +472,12 @@ async fn every_admin_route_needs_a_session_or_token() {
         let status = res.status();
         let text = res.text().await.unwrap();
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {text}");
+        if path == "/api/v1/session/password" {
+            // A token has no password of its own to change.
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+            assert!(text.contains("bearer token has no password"), "{text}");
+            continue;
+        }
         assert!(status.is_success(), "{method} {path}: {status} {text}");
     }
     server.stop().await;
@@ -987,7 +1069,8 @@ fn with_parameters(path: &str, value: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_with_a_path_parameter_refuses_an_undecodable_one_with_the_json_error() {
     let server = TestServer::start().await;
-    let admin = server.token_client().await;
+    // An owner's token: every route is open to it, so each reaches its path's decoding.
+    let admin = bearer_client(&server.token_with_role("owner").await);
     let (app_id, app_key, _) = server.create_integration(&admin, "Paths").await;
     let routes: Vec<(String, String)> = registered_routes()
         .into_iter()

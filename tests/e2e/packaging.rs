@@ -25,10 +25,12 @@ use clicktermd::config::{Config, DEFAULT_CONFIG_TOML};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const UNIT: &str = "/lib/systemd/system/clicktermd.service";
-const CONFIG: &str = "/etc/clicktermd/config.toml";
-const STATE: &str = "/var/lib/clicktermd";
-const ENABLED_LINK: &str = "/etc/systemd/system/multi-user.target.wants/clicktermd.service";
+// Where the package puts things (the boot test finds them there inside its container too).
+pub(crate) const UNIT: &str = "/lib/systemd/system/clicktermd.service";
+pub(crate) const CONFIG: &str = "/etc/clicktermd/config.toml";
+pub(crate) const STATE: &str = "/var/lib/clicktermd";
+pub(crate) const ENABLED_LINK: &str =
+    "/etc/systemd/system/multi-user.target.wants/clicktermd.service";
 /// Written before the test installs the package and removed after it purged it: a clicktermd package
 /// found installed with this file present is a leftover of an interrupted run (and the file holds the
 /// pid of a server it may have left running); without it, the package is someone's real installation.
@@ -39,13 +41,13 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let what = format!("{cmd:?}");
     let out = run(cmd);
     assert_success(&out, &what);
@@ -53,7 +55,7 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// The package built from the test binary, once per test process.
-fn package() -> &'static Path {
+pub(crate) fn package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
         let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging");
@@ -384,7 +386,7 @@ fn the_man_page_documents_exactly_what_help_shows() {
 // The systemd unit.
 
 /// The `[Service]` directives of a unit file, each with all its values in order.
-fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut section = "";
     for line in unit.lines().map(str::trim) {

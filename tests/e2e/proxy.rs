@@ -9,77 +9,29 @@ use crate::common::Call;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::common::{DEADLINE, TestServer};
+use crate::common::TestServer;
+use crate::common::nginx::Nginx;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const NGINX: &str = "/usr/sbin/nginx";
 const PROXY_LISTEN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const PROXY_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 
-/// nginx in the foreground, one process, everything it writes inside `dir`; killed on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// nginx on 127.0.0.2 in front of `upstream`, connecting to it from 127.0.0.3.
 fn start_nginx(dir: &Path, upstream: &str) -> Nginx {
-    let port = common::free_port();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off; master_process off; worker_processes 1;
-pid {d}/nginx.pid; error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  server {{
-    listen {PROXY_LISTEN}:{port};
-    location / {{
+    Nginx::start(dir, IpAddr::V4(PROXY_LISTEN), |_| {
+        format!(
+            "    location / {{
       proxy_pass {upstream};
       proxy_bind {PROXY_SOURCE};
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto https;
-    }}
-  }}
-}}
-"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(NGINX)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts (Debian's nginx package; .ci/run installs it)");
-    let nginx = Nginx { child, port };
-    let deadline = Instant::now() + DEADLINE;
-    while std::net::TcpStream::connect((PROXY_LISTEN, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not listen: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nginx
+    }}"
+        )
+    })
 }
 
 /// A client whose connections come from 127.0.0.5.

@@ -526,7 +526,7 @@ async fn pause_holds_resume_releases_delete_cancels_and_redeliver_starts_a_manua
         .await;
     let held = w.test_webhook(&app_id).await;
     assert_eq!(w.delivery(&held).await["state"], "held");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.server.dispatcher_quiet().await;
     assert!(w.receiver.requests().is_empty(), "a held delivery was sent");
     w.patch(&app_id, json!({"webhookDeliveryEnabled": true}))
         .await;
@@ -548,13 +548,9 @@ async fn pause_holds_resume_releases_delete_cancels_and_redeliver_starts_a_manua
         )
         .json_ok()
         .await;
-    let d = w.until_state(&held, &["succeeded"]).await;
-    let d = if d["attemptList"].as_array().unwrap().len() < 2 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        w.delivery(&held).await
-    } else {
-        d
-    };
+    w.until_state(&held, &["succeeded"]).await;
+    w.server.dispatcher_quiet().await;
+    let d = w.delivery(&held).await;
     assert_eq!(d["trigger"], "manual", "{d}");
     assert_eq!(d["attemptList"][1]["trigger"], "manual", "{d}");
     w.until_state(&second, &["succeeded"]).await;
@@ -621,7 +617,7 @@ async fn a_hold_larger_than_a_batch_is_released_and_cancelled_in_batches() {
         })
         .collect();
     assert_eq!(ids.len(), 1_200, "each delivery once");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.server.dispatcher_quiet().await;
     assert_eq!(w.receiver.requests().len(), 1_200, "and no more");
     for id in [&held[0], &held[1_199]] {
         w.until_state(id, &["succeeded"]).await;
@@ -709,7 +705,8 @@ async fn a_hanging_endpoint_does_not_delay_other_integrations() {
     for _ in 0..10 {
         w.test_webhook(&slow).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both of the hanging integration's slots are taken before the healthy deliveries are queued.
+    w.receiver.wait_for(2, DEADLINE).await;
     let start = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..5 {

@@ -1,7 +1,8 @@
 //! A webhook receiver in Rust that offers HTTP/2 (ALPN `h2`, then `http/1.1`) over TLS on
 //! `127.0.0.1:<ephemeral>`, with a certificate from the same kind of rcgen CA as the Python receiver.
-//! It answers 200 to everything and records, for each request, which connection it came on and with
-//! which HTTP version — what a test of connection reuse needs. (The Python receiver speaks HTTP/1.1
+//! It answers 200 to everything and records, for each request, which connection it came on, with
+//! which HTTP version and which client certificate — what tests of connection reuse and of mutual
+//! TLS need. (The Python receiver speaks HTTP/1.1
 //! only; signatures are checked there.)
 
 use std::net::SocketAddr;
@@ -24,6 +25,19 @@ pub struct Seen {
     pub connection: usize,
     pub version: http::Version,
     pub path: String,
+    /// The client certificate (DER of the leaf) its connection authenticated with, if any.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+/// Whether and how the receiver asks for client certificates.
+enum ClientAuth {
+    None,
+    /// Signed by a CA of its own, which clicktermd never has; `optional` takes connections without.
+    OwnCa {
+        optional: bool,
+    },
+    /// Required, from this CA.
+    Requires(CertificateDer<'static>),
 }
 
 pub struct H2Receiver {
@@ -38,16 +52,22 @@ pub struct H2Receiver {
 
 impl H2Receiver {
     pub async fn start() -> H2Receiver {
-        H2Receiver::start_with(None).await
+        H2Receiver::start_with(ClientAuth::None).await
     }
 
     /// A receiver that asks for a client certificate (mutual TLS) signed by a CA of its own, which
     /// clicktermd never has: it demands one, or, if `optional`, takes the connection without.
     pub async fn asking_for_client_certificates(optional: bool) -> H2Receiver {
-        H2Receiver::start_with(Some(optional)).await
+        H2Receiver::start_with(ClientAuth::OwnCa { optional }).await
     }
 
-    async fn start_with(client_auth: Option<bool>) -> H2Receiver {
+    /// A receiver that demands a client certificate issued by `ca` (a company's CA) and records, for
+    /// each request, the certificate its connection presented.
+    pub async fn requiring_client_certificates_from(ca: CertificateDer<'static>) -> H2Receiver {
+        H2Receiver::start_with(ClientAuth::Requires(ca)).await
+    }
+
+    async fn start_with(client_auth: ClientAuth) -> H2Receiver {
         let dir = tempfile::tempdir().expect("temporary directory");
         super::receiver::write_certificates(&dir);
         let certs: Vec<CertificateDer<'static>> =
@@ -61,9 +81,15 @@ impl H2Receiver {
         ))
         .with_safe_default_protocol_versions()
         .expect("TLS versions");
-        let config = if let Some(optional) = client_auth {
-            let clients = tempfile::tempdir().expect("temporary directory");
-            let (client_ca, _) = super::receiver::write_certificates(&clients);
+        let required = match client_auth {
+            ClientAuth::None => None,
+            ClientAuth::OwnCa { optional } => {
+                let clients = tempfile::tempdir().expect("temporary directory");
+                Some((super::receiver::write_certificates(&clients).0, optional))
+            }
+            ClientAuth::Requires(ca) => Some((ca, false)),
+        };
+        let config = if let Some((client_ca, optional)) = required {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(client_ca).expect("client CA");
             let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -104,8 +130,14 @@ impl H2Receiver {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    let client_cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| leaf.as_ref().to_vec());
                     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
+                        let (log, client_cert) = (log.clone(), client_cert.clone());
                         async move {
                             let version = req.version();
                             let path = req.uri().path().to_string();
@@ -114,6 +146,7 @@ impl H2Receiver {
                                 connection,
                                 version,
                                 path,
+                                client_cert,
                             });
                             Ok::<_, hyper::Error>(http::Response::new(Full::new(
                                 Bytes::from_static(b"{\"ok\":true}"),

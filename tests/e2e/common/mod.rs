@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod dns;
 pub mod h2receiver;
+pub mod nginx;
 pub mod raw;
 pub mod receiver;
 pub mod serving;
@@ -58,6 +59,7 @@ pub struct TestServer {
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
+    quiet: clicktermd::dispatch::Quiet,
 }
 
 /// A server that was stopped; its data directory is still there (until this is dropped) and it can be
@@ -102,9 +104,15 @@ impl TestServer {
             .expect("the test configuration must be valid");
         let data_dir = config.storage.data_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(clicktermd::run(config.clone(), listener, async move {
-            rx.await.ok();
-        }));
+        let quiet = clicktermd::dispatch::Quiet::default();
+        let handle = tokio::spawn(clicktermd::run_reporting_quiet(
+            config.clone(),
+            listener,
+            async move {
+                rx.await.ok();
+            },
+            quiet.clone(),
+        ));
         let base = format!("http://{addr}");
         let mut server = TestServer {
             base,
@@ -115,6 +123,7 @@ impl TestServer {
             dir,
             shutdown: Some(tx),
             handle,
+            quiet,
         };
         server.wait_healthy().await;
         server
@@ -167,11 +176,25 @@ impl TestServer {
         client
     }
 
-    /// A new admin bearer token, minted by the real binary (`clicktermd admin token create`) against
-    /// this server's data directory while the server runs.
+    /// A new admin bearer token (role `admin`), minted by the real binary (`clicktermd admin token
+    /// create`) against this server's data directory while the server runs.
     pub async fn admin_token(&self) -> String {
+        self.token_with_role("admin").await
+    }
+
+    /// A new bearer token with `role` (owner, admin, viewer), minted by the real binary.
+    pub async fn token_with_role(&self, role: &str) -> String {
         let dir = self.data_dir.to_str().expect("UTF-8 path").to_string();
-        let out = clicktermd_async(&["--data-dir", &dir, "admin", "token", "create"], &[]).await;
+        let args = [
+            "--data-dir",
+            &dir,
+            "admin",
+            "token",
+            "create",
+            "--role",
+            role,
+        ];
+        let out = clicktermd_async(&args, &[]).await;
         assert_success(&out, "admin token create");
         let token = String::from_utf8(out.stdout).expect("UTF-8 token");
         token.trim_end().to_string()
@@ -213,6 +236,15 @@ impl TestServer {
             .json_with(StatusCode::CREATED)
             .await;
         tid
+    }
+
+    /// Waits until the dispatcher has nothing to do: every attempt it started is stored and a claim
+    /// made after this call found nothing due. What a test checks after it (nothing was sent, every
+    /// attempt is recorded) is then settled, not a matter of having slept long enough.
+    pub async fn dispatcher_quiet(&self) {
+        tokio::time::timeout(DEADLINE, self.quiet.wait())
+            .await
+            .expect("the dispatcher was never quiet within the deadline");
     }
 
     /// Stops the server gracefully (within the deadline) and asserts that `run` returned `Ok`. The data

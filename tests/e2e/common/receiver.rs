@@ -28,7 +28,7 @@ use tempfile::TempDir;
 use super::DEADLINE;
 
 /// The receiver script.
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/common/receiver.py");
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/common/receiver.py");
 
 /// The names and addresses the receiver's certificate is valid for.
 pub const CERT_NAMES: [&str; 6] = [
