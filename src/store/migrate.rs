@@ -198,7 +198,7 @@ const AFTER_STEP: &[(i64, StepWork)] = &[(7, chain_existing)];
 /// What [`AFTER_STEP`] runs.
 type StepWork = fn(&Connection) -> Result<()>;
 
-/// 4 → 5: every event verified so far gets its link, in verification order.
+/// 6 → 7: every event verified so far gets its link, in verification order.
 fn chain_existing(conn: &Connection) -> Result<()> {
     let chained = super::ledger::chain_existing(conn)?;
     tracing::info!(chained, "chained the events verified before the ledger");
@@ -372,7 +372,7 @@ mod tests {
                 (86_400_000, Action::Declined, 1)
             ]
         );
-        // The ledger (schema 5) chained the two events verified before it, in verification order
+        // The ledger (schema 7) chained the two events verified before it, in verification order
         // (ties by row), and the chain checks out.
         let links = super::super::ledger::links(&old, 0, 10).unwrap();
         let chained: Vec<_> = links
