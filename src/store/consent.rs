@@ -230,19 +230,8 @@ impl Store {
         payload: fn(&ClickwrapEvent) -> Vec<u8>,
     ) -> Result<Verification> {
         let event_id = event_id.to_string();
-        // The ledger link's evidence is built and hashed here, on the pool, for a verification at
-        // `now`; the writer only links it (`ledger::append_prepared`). When the read finds no such
-        // unverified event, the write job says why, as without it.
-        let now = Timestamp::now();
-        let prepared = match expired {
-            true => None,
-            false => {
-                let id = event_id.clone();
-                self.read(move |c| super::ledger::prepare(c, &id, integration_id, now))
-                    .await?
-            }
-        };
         self.write(move |c| {
+            let now = Timestamp::now();
             let Some(target) =
                 integrations::webhook_target(c, integration_id)?.filter(|t| !t.deleted)
             else {
@@ -267,10 +256,7 @@ impl Store {
                 ))
             })?;
             // Proof of consent (issue #17): the event's link, in this same transaction.
-            match prepared {
-                Some(prepared) => super::ledger::append_prepared(c, row, prepared)?,
-                None => super::ledger::append(c, row)?,
-            };
+            super::ledger::append(c, row)?;
             if target.callback_url.is_some() {
                 deliveries::insert(
                     c,

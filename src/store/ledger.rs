@@ -28,60 +28,11 @@ pub(super) const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), 
      LEFT JOIN template_version_texts vt ON vt.version_id = v.id AND vt.language = e.language \
      WHERE e.id = ?1 AND e.verified_at IS NOT NULL";
 
-/// The same facts of an event not yet verified, by its public id and integration, for a verify
-/// about to happen: what [`Prepared`] is made of.
-pub(super) const UNVERIFIED_SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), e.end_user_id, coalesce(t.template_id, ''), \
-     coalesce(t.name, ''), e.major, e.minor, e.language, e.effective_at, vt.title, vt.content, vt.inline_content, \
-     e.template_placeholders, e.technical_metadata, e.presented_at, e.action_at, ?3, e.action, \
-     e.ledger_position \
-     FROM events e \
-     LEFT JOIN integrations i ON i.id = e.integration_id \
-     LEFT JOIN templates t ON t.id = e.template_id \
-     LEFT JOIN template_versions v ON v.template_id = e.template_id AND v.major = e.major AND v.minor = e.minor \
-     LEFT JOIN template_version_texts vt ON vt.version_id = v.id AND vt.language = e.language \
-     WHERE e.event_id = ?1 AND e.integration_id = ?2 AND e.verified_at IS NULL";
-
-/// An event's evidence digest made before its verify's write job, for a verify at `at`: everything
-/// the evidence holds is fixed once the event was recorded (the row changes only when verified, its
-/// version text never) but the verification time, which the verify then writes as given, and the
-/// template's name, kept with the link as it was read here. So the writer only links it.
-pub struct Prepared {
-    digest: ChainHash,
-    template_name: String,
-}
-
-/// The [`Prepared`] digest of `integration_id`'s unverified event `event_id` for a verify at `at`;
-/// `None` when there is no such event (the verify then says why).
-pub(super) fn prepare(
-    conn: &Connection,
-    event_id: &str,
-    integration_id: i64,
-    at: Timestamp,
-) -> Result<Option<Prepared>> {
-    let found = conn
-        .prepare_cached(UNVERIFIED_SOURCE_SQL)?
-        .query_row(params![event_id, integration_id, at.millis()], source_of)
-        .optional()?;
-    Ok(found.map(|(source, _)| {
-        let template_name = source.template_name.clone();
-        Prepared {
-            digest: Evidence::from_source(source).digest(),
-            template_name,
-        }
-    }))
-}
-
 /// A verified event's evidence facts and the ledger position its verify gave it.
 fn source(conn: &Connection, event_row: i64) -> Result<Option<(Source, Option<i64>)>> {
     Ok(conn
         .prepare_cached(SOURCE_SQL)?
-        .query_row([event_row], source_of)
-        .optional()?)
-}
-
-fn source_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Source, Option<i64>)> {
-    {
-        {
+        .query_row([event_row], |r| {
             let title: Option<String> = r.get(9)?;
             let content: Option<String> = r.get(10)?;
             let source = Source {
@@ -110,8 +61,8 @@ fn source_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Source, Option<i64>)> {
                 action: Action::parse(&r.get::<_, String>(17)?).unwrap_or(Action::Declined),
             };
             Ok((source, r.get(18)?))
-        }
-    }
+        })
+        .optional()?)
 }
 
 fn hash_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ChainHash> {
@@ -142,24 +93,6 @@ pub fn head(conn: &Connection) -> Result<ChainHead> {
 /// together or not at all.
 pub fn append(conn: &Connection, event_row: i64) -> Result<Link> {
     append_after(conn, head(conn)?, event_row)
-}
-
-/// [`append`] with the evidence's digest made before the write job ([`prepare`]): the writer reads
-/// the head and inserts the link, without rebuilding and hashing the evidence.
-pub fn append_prepared(conn: &Connection, event_row: i64, prepared: Prepared) -> Result<Link> {
-    let head = head(conn)?;
-    let link = crate::ledger::next_link(head, prepared.digest);
-    conn.prepare_cached(
-        "INSERT INTO ledger (position, event_id, template_name, digest, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        link.position,
-        event_row,
-        prepared.template_name,
-        link.digest.0,
-        link.hash.0
-    ])?;
-    Ok(link)
 }
 
 /// [`append`] after a head the caller already knows (the migration, which chains many in a row).

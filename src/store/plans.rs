@@ -441,20 +441,9 @@ fn check_single_statements(conn: &Connection) {
             Allowed::Nothing,
         ),
         (
-            "ledger: an event's evidence facts (the migration, a fallback of the verify)",
+            "ledger: an event's evidence facts (in every verify)",
             ledger::SOURCE_SQL.to_string(),
             vec![("?1", int(7))],
-            None,
-            Allowed::Nothing,
-        ),
-        (
-            "ledger: an unverified event's evidence facts (before every verify, on the pool)",
-            ledger::UNVERIFIED_SOURCE_SQL.to_string(),
-            vec![
-                ("?1", text("ev-7")),
-                ("?2", int(1)),
-                ("?3", int(1_700_000_000_000)),
-            ],
             None,
             Allowed::Nothing,
         ),
