@@ -128,23 +128,11 @@ pub struct SessionJson {
 }
 
 /// Who am I: lets the dashboard find out whether its session is still alive, and what to offer.
-pub async fn session(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    caller: Caller,
-    headers: HeaderMap,
-) -> Result<Json<SessionJson>, ApiError> {
-    // A bearer token has no password to change; a session's flag is read again.
-    let must_change_password = match (caller.by_session, session_cookie(&headers)) {
-        (true, Some(session)) => admins::session_caller(&state.store, session)
-            .await?
-            .is_some_and(|c| c.must_change_password),
-        _ => false,
-    };
+pub async fn session(Actor(actor): Actor, caller: Caller) -> Result<Json<SessionJson>, ApiError> {
     Ok(Json(SessionJson {
         username: actor.name,
         role: caller.role.as_str(),
-        must_change_password,
+        must_change_password: caller.must_change_password,
     }))
 }
 

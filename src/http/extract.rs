@@ -96,6 +96,8 @@ pub struct Actor(pub crate::model::Actor);
 pub struct Caller {
     pub role: Role,
     pub by_session: bool,
+    /// A session opened with a one-time password (see `admins::Caller`).
+    pub must_change_password: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -254,6 +256,7 @@ pub async fn require_admin(
     req.extensions_mut().insert(Caller {
         role: caller.role,
         by_session: caller.by_session,
+        must_change_password: caller.must_change_password,
     });
     let actor = caller.name;
     let from = req
