@@ -82,6 +82,65 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// SQLite `synchronous` level: `full` (default; an acknowledged record is on disk) or `normal`.
     pub synchronous: Synchronous,
+    /// Where the records are kept: `sqlite` (default: one file in `data_dir`, one server) or
+    /// `postgres` (a PostgreSQL database at `postgres_url`, any number of nodes on it).
+    pub backend: Backend,
+    /// A libpq connection URL (`postgres://user:password@host:port/database?sslmode=verify-full`),
+    /// for `backend = "postgres"`. Holds a password: it is never logged or printed.
+    pub postgres_url: Option<PostgresUrl>,
+    /// Connections each node keeps open to PostgreSQL at most.
+    pub postgres_pool_size: u32,
+    /// A PEM file of CA certificates to check the database server's certificate against
+    /// (`sslmode=verify-ca` or `verify-full`), instead of the Mozilla roots.
+    pub postgres_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `storage.postgres_url`: kept as given, shown (`Debug`, `Display`) without its password.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    pub fn new(url: impl Into<String>) -> PostgresUrl {
+        PostgresUrl(url.into())
+    }
+
+    /// The URL with its password: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL as it may be shown: any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            Ok(u) => u.to_string(),
+            // Not a URL at all: show only its scheme-like start, never the rest.
+            Err(_) => "(not a URL)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -211,6 +270,10 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./clicktermd-data"),
             synchronous: Synchronous::Full,
+            backend: Backend::Sqlite,
+            postgres_url: None,
+            postgres_pool_size: 16,
+            postgres_ca_file: None,
         }
     }
 }
@@ -352,6 +415,25 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return fail("storage.data_dir", "must not be empty");
+        }
+        if self.storage.backend == Backend::Postgres {
+            match &self.storage.postgres_url {
+                None => {
+                    return fail(
+                        "storage.postgres_url",
+                        "must be set when storage.backend is \"postgres\" \
+                         (postgres://user:password@host/database)",
+                    );
+                }
+                Some(url) => {
+                    if let Err(e) = crate::store::pg::parse_url(url) {
+                        return fail("storage.postgres_url", &e);
+                    }
+                }
+            }
+        }
+        if !(1..=1000).contains(&self.storage.postgres_pool_size) {
+            return fail("storage.postgres_pool_size", "must be between 1 and 1000");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return fail("log.level", &format!("not a valid filter: {e}"));
@@ -655,6 +737,15 @@ proxy_header = "x-forwarded-for"
 data_dir = "./clicktermd-data"
 # "full": every acknowledged consent record is on disk. "normal" trades that for speed.
 synchronous = "full"
+# "sqlite" (one file in data_dir, one server) or "postgres" (several nodes on one database:
+# README, "Beyond one machine").
+backend = "sqlite"
+# For "postgres": a libpq URL; its password is never logged. sslmode: disable, prefer,
+# require, verify-ca, verify-full (rustls; postgres_ca_file, else the Mozilla roots).
+# postgres_url = "postgres://clicktermd:PASSWORD@db.example:5432/clicktermd?sslmode=verify-full"
+# Connections each node keeps open to PostgreSQL at most.
+postgres_pool_size = 16
+# postgres_ca_file = "/etc/clicktermd/db-ca.pem"
 
 [log]
 # "text" or "json".

@@ -33,12 +33,15 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::store::Store;
 
-/// Opens the store in the configured data directory (creating and migrating it).
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(
-        &config.storage.data_dir,
-        config.storage.synchronous,
-    )?)
+/// Opens the configured store: the SQLite database in the data directory, or the PostgreSQL database
+/// of `storage.postgres_url` (creating and migrating either).
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(match config.storage.backend {
+        config::Backend::Sqlite => {
+            Store::open(&config.storage.data_dir, config.storage.synchronous)?
+        }
+        config::Backend::Postgres => Store::open_postgres(&config.storage).await?,
+    })
 }
 
 /// Runs the appliance on `listener` until `shutdown` resolves. Everything it needs is an argument, so
@@ -88,7 +91,7 @@ async fn serve_all(
     let dir = config.storage.data_dir.display();
     let full =
         || store::free_bytes(&config.storage.data_dir).is_some_and(|b| b < store::FULL_BELOW_BYTES);
-    let store = match open_store(&config) {
+    let store = match open_store(&config).await {
         Ok(store) => store,
         Err(e) if full() => anyhow::bail!(
             "cannot start: the disk holding the database in {dir} is full ({e}). Free some space \
@@ -131,7 +134,7 @@ async fn serve_all(
     let guard = dispatch::guard::UrlGuard::from_config(&config.webhooks, Some(addr))
         .map_err(|e| anyhow::anyhow!(e))?;
     let guard = Arc::new(guard);
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = store.delivery_wake();
     let mut metrics = metrics::Metrics::new();
     metrics.register_store(store.writer_stats(), config.storage.data_dir.clone());
     let metrics = Arc::new(metrics);

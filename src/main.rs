@@ -383,7 +383,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Init { force } => init(&config, cli.config.as_deref(), force).await,
             Command::Admin { command } => admin(&config, &invocation, command).await,
             Command::Integration { command } => integration(&config, &invocation, command).await,
-            Command::Backup { path } => backup(&config, &invocation, &path),
+            Command::Backup { path } => backup(&config, &invocation, &path).await,
             Command::CheckUrl { url } => check_url(&config, &url).await,
             Command::VerifyLedger { anchor } => verify_ledger(&config, &invocation, anchor).await,
             Command::Export(wanted) => export(&config, &invocation, wanted).await,
@@ -394,9 +394,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 /// The store of a server that exists: commands other than `serve` and `init` never create a database,
 /// since one made in the wrong directory is a server nobody runs (a token minted there is refused).
-fn existing_store(config: &Config, how: &Invocation) -> anyhow::Result<store::Store> {
+async fn existing_store(config: &Config, how: &Invocation) -> anyhow::Result<store::Store> {
     let db = config.database_path();
-    if !db.exists() {
+    if config.storage.backend == clicktermd::config::Backend::Sqlite && !db.exists() {
         let dir = std::path::absolute(&config.storage.data_dir)
             .unwrap_or_else(|_| config.storage.data_dir.clone());
         return Err(UsageError(format!(
@@ -409,7 +409,7 @@ fn existing_store(config: &Config, how: &Invocation) -> anyhow::Result<store::St
         ))
         .into());
     }
-    clicktermd::open_store(config)
+    clicktermd::open_store(config).await
 }
 
 /// Logs go to standard error. Commands other than `serve` log only warnings, so their standard output
@@ -473,9 +473,9 @@ async fn init(config: &Config, path: Option<&Path>, force: bool) -> anyhow::Resu
     }
     std::fs::write(path, DEFAULT_CONFIG_TOML)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let store = clicktermd::open_store(config)?;
+    let store = clicktermd::open_store(config).await?;
     println!("wrote {}", path.display());
-    println!("database {}", store.path().display());
+    println!("database {}", store.describe());
     // How the file is found again: by name in the current directory, or only with --config.
     let found_here = path.parent().is_none_or(|p| {
         p.as_os_str().is_empty() || std::fs::canonicalize(p).ok() == std::env::current_dir().ok()
@@ -529,7 +529,7 @@ async fn set_disabled(store: &store::Store, username: &str, disabled: bool) -> a
 }
 
 async fn admin(config: &Config, how: &Invocation, command: AdminCommand) -> anyhow::Result<()> {
-    let store = existing_store(config, how)?;
+    let store = existing_store(config, how).await?;
     match command {
         AdminCommand::Create {
             username,
@@ -681,7 +681,7 @@ async fn integration(
     how: &Invocation,
     command: IntegrationCommand,
 ) -> anyhow::Result<()> {
-    let store = existing_store(config, how)?;
+    let store = existing_store(config, how).await?;
     match command {
         IntegrationCommand::Create {
             name,
@@ -759,9 +759,14 @@ async fn integration(
     Ok(())
 }
 
-fn backup(config: &Config, how: &Invocation, dest: &Path) -> anyhow::Result<()> {
+async fn backup(config: &Config, how: &Invocation, dest: &Path) -> anyhow::Result<()> {
     let src = config.database_path();
-    drop(existing_store(config, how)?);
+    let opened = existing_store(config, how).await?;
+    if opened.path().is_none() {
+        // A PostgreSQL store: refused with the way to back it up.
+        opened.backup_to(dest)?;
+    }
+    drop(opened);
     store::backup(&src, dest)?;
     println!("backed up {} to {}", src.display(), dest.display());
     Ok(())
@@ -781,7 +786,7 @@ async fn verify_ledger(
             })
         })
         .transpose()?;
-    let store = existing_store(config, how)?;
+    let store = existing_store(config, how).await?;
     match clicktermd::ledger::check(&store, anchor).await? {
         Ok(head) => {
             println!(
@@ -848,7 +853,7 @@ async fn export(config: &Config, how: &Invocation, w: ExportWanted) -> anyhow::R
                 .ok_or_else(|| UsageError(format!("--status {s:?}: {}", Action::spellings())))
         })
         .transpose()?;
-    let store = existing_store(config, how)?;
+    let store = existing_store(config, how).await?;
     let integration_id = match &w.app_id {
         None => None,
         Some(app) => Some(

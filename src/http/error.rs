@@ -140,6 +140,17 @@ impl From<StoreError> for ApiError {
                 StoreError::DiskFull.to_string(),
             );
         }
+        if let StoreError::Unavailable(why) = &e {
+            // PostgreSQL went away: the node answers 503 until it is back, and recovers by itself.
+            tracing::warn!(error = %why, "the database is unavailable");
+            let mut res = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is unavailable; try again shortly",
+            );
+            res.retry_after = Some(2);
+            return res;
+        }
         ApiError::internal(&e)
     }
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use crate::model::{Actor, Timestamp};
 
 /// An audit entry a store operation writes in the transaction of the change it describes, when the
@@ -123,6 +123,9 @@ fn list(conn: &Connection, limit: u32, before: Option<i64>) -> Result<Vec<Entry>
 impl Store {
     /// The audit log newest first; `before` is the id of the last entry of the previous page.
     pub async fn audit_log(&self, limit: u32, before: Option<i64>) -> Result<Vec<Entry>> {
-        self.read(move |c| list(c, limit, before)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| list(c, limit, before)).await,
+            Backend::Postgres(p) => p.audit_log(limit, before).await,
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod events;
 pub mod integrations;
 pub mod ledger;
 mod migrate;
+pub mod pg;
 #[cfg(test)]
 mod plans;
 pub mod settings;
@@ -104,6 +105,22 @@ pub enum StoreError {
     WriterGone,
     #[error("a database task failed: {0}")]
     Task(String),
+    #[error("database error: {0}")]
+    Postgres(tokio_postgres::Error),
+    /// PostgreSQL cannot be reached (refused, gone, or the pool found no connection in time): the
+    /// request is answered 503 and the node recovers when the database is back.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "the PostgreSQL database {url} has schema version {found}, but this clicktermd supports at most {supported}: it was written by a newer clicktermd. Run that version."
+    )]
+    TooNewPostgres {
+        url: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("this operation is not available on the PostgreSQL store")]
+    Unsupported,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -155,15 +172,24 @@ impl From<&rusqlite::Error> for Lost {
 /// A cheap handle to the database; clone it freely.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    inner: Arc<Backend>,
 }
 
-struct Inner {
+/// The two implementations of the operations: each `Store` operation matches on this and runs its
+/// engine's own statements (ARCHITECTURE.md, "The store").
+pub(crate) enum Backend {
+    Sqlite(Sqlite),
+    Postgres(pg::Postgres),
+}
+
+/// The SQLite store: one file, the writer thread with its group commit, the read pool.
+pub(crate) struct Sqlite {
     path: PathBuf,
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: mpsc::SyncSender<Job>,
     credentials: cache::Credentials,
     stats: Arc<WriterStats>,
+    wake: Arc<tokio::sync::Notify>,
     /// Declared last, so it is dropped after `writer` and `pool`.
     _closer: Closer,
 }
@@ -388,62 +414,100 @@ impl Store {
         ];
 
         Ok(Store {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Backend::Sqlite(Sqlite {
                 path,
                 pool,
                 writer,
                 credentials,
                 stats,
+                wake: Arc::new(tokio::sync::Notify::new()),
                 _closer: Closer { threads },
-            }),
+            })),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Connects to the PostgreSQL database of `storage.postgres_url`, migrating it under an advisory
+    /// lock (see [`pg::Postgres::connect`]).
+    pub async fn open_postgres(storage: &crate::config::StorageConfig) -> Result<Store> {
+        Ok(Store {
+            inner: Arc::new(Backend::Postgres(pg::Postgres::connect(storage).await?)),
+        })
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner
+    }
+
+    /// The SQLite database file, when this store is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self.backend() {
+            Backend::Sqlite(s) => Some(&s.path),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Where the records are, as it may be shown: the SQLite file, or the PostgreSQL URL without its
+    /// password.
+    pub fn describe(&self) -> String {
+        match self.backend() {
+            Backend::Sqlite(s) => s.path.display().to_string(),
+            Backend::Postgres(p) => p.describe(),
+        }
     }
 
     /// Whether writes are being refused because the disk holding the database is full.
     pub fn disk_full(&self) -> bool {
-        self.inner.stats.disk_full()
+        self.writer_stats().disk_full()
     }
 
     /// A small real write (the time of the probe, in `settings`): tells whether the database can be
     /// written now. Used at start, and while the disk is full to notice when space returns.
     pub async fn probe_write(&self) -> Result<()> {
-        self.write(|c| {
-            c.prepare_cached(
-                "INSERT INTO settings (key, value) VALUES ('write_probe', ?1) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute([crate::model::Timestamp::now()
-                .millis()
-                .to_be_bytes()
-                .to_vec()])?;
-            Ok(())
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(|c| {
+                    c.prepare_cached(
+                        "INSERT INTO settings (key, value) VALUES ('write_probe', ?1) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute([crate::model::Timestamp::now()
+                        .millis()
+                        .to_be_bytes()
+                        .to_vec()])?;
+                    Ok(())
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.probe_write().await,
+        }
     }
 
     /// The writer's and sync thread's running totals.
     pub fn writer_stats(&self) -> Arc<WriterStats> {
-        self.inner.stats.clone()
+        match self.backend() {
+            Backend::Sqlite(s) => s.stats.clone(),
+            Backend::Postgres(p) => p.stats(),
+        }
     }
 
     /// The authentication facts of `app_id` (see [`integrations::credentials`]), from the cache when it
     /// holds them and nothing has changed in `integrations` since they were read.
     pub async fn credentials(&self, app_id: &str) -> Result<Option<integrations::Credentials>> {
-        let cache = &self.inner.credentials;
-        if let Some(found) = cache.get(app_id) {
+        let cache = match self.backend() {
+            Backend::Sqlite(s) => Some(&s.credentials),
+            Backend::Postgres(p) => p.credentials_cache(),
+        };
+        if let Some(found) = cache.and_then(|c| c.get(app_id)) {
             return Ok(Some(found));
         }
         // Taken before the read starts: if the table changes while we read, the entry is stale at once.
-        let seen = cache.generation().current();
+        let seen = cache.map(|c| c.generation().current());
         let id = app_id.to_string();
-        let found = self
-            .read(move |c| integrations::credentials(c, &id))
-            .await?;
-        if let Some(found) = &found {
+        let found = match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| integrations::credentials(c, &id)).await?,
+            Backend::Postgres(p) => p.credentials(&id).await?,
+        };
+        if let (Some(found), Some(cache), Some(seen)) = (&found, cache, seen) {
             cache.put(app_id, seen, found.clone());
         }
         Ok(found)
@@ -451,13 +515,85 @@ impl Store {
 
     /// Whether the database answers a query on a pooled connection.
     pub async fn ping(&self) -> Result<()> {
-        self.read(|c| {
-            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map(|_| ())?)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(|c| {
+                    Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                        .map(|_| ())?)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.ping().await,
+        }
     }
 
+    /// Woken whenever deliveries may have become due elsewhere: on PostgreSQL, by another node (its
+    /// LISTEN connection); this node's own services wake the dispatcher themselves.
+    pub fn delivery_wake(&self) -> Arc<tokio::sync::Notify> {
+        match self.backend() {
+            Backend::Sqlite(s) => s.wake.clone(),
+            Backend::Postgres(p) => p.delivery_wake(),
+        }
+    }
+
+    /// The SQLite store, or the error naming `op` as one PostgreSQL does not do (yet).
+    fn sqlite(&self) -> Result<&Sqlite> {
+        match self.backend() {
+            Backend::Sqlite(s) => Ok(s),
+            Backend::Postgres(_) => Err(StoreError::Unsupported),
+        }
+    }
+
+    async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.sqlite()?.read(f).await
+    }
+
+    async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.sqlite()?.write(f).await
+    }
+
+    async fn write_batch<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.sqlite()?.write_batch(f).await
+    }
+
+    async fn write_uncommitted<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.sqlite()?.write_uncommitted(f).await
+    }
+
+    /// Copies the live database to `dest` (see [`backup`]); a PostgreSQL database is `pg_dump`'s.
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        match self.backend() {
+            Backend::Sqlite(s) => backup(&s.path, dest),
+            Backend::Postgres(_) => Err(StoreError::Io(
+                "the records are in PostgreSQL: back them up with pg_dump (or PostgreSQL's own \
+                 replication); `clicktermd backup` copies a SQLite database"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl Sqlite {
     /// Runs `f` on a pooled read connection, off the async workers.
     async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
@@ -465,7 +601,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
-        let pool = self.inner.pool.clone();
+        let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.get().map_err(StoreError::from)?;
             f(&conn)
@@ -546,11 +682,11 @@ impl Store {
         // The channel is bounded. Usually there is room and the job is queued from this async task
         // directly; a hop to a blocking thread for every write cost two thread wake-ups per request.
         // Under overload, senders wait for room on a blocking thread instead of queueing without limit.
-        match self.inner.writer.try_send(job) {
+        match self.writer.try_send(job) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::WriterGone.into()),
             Err(mpsc::TrySendError::Full(job)) => {
-                let sender = self.inner.writer.clone();
+                let sender = self.writer.clone();
                 tokio::task::spawn_blocking(move || sender.send(job))
                     .await
                     .map_err(|e| StoreError::Task(e.to_string()))?
@@ -558,11 +694,6 @@ impl Store {
             }
         }
         rx.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Copies the live database to `dest` (see [`backup`]).
-    pub fn backup_to(&self, dest: &Path) -> Result<()> {
-        backup(&self.inner.path, dest)
     }
 }
 

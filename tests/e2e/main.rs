@@ -4,6 +4,10 @@
 
 mod common;
 
+/// The store this binary's servers run on: SQLite here, PostgreSQL in `e2e_postgres` (the same
+/// modules, compiled again with this set).
+const POSTGRES: bool = false;
+
 mod bench_quick;
 mod cli;
 mod clickwrap;

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod dns;
 pub mod h2receiver;
 pub mod nginx;
+pub mod postgres;
 pub mod raw;
 pub mod receiver;
 pub mod serving;
@@ -86,6 +87,14 @@ impl TestServer {
         dns.set(HOOKS_HOST, &[SINK.parse().expect("sink address")]);
         let mut config = Config::default();
         config.storage.data_dir = dir.path().join("data");
+        if crate::POSTGRES {
+            let cluster = postgres::cluster();
+            let database = cluster.create_database().await;
+            config.storage.backend = clicktermd::config::Backend::Postgres;
+            config.storage.postgres_url =
+                Some(clicktermd::config::PostgresUrl::new(cluster.url(&database)));
+            config.storage.postgres_pool_size = 8;
+        }
         config.webhooks.dns_servers = vec![dns.server_string().parse().expect("dns server")];
         config.webhooks.allow_private_cidrs =
             vec![format!("{SINK}/32").parse().expect("sink network")];
@@ -182,6 +191,12 @@ impl TestServer {
         self.token_with_role("admin").await
     }
 
+    /// What the command line needs beside `--data-dir` to reach this server's store: on PostgreSQL,
+    /// the backend and the URL (as `CLICKTERMD_STORAGE__*` variables); on SQLite, nothing.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        store_env(&self.config)
+    }
+
     /// A new bearer token with `role` (owner, admin, viewer), minted by the real binary.
     pub async fn token_with_role(&self, role: &str) -> String {
         let dir = self.data_dir.to_str().expect("UTF-8 path").to_string();
@@ -194,7 +209,9 @@ impl TestServer {
             "--role",
             role,
         ];
-        let out = clicktermd_async(&args, &[]).await;
+        let env = self.cli_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = clicktermd_async(&args, &env).await;
         assert_success(&out, "admin token create");
         let token = String::from_utf8(out.stdout).expect("UTF-8 token");
         token.trim_end().to_string()
@@ -272,6 +289,18 @@ impl StoppedServer {
     /// Starts the server again on the same data directory and configuration (on a new port).
     pub async fn restart(self) -> TestServer {
         TestServer::start_in(self.dir, self.config, self.dns).await
+    }
+}
+
+/// The `CLICKTERMD_STORAGE__*` variables that point the command line at `config`'s store when it is
+/// PostgreSQL (none for SQLite, which `--data-dir` names).
+pub fn store_env(config: &Config) -> Vec<(&'static str, String)> {
+    match &config.storage.postgres_url {
+        Some(url) if config.storage.backend == clicktermd::config::Backend::Postgres => vec![
+            ("CLICKTERMD_STORAGE__BACKEND", "postgres".to_string()),
+            ("CLICKTERMD_STORAGE__POSTGRES_URL", url.expose().to_string()),
+        ],
+        _ => Vec::new(),
     }
 }
 

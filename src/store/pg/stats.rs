@@ -1,0 +1,4 @@
+//! PostgreSQL: the operations of `store::stats`.
+
+#[allow(unused_imports)]
+use super::Postgres;

@@ -1,0 +1,4 @@
+//! PostgreSQL: the operations of `store::templates`.
+
+#[allow(unused_imports)]
+use super::Postgres;

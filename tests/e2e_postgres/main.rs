@@ -1,0 +1,15 @@
+//! The end-to-end tests again, on the PostgreSQL store: the same modules as `tests/e2e` (not copies),
+//! compiled a second time with [`POSTGRES`] set, so every server the harness starts runs on a
+//! database of its own in a PostgreSQL cluster this process starts (`common/postgres.rs`). Left out
+//! are the subjects that are SQLite's own (its file, its crash recovery and full disk, the `.deb` and
+//! its boot, the benchmark's quick mode); `nodes.rs` adds what only PostgreSQL has (several nodes on
+//! one database, the URL and its TLS, `migrate-store`).
+
+#[path = "../e2e/common/mod.rs"]
+mod common;
+
+/// See `tests/e2e/main.rs`.
+const POSTGRES: bool = true;
+
+#[path = "../e2e/foundation.rs"]
+mod foundation;
