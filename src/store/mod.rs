@@ -35,6 +35,7 @@ mod plans;
 pub mod settings;
 pub mod stats;
 pub mod templates;
+pub mod transfer;
 mod vocabulary;
 
 use std::fs::OpenOptions;

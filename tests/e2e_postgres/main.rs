@@ -13,3 +13,6 @@ const POSTGRES: bool = true;
 
 #[path = "../e2e/foundation.rs"]
 mod foundation;
+
+#[path = "nodes.rs"]
+mod nodes;
