@@ -40,6 +40,12 @@ use serde_json::{Value, json};
 #[path = "large.rs"]
 pub mod large;
 
+/// The tests' PostgreSQL cluster, started here with its default durability
+/// ([`postgres::Cluster::start_durable`]) for `--backend postgres`.
+#[path = "../../tests/e2e/common/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
 /// How long any single step may take before the run is abandoned.
 const STEP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -76,7 +82,37 @@ pub struct Options {
     pub latency_secs: f64,
     /// `--large`: run the large-database benchmark (issue #13) instead, at this scale.
     pub large: Option<large::Large>,
+    /// The store the nodes run on (`--backend sqlite|postgres`).
+    pub backend: Backend,
+    /// `clicktermd serve` processes on the one database (`--nodes N`; more than one only on PostgreSQL).
+    pub nodes: usize,
+    /// `--compare`: the pipeline three times back to back (SQLite 1 node, PostgreSQL 1 node,
+    /// PostgreSQL 2 nodes), reported side by side.
+    pub compare: bool,
 }
+
+/// The store of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What `--compare` runs, in this order.
+pub const COMPARED: &[(Backend, usize)] = &[
+    (Backend::Sqlite, 1),
+    (Backend::Postgres, 1),
+    (Backend::Postgres, 2),
+];
 
 impl Options {
     /// Full scale: the figures the README quotes (about three minutes on 2 cores).
@@ -98,6 +134,9 @@ impl Options {
             latency_rate: 1000,
             latency_secs: 10.0,
             large: None,
+            backend: Backend::Sqlite,
+            nodes: 1,
+            compare: false,
         }
     }
 
@@ -123,8 +162,8 @@ impl Options {
     /// `--timeout SECS` and `--verify-max SECS`; and for the large-database benchmark `--large`,
     /// `--large-scale N` (events of the large database, implies `--large`), `--large-small N` (of the
     /// small one), `--large-integrations N`, `--large-tries N` and `--large-stream N` (SDK acts per
-    /// second during the bulk changes and the backup). Unknown arguments (cargo passes `--bench`) are
-    /// ignored.
+    /// second during the bulk changes and the backup); `--backend sqlite|postgres`, `--nodes N` and
+    /// `--compare`. Unknown arguments (cargo passes `--bench`) are ignored.
     pub fn from_args(
         args: &[String],
         default_bin: PathBuf,
@@ -158,6 +197,15 @@ impl Options {
                 "--drain" => o.isolation_drain_secs = num(a, value(a)?)?,
                 "--timeout" => o.timeout_secs = num(a, value(a)?)?,
                 "--verify-max" => o.verify_max_secs = num(a, value(a)?)?,
+                "--backend" => {
+                    o.backend = match value(a)?.as_str() {
+                        "sqlite" => Backend::Sqlite,
+                        "postgres" => Backend::Postgres,
+                        other => return Err(format!("--backend: {other:?} is not sqlite or postgres")),
+                    }
+                }
+                "--nodes" => o.nodes = num(a, value(a)?)?,
+                "--compare" => o.compare = true,
                 "--large" => {
                     o.large.get_or_insert_with(large::Large::full);
                 }
@@ -181,6 +229,15 @@ impl Options {
         }
         if o.concurrency == 0 || o.verify_events == 0 || o.receivers == 0 || o.latency_rate == 0 {
             return Err("--concurrency, --events, --receivers and --rate must be positive".into());
+        }
+        if o.nodes == 0 || (o.nodes > 1 && o.backend != Backend::Postgres) {
+            return Err("--nodes must be positive, and more than 1 only with --backend postgres".into());
+        }
+        if o.compare && (o.large.is_some() || o.nodes != 1 || o.backend != Backend::Sqlite) {
+            return Err("--compare chooses the backends and nodes itself, and is not --large".into());
+        }
+        if o.large.is_some() && o.backend != Backend::Sqlite {
+            return Err("--large measures the SQLite store only".into());
         }
         if let Some(l) = &o.large {
             o.mode = "large";
@@ -207,8 +264,35 @@ pub fn run(options: &Options) -> Result<Value, String> {
         .map_err(|e| format!("runtime: {e}"))?;
     match &options.large {
         Some(large) => runtime.block_on(large::run(options, large)),
+        None if options.compare => runtime.block_on(compare(options)),
         None => runtime.block_on(run_async(options)),
     }
+}
+
+/// `--compare`: each configuration of [`COMPARED`] in turn, each with a store and nodes of its own.
+async fn compare(o: &Options) -> Result<Value, String> {
+    let mut runs = Vec::new();
+    for &(backend, nodes) in COMPARED {
+        let one = Options {
+            backend,
+            nodes,
+            compare: false,
+            ..o.clone()
+        };
+        eprintln!("pipeline: --compare: {} with {nodes} node(s)", backend.as_str());
+        runs.push(
+            run_async(&one)
+                .await
+                .map_err(|e| format!("{} with {nodes} node(s): {e}", backend.as_str()))?,
+        );
+    }
+    Ok(json!({
+        "benchmark": "clicktermd pipeline",
+        "mode": "compare",
+        "scale": o.mode,
+        "machine": machine_info(),
+        "runs": runs,
+    }))
 }
 
 async fn run_async(o: &Options) -> Result<Value, String> {
@@ -222,21 +306,54 @@ async fn run_async(o: &Options) -> Result<Value, String> {
     std::fs::write(&ca_file, &pki.ca_pem).map_err(|e| format!("write CA: {e}"))?;
 
     let sink = Arc::new(Sink::new());
-    let server = Server::start(o, dir.path(), &ca_file).await?;
-    match measure(o, &machine, &pki, &sink, &server).await {
+    let db = Db::start(o, dir.path()).await?;
+    let result = run_on(o, &machine, &pki, &sink, &db, dir.path(), &ca_file).await;
+    db.stop();
+    result
+}
+
+/// Starts the nodes on `db`, measures, stops them.
+async fn run_on(
+    o: &Options,
+    machine: &Value,
+    pki: &Pki,
+    sink: &Arc<Sink>,
+    db: &Db,
+    dir: &Path,
+    ca_file: &Path,
+) -> Result<Value, String> {
+    let mut servers = Vec::with_capacity(o.nodes);
+    for node in 0..o.nodes {
+        servers.push(Server::start_node(o, dir, ca_file, node, db.env()).await?);
+    }
+    match measure(o, machine, pki, sink, &servers, db).await {
         Ok(mut report) => {
-            let outcomes = attempt_outcomes(&server.db_path())?;
-            server.stop(Duration::from_secs_f64(o.timeout_secs) + Duration::from_secs(15))?;
-            report["server"]["db_file_bytes_at_exit"] = json!(
-                std::fs::metadata(dir.path().join("data/clicktermd.db")).map_or(0, |m| m.len())
-            );
+            let outcomes = db.attempt_outcomes().await?;
+            let size_at_exit = db.size().await?;
+            let grace = Duration::from_secs_f64(o.timeout_secs) + Duration::from_secs(15);
+            for server in servers {
+                server.stop(grace)?;
+            }
+            match db {
+                Db::Sqlite(path) => {
+                    report["server"]["db_file_bytes_at_exit"] =
+                        json!(std::fs::metadata(path).map_or(0, |m| m.len()))
+                }
+                Db::Postgres { .. } => {
+                    report["postgres"]["pg_database_size_at_exit"] = json!(size_at_exit)
+                }
+            }
             report["attempt_outcomes"] = outcomes;
             Ok(report)
         }
         Err(e) => Err(format!(
-            "{e}\nattempt outcomes: {}\nlast lines of the server's log:\n{}",
-            attempt_outcomes(&server.db_path()).unwrap_or_else(|e| json!(e)),
-            tail(&server.stderr)
+            "{e}\nattempt outcomes: {}\nlast lines of the servers' logs:\n{}",
+            db.attempt_outcomes().await.unwrap_or_else(|e| json!(e)),
+            servers
+                .iter()
+                .map(|s| tail(&s.stderr))
+                .collect::<Vec<_>>()
+                .join("\n--- next node ---\n")
         )),
     }
 }
@@ -246,15 +363,23 @@ async fn measure(
     machine: &Value,
     pki: &Pki,
     sink: &Arc<Sink>,
-    server: &Server,
+    servers: &[Server],
+    db: &Db,
 ) -> Result<Value, String> {
-    let api = Api::new(server.addr);
+    let server = &servers[0];
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let api = Api::for_nodes(&addrs);
+    let meter = Meter {
+        nodes: servers.iter().map(|s| s.pid).collect(),
+        postmaster: db.postmaster()?,
+    };
     let harness_cpu_start = cpu_seconds("self")?;
 
     // Idle: started, migrated, nothing asked of it yet.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss_kb = proc_status_kb(server.pid, "VmRSS")?;
+    let idle_rss_kb = meter.rss_kb("VmRSS")?.0;
 
+    // Admin setup goes to the first node; the token is minted against the same store.
     let token = server.admin_token()?;
     api.set_token(token);
     let template = api.template().await?;
@@ -264,8 +389,8 @@ async fn measure(
     let main_app = api
         .integration("main", &main_rx.url("/hook"), false)
         .await?;
-    let db_before = db_bytes(&server.db_path())?;
-    let cpu_act_start = cpu_seconds_of(server.pid)?;
+    let db_before = db.size().await?;
+    let cpu_act_start = meter.cpu()?;
     let (act, main_sigs) = api
         .act_many(
             &template,
@@ -274,10 +399,7 @@ async fn measure(
             o.concurrency,
         )
         .await?;
-    let (cpu_verify_start, disk_verify_start) = (
-        cpu_seconds_of(server.pid)?,
-        disk_write_bytes_of(server.pid)?,
-    );
+    let (cpu_verify_start, disk_verify_start) = (meter.cpu()?, meter.disk()?);
     let verify = api
         .verify_closed(
             &main_sigs,
@@ -286,16 +408,10 @@ async fn measure(
         )
         .await?;
     let verified_main = verify.ok;
-    let (cpu_verify_end, disk_verify_end) = (
-        cpu_seconds_of(server.pid)?,
-        disk_write_bytes_of(server.pid)?,
-    );
+    let (cpu_verify_end, disk_verify_end) = (meter.cpu()?, meter.disk()?);
     let one_h2 = drain(&api, sink, &[&main_app], &[main_rx.id], verified_main).await?;
-    let (cpu_deliver_end, disk_deliver_end) = (
-        cpu_seconds_of(server.pid)?,
-        disk_write_bytes_of(server.pid)?,
-    );
-    let db_after = db_bytes(&server.db_path())?;
+    let (cpu_deliver_end, disk_deliver_end) = (meter.cpu()?, meter.disk()?);
+    let db_after = db.size().await?;
 
     // --- the same backlog shape to an HTTP/1.1-only receiver ------------------------------------------
     let h1_rx = Receiver::start(pki, sink, Mode::Ok, Alpn::Http1Only).await?;
@@ -362,29 +478,44 @@ async fn measure(
         .latency_open_loop(sink, &lat_sigs, o.latency_rate)
         .await?;
 
-    let peak_rss_kb = proc_status_kb(server.pid, "VmHWM")?;
-    let rss_after_kb = proc_status_kb(server.pid, "VmRSS")?;
-    let cpu_total = cpu_seconds_of(server.pid)?;
+    let (peak_rss_kb, peak_rss_sum_kb) = meter.rss_kb("VmHWM")?;
+    let rss_after_kb = meter.rss_kb("VmRSS")?.0;
+    let cpu_total = meter.cpu()?;
     let harness_cpu = cpu_seconds("self")? - harness_cpu_start;
     let total_events = sink.total();
 
     let per_event_ms = |cpu: f64, n: usize| round3(cpu * 1000.0 / n.max(1) as f64);
+    let per_event_bytes = |bytes: u64| (bytes as f64 / verified_main.max(1) as f64).round();
     let verify_deliver_cpu = cpu_deliver_end - cpu_verify_start;
-    let report = json!({
+    let verify_cpu = cpu_verify_end - cpu_verify_start;
+    let deliver_cpu = cpu_deliver_end - cpu_verify_end;
+    let verify_disk = disk_verify_end - disk_verify_start;
+    let deliver_disk = disk_deliver_end - disk_verify_end;
+    let mut settings = json!({
+        "concurrency": o.concurrency,
+        "webhooks.timeout_secs": o.timeout_secs,
+        "webhooks.retry_base_secs": 0.5,
+        "webhooks.retry_cap_secs": 2,
+        "log.level": "info",
+        "transport": "loopback 127.0.0.1; API over HTTP/1.1 keep-alive; webhooks over TLS 1.3",
+    });
+    match db {
+        Db::Sqlite(_) => settings["storage.synchronous"] = json!("full"),
+        Db::Postgres { .. } => {
+            settings["storage.backend"] = json!("postgres");
+            settings["storage.postgres_pool_size"] = json!("16 (default), per node");
+            settings["load"] = json!("SDK acts and verifies round-robin over the nodes; admin calls to the first");
+        }
+    }
+    let mut report = json!({
         "benchmark": "clicktermd pipeline",
         "mode": o.mode,
+        "backend": o.backend.as_str(),
+        "nodes": o.nodes,
         // `release` or `debug`: the directory cargo built the binary into.
         "binary": o.bin.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()),
         "machine": machine,
-        "settings": {
-            "concurrency": o.concurrency,
-            "webhooks.timeout_secs": o.timeout_secs,
-            "webhooks.retry_base_secs": 0.5,
-            "webhooks.retry_cap_secs": 2,
-            "storage.synchronous": "full",
-            "log.level": "info",
-            "transport": "loopback 127.0.0.1; API over HTTP/1.1 keep-alive; webhooks over TLS 1.3",
-        },
+        "settings": settings,
         "sdk_act": act.json(o.concurrency),
         "verify": verify.json(o.concurrency),
         "deliveries_one_receiver_h2": one_h2.json(1, "h2"),
@@ -392,32 +523,50 @@ async fn measure(
         "deliveries_fanout": fan.json(o.receivers, "h2"),
         "isolation": isolation,
         "verify_to_arrival": latency,
+        // The clicktermd nodes (with PostgreSQL, its processes too where a figure says so). RSS is
+        // the largest node's; CPU and disk figures add every node and, on PostgreSQL, the postmaster
+        // and all its children (the split is in `postgres`).
         "server": {
             "idle_rss_mb": round1(idle_rss_kb as f64 / 1024.0),
             "peak_rss_mb": round1(peak_rss_kb as f64 / 1024.0),
+            "peak_rss_mb_nodes_total": round1(peak_rss_sum_kb as f64 / 1024.0),
             "rss_after_load_mb": round1(rss_after_kb as f64 / 1024.0),
-            "cpu_ms_per_event_verify_and_deliver": per_event_ms(verify_deliver_cpu, verified_main),
+            "cpu_ms_per_event_verify_and_deliver": per_event_ms(verify_deliver_cpu.total(), verified_main),
+            "cpu_ms_per_event_verify_and_deliver_nodes":
+                per_event_ms(verify_deliver_cpu.nodes, verified_main),
             "cpu_ms_per_event_act_verify_deliver":
-                per_event_ms(cpu_deliver_end - cpu_act_start, verified_main),
+                per_event_ms((cpu_deliver_end - cpu_act_start).total(), verified_main),
             // The two halves of the figure above: the verify phase, then the drain to one receiver.
-            "cpu_ms_per_verify": per_event_ms(cpu_verify_end - cpu_verify_start, verified_main),
-            "cpu_ms_per_delivery": per_event_ms(cpu_deliver_end - cpu_verify_end, verified_main),
-            // Bytes the server wrote towards the disk (/proc/PID/io write_bytes: the log, and the
-            // checkpoints into the database file), per event of each phase; they do not depend on the
-            // disk's speed, so they compare across machines where the throughput figures do not.
-            "disk_write_bytes_per_verify":
-                (disk_verify_end.saturating_sub(disk_verify_start) as f64
-                    / verified_main.max(1) as f64).round(),
-            "disk_write_bytes_per_delivery":
-                (disk_deliver_end.saturating_sub(disk_verify_end) as f64
-                    / verified_main.max(1) as f64).round(),
-            "cpu_seconds_total": round3(cpu_total),
+            "cpu_ms_per_verify": per_event_ms(verify_cpu.total(), verified_main),
+            "cpu_ms_per_delivery": per_event_ms(deliver_cpu.total(), verified_main),
+            // Bytes written towards the disk (/proc/PID/io write_bytes: the log, and the checkpoints
+            // into the database file; on PostgreSQL its WAL and data files), per event of each phase;
+            // they do not depend on the disk's speed, so they compare across machines where the
+            // throughput figures do not.
+            "disk_write_bytes_per_verify": per_event_bytes(verify_disk.total()),
+            "disk_write_bytes_per_delivery": per_event_bytes(deliver_disk.total()),
+            "cpu_seconds_total": round3(cpu_total.total()),
+            // SQLite: pages in use; PostgreSQL: pg_database_size.
             "db_bytes_per_10k_events": ((db_after.saturating_sub(db_before)) as f64
                 / verified_main.max(1) as f64 * 10_000.0).round(),
             "webhooks_received_total": total_events,
         },
         "harness_cpu_seconds": round3(harness_cpu),
     });
+    if let Db::Postgres { .. } = db {
+        // PostgreSQL's own share of the figures above, and what it says of its settings.
+        let mut pg = db.settings().await?;
+        pg["cpu_ms_per_event_verify_and_deliver"] =
+            json!(per_event_ms(verify_deliver_cpu.postgres, verified_main));
+        pg["cpu_ms_per_verify"] = json!(per_event_ms(verify_cpu.postgres, verified_main));
+        pg["cpu_ms_per_delivery"] = json!(per_event_ms(deliver_cpu.postgres, verified_main));
+        pg["cpu_seconds_total"] = json!(round3(cpu_total.postgres));
+        pg["disk_write_bytes_per_verify"] = json!(per_event_bytes(verify_disk.postgres));
+        pg["disk_write_bytes_per_delivery"] = json!(per_event_bytes(deliver_disk.postgres));
+        // Proportional set sizes added up: shared buffers counted once, not once per backend.
+        pg["pss_mb_after_load"] = json!(round1(meter.postgres_pss_kb()? as f64 / 1024.0));
+        report["postgres"] = pg;
+    }
     Ok(report)
 }
 
@@ -541,20 +690,35 @@ struct Server {
     data_dir: PathBuf,
     bin: PathBuf,
     stderr: PathBuf,
+    /// The `CLICKTERMD_STORAGE__*` variables of its store (none for SQLite), also given to the CLI.
+    store_env: Vec<(&'static str, String)>,
 }
 
 impl Server {
-    /// Starts the binary with loopback-only settings; retries on another port if the one picked was
-    /// taken in the meantime.
+    /// Starts the binary on SQLite in `dir/data`.
     async fn start(o: &Options, dir: &Path, ca_file: &Path) -> Result<Server, String> {
+        Server::start_node(o, dir, ca_file, 0, Vec::new()).await
+    }
+
+    /// Starts node `node` (its data directory `dir/data`, `dir/data-1` …) with loopback-only
+    /// settings and `store_env`; retries on another port if the one picked was taken in the meantime.
+    async fn start_node(
+        o: &Options,
+        dir: &Path,
+        ca_file: &Path,
+        node: usize,
+        store_env: Vec<(&'static str, String)>,
+    ) -> Result<Server, String> {
         if !o.bin.is_file() {
             return Err(format!(
                 "no clicktermd binary at {} (build it first)",
                 o.bin.display()
             ));
         }
-        let data_dir = dir.join("data");
-        let stderr = dir.join("server.log");
+        let (data_dir, stderr) = match node {
+            0 => (dir.join("data"), dir.join("server.log")),
+            n => (dir.join(format!("data-{n}")), dir.join(format!("server-{n}.log"))),
+        };
         let mut last = String::new();
         for _ in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -582,6 +746,7 @@ impl Server {
                 // A failed attempt is retried within the run rather than a minute later.
                 .env("CLICKTERMD_WEBHOOKS__RETRY_BASE_SECS", "0.5")
                 .env("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "2")
+                .envs(store_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
@@ -595,11 +760,15 @@ impl Server {
                 data_dir: data_dir.clone(),
                 bin: o.bin.clone(),
                 stderr: stderr.clone(),
+                store_env: store_env.clone(),
             };
             match server.wait_healthy().await {
                 Ok(()) => {
                     // For attaching a profiler: `perf record -g -p PID`.
-                    eprintln!("pipeline: clicktermd pid {} on {addr}", server.pid);
+                    eprintln!(
+                        "pipeline: clicktermd node {node} pid {} on {addr}",
+                        server.pid
+                    );
                     return Ok(server);
                 }
                 Err(e) => last = e,
@@ -640,9 +809,10 @@ impl Server {
         self.data_dir.join("clicktermd.db")
     }
 
-    /// `clicktermd admin token create` against the live data directory.
+    /// `clicktermd admin token create` against the live data directory (and store).
     fn admin_token(&self) -> Result<String, String> {
         let out = clean_command(&self.bin)
+            .envs(self.store_env.iter().map(|(k, v)| (k, v)))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["admin", "token", "create", "--name", "bench"])
@@ -762,7 +932,10 @@ struct Signature {
 }
 
 struct Api {
+    /// The first node's URL, where admin calls go.
     base: String,
+    /// Every node's, for the SDK and verify load (round-robin).
+    bases: Vec<String>,
     client: HttpClient,
     /// The SDK's clients, one per end user's address.
     browsers: Vec<HttpClient>,
@@ -796,8 +969,14 @@ impl Load {
 
 impl Api {
     fn new(addr: SocketAddr) -> Api {
+        Api::for_nodes(&[addr])
+    }
+
+    fn for_nodes(addrs: &[SocketAddr]) -> Api {
+        let bases: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
         Api {
-            base: format!("http://{addr}"),
+            base: bases[0].clone(),
+            bases,
             client: http_client(),
             browsers: browser_clients(),
             token: Mutex::new(String::new()),
@@ -898,9 +1077,11 @@ impl Api {
     ) -> Result<(Load, Vec<Signature>), String> {
         static USER: AtomicUsize = AtomicUsize::new(0);
         let first_user = USER.fetch_add(n, Ordering::Relaxed);
-        let uri: hyper::Uri = format!("{}/public-client/v1/clickwrap", self.base)
-            .parse()
-            .unwrap();
+        let uris: Vec<hyper::Uri> = self
+            .bases
+            .iter()
+            .map(|b| format!("{b}/public-client/v1/clickwrap").parse().unwrap())
+            .collect();
         let bodies: Vec<Bytes> = (0..n)
             .map(|i| {
                 Bytes::from(
@@ -912,7 +1093,7 @@ impl Api {
             })
             .collect();
         let make = move |i: usize| {
-            Request::post(uri.clone())
+            Request::post(uris[i % uris.len()].clone())
                 .header("content-type", "application/json")
                 .header("user-agent", "clicktermd-bench")
                 .body(Full::new(bodies[i].clone()))
@@ -944,9 +1125,11 @@ impl Api {
         Ok((load, sigs))
     }
 
-    fn verify_request(&self, sig: &Signature) -> Request<Full<Bytes>> {
+    /// The verify request of `sig`, to node `i` modulo the nodes.
+    fn verify_request(&self, sig: &Signature, i: usize) -> Request<Full<Bytes>> {
         let app = &sig.app;
-        Request::post(format!("{}/public-client/v1/clickwrap/verify", self.base))
+        let base = &self.bases[i % self.bases.len()];
+        Request::post(format!("{base}/public-client/v1/clickwrap/verify"))
             .header("content-type", "application/json")
             .header("x-app-id", &app.id)
             .header("x-app-key", &app.key)
@@ -963,8 +1146,11 @@ impl Api {
         concurrency: usize,
         max: Duration,
     ) -> Result<Load, String> {
-        let requests: Vec<Request<Full<Bytes>>> =
-            sigs.iter().map(|s| self.verify_request(s)).collect();
+        let requests: Vec<Request<Full<Bytes>>> = sigs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.verify_request(s, i))
+            .collect();
         let requests = Mutex::new(requests.into_iter().map(Some).collect::<Vec<_>>());
         let make = move |i: usize| {
             requests.lock().unwrap()[i]
@@ -1011,7 +1197,7 @@ impl Api {
         let mut tasks = Vec::with_capacity(n);
         for (i, sig) in sigs.iter().enumerate() {
             tokio::time::sleep_until(start + interval * i as u32).await;
-            let req = self.verify_request(sig);
+            let req = self.verify_request(sig, i);
             let (client, sent, verify_lat, errors) = (
                 self.client.clone(),
                 sent.clone(),
@@ -1501,21 +1687,37 @@ impl Pki {
 // Measurements from /proc and the database
 // ---------------------------------------------------------------------------------------------------
 
-/// `user + system` CPU seconds of a process (`"self"` or a pid), all threads, from `/proc/PID/stat`.
-fn cpu_seconds(pid: &str) -> Result<f64, String> {
+/// The fields of `/proc/PID/stat` after the command name (state is the first, ppid the second).
+fn stat_fields(pid: &str) -> Result<Vec<String>, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // The command name may contain spaces and parentheses; the fields after the last ')' do not.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the name.
-    let ticks = |i: usize| -> Result<f64, String> {
-        fields
+    Ok(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The sum of fields `from..=to` (0-based after the name) of `/proc/PID/stat`, in seconds.
+fn stat_seconds(pid: &str, fields: std::ops::RangeInclusive<usize>) -> Result<f64, String> {
+    let f = stat_fields(pid)?;
+    let mut ticks = 0.0;
+    for i in fields {
+        ticks += f
             .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .ok_or_else(|| "bad stat field".to_string())
-    };
-    Ok((ticks(11)? + ticks(12)?) / clock_ticks())
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| "bad stat field".to_string())?;
+    }
+    Ok(ticks / clock_ticks())
+}
+
+/// `user + system` CPU seconds of a process (`"self"` or a pid), all threads, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> Result<f64, String> {
+    // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the name.
+    stat_seconds(pid, 11..=12)
+}
+
+/// As [`cpu_seconds`], plus its children that have exited and been waited for (`cutime`, `cstime`).
+fn cpu_seconds_with_children(pid: &str) -> Result<f64, String> {
+    stat_seconds(pid, 11..=14)
 }
 
 fn cpu_seconds_of(pid: u32) -> Result<f64, String> {
@@ -1556,12 +1758,261 @@ fn proc_status_kb(pid: u32, field: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{field} not in /proc/{pid}/status"))
 }
 
+/// The store of a run: SQLite's file in the first node's data directory, or a database in a
+/// PostgreSQL cluster started for this run with its default durability.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres {
+        cluster: postgres::Cluster,
+        database: String,
+    },
+}
+
+impl Db {
+    async fn start(o: &Options, dir: &Path) -> Result<Db, String> {
+        match o.backend {
+            Backend::Sqlite => Ok(Db::Sqlite(dir.join("data/clicktermd.db"))),
+            Backend::Postgres => {
+                // In `work_dir` (on the disk being measured), not in the run's own directory, which
+                // is private to this user while the cluster runs as `postgres` when we are root.
+                let parent = o.work_dir.clone();
+                let cluster =
+                    tokio::task::spawn_blocking(move || postgres::Cluster::start_durable(&parent))
+                        .await
+                        .map_err(|e| format!("start the PostgreSQL cluster: {e}"))?;
+                let database = cluster.create_database().await;
+                eprintln!(
+                    "pipeline: PostgreSQL (postmaster pid {:?}) on 127.0.0.1:{}, database {database}",
+                    cluster.postmaster_pid(),
+                    cluster.port
+                );
+                Ok(Db::Postgres { cluster, database })
+            }
+        }
+    }
+
+    /// What a node (and the CLI) needs to reach this store beside its data directory.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Db::Sqlite(_) => Vec::new(),
+            Db::Postgres { cluster, database } => vec![
+                ("CLICKTERMD_STORAGE__BACKEND", "postgres".to_string()),
+                ("CLICKTERMD_STORAGE__POSTGRES_URL", cluster.url(database)),
+            ],
+        }
+    }
+
+    fn postmaster(&self) -> Result<Option<u32>, String> {
+        match self {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres { cluster, .. } => cluster
+                .postmaster_pid()
+                .map(Some)
+                .ok_or_else(|| format!("no postmaster.pid in {}", cluster.dir.display())),
+        }
+    }
+
+    /// The database's size in bytes now: SQLite's pages in use, PostgreSQL's `pg_database_size`.
+    async fn size(&self) -> Result<u64, String> {
+        match self {
+            Db::Sqlite(path) => db_bytes(path),
+            Db::Postgres { cluster, database } => {
+                let c = cluster.connect(database).await;
+                let row = c
+                    .query_one("SELECT pg_database_size(current_database())", &[])
+                    .await
+                    .map_err(|e| format!("pg_database_size: {e}"))?;
+                Ok(row.get::<_, i64>(0) as u64)
+            }
+        }
+    }
+
+    /// How many attempts ended with each outcome (`ok`, `timeout` …), from the live database.
+    async fn attempt_outcomes(&self) -> Result<Value, String> {
+        match self {
+            Db::Sqlite(path) => attempt_outcomes(path),
+            Db::Postgres { cluster, database } => {
+                let c = cluster.connect(database).await;
+                let rows = c
+                    .query(ATTEMPT_OUTCOMES, &[])
+                    .await
+                    .map_err(|e| format!("attempt outcomes: {e}"))?;
+                let mut out = serde_json::Map::new();
+                for row in rows {
+                    out.insert(row.get::<_, String>(0), json!(row.get::<_, i64>(1)));
+                }
+                Ok(Value::Object(out))
+            }
+        }
+    }
+
+    /// PostgreSQL's version and durability settings, as the server reports them.
+    async fn settings(&self) -> Result<Value, String> {
+        let Db::Postgres { cluster, database } = self else {
+            return Ok(json!({}));
+        };
+        let c = cluster.connect(database).await;
+        let mut out = json!({});
+        for name in [
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "wal_sync_method",
+            "shared_buffers",
+            "max_connections",
+        ] {
+            let row = c
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .map_err(|e| format!("SHOW {name}: {e}"))?;
+            out[name] = json!(row.get::<_, String>(0));
+        }
+        Ok(out)
+    }
+
+    /// Stops PostgreSQL and deletes its cluster (SQLite's file goes with the run's directory).
+    fn stop(&self) {
+        if let Db::Postgres { cluster, .. } = self {
+            cluster.stop();
+        }
+    }
+}
+
+const ATTEMPT_OUTCOMES: &str =
+    "SELECT outcome, count(*) FROM attempts GROUP BY outcome ORDER BY outcome";
+
+/// A figure of the nodes and of PostgreSQL's processes (zero without PostgreSQL).
+#[derive(Clone, Copy, Debug, Default)]
+struct Split<T> {
+    nodes: T,
+    postgres: T,
+}
+
+impl Split<f64> {
+    fn total(&self) -> f64 {
+        self.nodes + self.postgres
+    }
+}
+
+impl Split<u64> {
+    fn total(&self) -> u64 {
+        self.nodes + self.postgres
+    }
+}
+
+impl std::ops::Sub for Split<f64> {
+    type Output = Split<f64>;
+    fn sub(self, o: Split<f64>) -> Split<f64> {
+        Split {
+            nodes: self.nodes - o.nodes,
+            postgres: self.postgres - o.postgres,
+        }
+    }
+}
+
+impl std::ops::Sub for Split<u64> {
+    type Output = Split<u64>;
+    fn sub(self, o: Split<u64>) -> Split<u64> {
+        Split {
+            nodes: self.nodes.saturating_sub(o.nodes),
+            postgres: self.postgres.saturating_sub(o.postgres),
+        }
+    }
+}
+
+/// Reads what the processes of a run use from `/proc`: every node, and PostgreSQL's postmaster with
+/// its children (found by their parent id). A child that has exited is in the postmaster's own
+/// figures: its CPU in `cutime`/`cstime`, its I/O in the postmaster's `/proc/PID/io` (the kernel adds
+/// a reaped child's to its parent's).
+struct Meter {
+    nodes: Vec<u32>,
+    postmaster: Option<u32>,
+}
+
+impl Meter {
+    /// The postmaster's live children.
+    fn postgres_children(&self) -> Vec<u32> {
+        let Some(pm) = self.postmaster else {
+            return Vec::new();
+        };
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| stat_fields(&pid.to_string()).is_ok_and(|f| f.get(1) == Some(&pm.to_string())))
+            .collect()
+    }
+
+    /// CPU seconds (user + system) of the nodes, and of PostgreSQL with its exited children.
+    fn cpu(&self) -> Result<Split<f64>, String> {
+        let mut nodes = 0.0;
+        for &pid in &self.nodes {
+            nodes += cpu_seconds_of(pid)?;
+        }
+        let mut postgres = 0.0;
+        if let Some(pm) = self.postmaster {
+            for child in self.postgres_children() {
+                // A child may exit between the listing and this read: then it is in `cutime`.
+                postgres += cpu_seconds_with_children(&child.to_string()).unwrap_or(0.0);
+            }
+            postgres += cpu_seconds_with_children(&pm.to_string())?;
+        }
+        Ok(Split { nodes, postgres })
+    }
+
+    /// Bytes written towards storage by the nodes and by PostgreSQL's processes.
+    fn disk(&self) -> Result<Split<u64>, String> {
+        let mut nodes = 0;
+        for &pid in &self.nodes {
+            nodes += disk_write_bytes_of(pid)?;
+        }
+        let mut postgres = 0;
+        if let Some(pm) = self.postmaster {
+            for child in self.postgres_children() {
+                postgres += disk_write_bytes_of(child).unwrap_or(0);
+            }
+            postgres += disk_write_bytes_of(pm)?;
+        }
+        Ok(Split { nodes, postgres })
+    }
+
+    /// A `kB` field of the nodes' `/proc/PID/status`: the largest node's, and the sum.
+    fn rss_kb(&self, field: &str) -> Result<(u64, u64), String> {
+        let mut each = Vec::new();
+        for &pid in &self.nodes {
+            each.push(proc_status_kb(pid, field)?);
+        }
+        Ok((each.iter().copied().max().unwrap_or(0), each.iter().sum()))
+    }
+
+    /// PostgreSQL's memory: the proportional set sizes of the postmaster and its children added up.
+    fn postgres_pss_kb(&self) -> Result<u64, String> {
+        let Some(pm) = self.postmaster else {
+            return Ok(0);
+        };
+        let mut pids = self.postgres_children();
+        pids.push(pm);
+        let mut total = 0;
+        for pid in pids {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
 /// How many attempts ended with each outcome (`ok`, `timeout` …), from the live database.
 fn attempt_outcomes(path: &Path) -> Result<Value, String> {
     let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("open {}: {e}", path.display()))?;
     let mut stmt = c
-        .prepare("SELECT outcome, count(*) FROM attempts GROUP BY outcome ORDER BY outcome")
+        .prepare(ATTEMPT_OUTCOMES)
         .map_err(|e| e.to_string())?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -1651,14 +2102,45 @@ pub const FIGURES: &[&str] = &[
     "/server/db_bytes_per_10k_events",
 ];
 
+/// Figures that a PostgreSQL run adds: its own share of the CPU and the disk writes.
+pub const POSTGRES_FIGURES: &[&str] = &[
+    "/postgres/cpu_ms_per_event_verify_and_deliver",
+    "/postgres/cpu_ms_per_verify",
+    "/postgres/cpu_ms_per_delivery",
+    "/postgres/disk_write_bytes_per_verify",
+    "/postgres/pss_mb_after_load",
+];
+
 /// The figures of [`FIGURES`] (or of the large benchmark's) that are missing from `report` or not
 /// positive; empty when all are there.
 pub fn missing_figures(report: &Value) -> Vec<String> {
     if report["mode"] == "large" {
         return large::missing_figures(report);
     }
+    if report["mode"] == "compare" {
+        let runs = report["runs"].as_array().map_or(&[][..], Vec::as_slice);
+        let mut missing: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                missing_figures(r)
+                    .into_iter()
+                    .map(move |p| format!("/runs/{i}{p}"))
+            })
+            .collect();
+        if runs.len() != COMPARED.len() {
+            missing.push("/runs".into());
+        }
+        return missing;
+    }
+    let postgres: &[&str] = if report["backend"] == "postgres" {
+        POSTGRES_FIGURES
+    } else {
+        &[]
+    };
     FIGURES
         .iter()
+        .chain(postgres)
         .filter(|p| {
             !report
                 .pointer(p)
@@ -1673,6 +2155,9 @@ pub fn missing_figures(report: &Value) -> Vec<String> {
 pub fn table(r: &Value) -> String {
     if r["mode"] == "large" {
         return large::table(r);
+    }
+    if r["mode"] == "compare" {
+        return compare_table(r);
     }
     let f = |p: &str| {
         r.pointer(p)
@@ -1774,6 +2259,15 @@ pub fn table(r: &Value) -> String {
             "<= 0.26 ms",
         ),
         (
+            "  of which clicktermd nodes / PostgreSQL".into(),
+            format!(
+                "{} ms / {} ms",
+                f("/server/cpu_ms_per_event_verify_and_deliver_nodes"),
+                f("/postgres/cpu_ms_per_event_verify_and_deliver")
+            ),
+            "",
+        ),
+        (
             "disk writes per verify / per delivery".into(),
             format!(
                 "{} B / {} B",
@@ -1800,8 +2294,10 @@ pub fn table(r: &Value) -> String {
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     let mut out = format!(
-        "clicktermd pipeline benchmark ({} mode, {} cores, {})\n",
+        "clicktermd pipeline benchmark ({} mode, {} on {} node(s), {} cores, {})\n",
         f("/mode").trim_matches('"'),
+        f("/backend").trim_matches('"'),
+        f("/nodes"),
         f("/machine/nproc"),
         f("/machine/cpu_model").trim_matches('"'),
     );
@@ -1811,6 +2307,110 @@ pub fn table(r: &Value) -> String {
     ));
     for (a, b, c) in rows {
         out.push_str(&format!("{a:w0$}  {b:w1$}  {c}\n"));
+    }
+    out
+}
+
+/// `--compare`'s table: one column per configuration of [`COMPARED`], the issue #12 target beside.
+fn compare_table(r: &Value) -> String {
+    let runs = r["runs"].as_array().map_or(&[][..], Vec::as_slice);
+    let f = |run: &Value, p: &str| {
+        run.pointer(p)
+            .map(|v| v.to_string().trim_matches('"').to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    type Cell = fn(&dyn Fn(&str) -> String) -> String;
+    let rows: Vec<(&str, Cell, &str)> = vec![
+        ("verifies/s (64 clients)", |g| g("/verify/requests_per_s"), ">= 5000"),
+        ("verify p50 / p99 ms", |g| format!("{} / {}", g("/verify/p50_ms"), g("/verify/p99_ms")), ""),
+        ("SDK acts/s", |g| g("/sdk_act/requests_per_s"), ""),
+        (
+            "deliveries/s, 1 receiver h2",
+            |g| g("/deliveries_one_receiver_h2/deliveries_per_s"),
+            ">= 5000",
+        ),
+        (
+            "deliveries/s, 1 receiver HTTP/1.1",
+            |g| g("/deliveries_one_receiver_http1/deliveries_per_s"),
+            "",
+        ),
+        ("deliveries/s, fan-out", |g| g("/deliveries_fanout/deliveries_per_s"), ""),
+        (
+            "verify -> arrival p50 / p99 ms",
+            |g| format!("{} / {}", g("/verify_to_arrival/p50_ms"), g("/verify_to_arrival/p99_ms")),
+            "",
+        ),
+        (
+            "CPU ms per verified + delivered event",
+            |g| g("/server/cpu_ms_per_event_verify_and_deliver"),
+            "<= 0.5 (with PostgreSQL)",
+        ),
+        (
+            "  nodes / PostgreSQL",
+            |g| {
+                format!(
+                    "{} / {}",
+                    g("/server/cpu_ms_per_event_verify_and_deliver_nodes"),
+                    g("/postgres/cpu_ms_per_event_verify_and_deliver")
+                )
+            },
+            "",
+        ),
+        (
+            "  verify / delivery",
+            |g| format!("{} / {}", g("/server/cpu_ms_per_verify"), g("/server/cpu_ms_per_delivery")),
+            "",
+        ),
+        ("peak RSS MB (largest node)", |g| g("/server/peak_rss_mb"), ""),
+        ("PostgreSQL PSS MB after load", |g| g("/postgres/pss_mb_after_load"), ""),
+        (
+            "disk bytes per verify / delivery",
+            |g| {
+                format!(
+                    "{} / {}",
+                    g("/server/disk_write_bytes_per_verify"),
+                    g("/server/disk_write_bytes_per_delivery")
+                )
+            },
+            "",
+        ),
+        ("database bytes per 10 000 events", |g| g("/server/db_bytes_per_10k_events"), ""),
+    ];
+    let heads: Vec<String> = runs
+        .iter()
+        .map(|run| format!("{} x{}", f(run, "/backend"), f(run, "/nodes")))
+        .collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(_, cell, _)| runs.iter().map(|run| cell(&|p| f(run, p))).collect())
+        .collect();
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..runs.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([heads[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!(
+        "clicktermd pipeline benchmark, compared ({} scale, {} cores, {})\n",
+        f(r, "/scale"),
+        f(r, "/machine/nproc"),
+        f(r, "/machine/cpu_model"),
+    );
+    let line = |first: &str, cols: &[String], last: &str| {
+        let mut l = format!("{first:w0$}");
+        for (c, w) in cols.iter().zip(&widths) {
+            l.push_str(&format!("  {c:>w$}"));
+        }
+        format!("{l}  {last}\n")
+    };
+    out.push_str(&line("figure", &heads, "target (issue #12)"));
+    for ((name, _, target), c) in rows.iter().zip(&cells) {
+        out.push_str(&line(name, c, target));
     }
     out
 }

@@ -5,8 +5,10 @@
 //! test server gets a database of its own. A watchdog stops the cluster and deletes its directory when
 //! the test process ends, however it ends.
 //!
-//! `fsync` is off in this cluster: the tests check behaviour, not durability (the benchmark runs
-//! PostgreSQL with its default durability).
+//! `fsync` is off in the tests' cluster: the tests check behaviour, not durability. The benchmark
+//! (`benches/pipeline/harness.rs` includes this file) starts its own with [`Cluster::start_durable`]:
+//! PostgreSQL's default durability (`fsync` on, `synchronous_commit = on`, full page writes), in a
+//! directory on the disk being measured, stopped by [`Cluster::stop`] when its run is over.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ pub struct Cluster {
 /// The cluster of this test process, started on first use.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(|| Cluster::start(None, false))
 }
 
 /// The directory of Debian's PostgreSQL programs (the newest installed), or `pg_config --bindir`.
@@ -107,14 +109,26 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// A cluster with PostgreSQL's default durability, in a new directory under `parent`, for the
+    /// benchmark.
+    #[allow(dead_code)] // the benchmark's; the tests use `cluster()`
+    pub fn start_durable(parent: &Path) -> Cluster {
+        Cluster::start(Some(parent), true)
+    }
+
+    /// A cluster in a new directory under `parent` (the system's temporary directory when `None`);
+    /// with `durable` false, without `fsync`, synchronous commits or full page writes.
+    fn start(parent: Option<&Path>, durable: bool) -> Cluster {
         let bin = bin_dir();
         let user = unprivileged_user();
-        let dir = tempfile::Builder::new()
-            .prefix("clicktermd-pg-")
-            .tempdir()
-            .expect("temporary directory")
-            .keep();
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("clicktermd-pg-");
+        let dir = match parent {
+            Some(p) => builder.tempdir_in(p),
+            None => builder.tempdir(),
+        }
+        .expect("temporary directory")
+        .keep();
         if let Some(u) = user {
             let ok = Command::new("chown")
                 .args([u, dir.to_str().expect("UTF-8 path")])
@@ -157,12 +171,16 @@ impl Cluster {
         );
         let port = free_port();
         let log = dir.join("log");
+        let durability = if durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         // The watchdog: runs PostgreSQL, and once this test process is gone stops it (fast shutdown)
         // and deletes the cluster. It polls /proc, which works whatever user it runs as.
         let script = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=400 -c shared_buffers=64MB >{log} 2>&1 & pg=$!; \
+             {durability} -c max_connections=400 -c shared_buffers=64MB >{log} 2>&1 & pg=$!; \
              while [ -d /proc/{me} ] && [ -d /proc/$pg ]; do sleep 0.5; done; \
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
@@ -202,6 +220,33 @@ impl Cluster {
                 "PostgreSQL did not start: {}",
                 std::fs::read_to_string(log).unwrap_or_default()
             );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The postmaster's process id, from the first line of `postmaster.pid` in the data directory.
+    #[allow(dead_code)] // the benchmark's
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Stops the cluster (fast shutdown: SIGINT to the postmaster) and waits until its watchdog has
+    /// deleted the directory.
+    #[allow(dead_code)] // the benchmark's
+    pub fn stop(&self) {
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        let started = Instant::now();
+        while self.dir.exists() && started.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
