@@ -8,6 +8,7 @@ mod common;
 /// modules, compiled again with this set).
 const POSTGRES: bool = false;
 
+mod bench_large;
 mod bench_quick;
 mod cli;
 mod clickwrap;

@@ -2,14 +2,18 @@
 //! compiled a second time with [`POSTGRES`] set, so every server the harness starts runs on a
 //! database of its own in a PostgreSQL cluster this process starts (`common/postgres.rs`). Left out
 //! are the subjects that are SQLite's own (its file, its crash recovery and full disk, the `.deb` and
-//! its boot, the benchmark's quick mode); `nodes.rs` adds what only PostgreSQL has (several nodes on
-//! one database, the URL and its TLS, `migrate-store`).
+//! its boot, the benchmark's large-database mode); `nodes.rs` adds what only PostgreSQL has (several
+//! nodes on one database, the URL and its TLS, `migrate-store`). `bench_quick` runs the benchmark's
+//! quick mode on a durable cluster of its own (the harness starts it).
 
 #[path = "../e2e/common/mod.rs"]
 mod common;
 
 /// See `tests/e2e/main.rs`.
 const POSTGRES: bool = true;
+
+#[path = "../e2e/bench_quick.rs"]
+mod bench_quick;
 
 #[path = "../e2e/foundation.rs"]
 mod foundation;

@@ -236,19 +236,25 @@ impl Cluster {
             .ok()
     }
 
-    /// Stops the cluster (fast shutdown: SIGINT to the postmaster) and waits until its watchdog has
-    /// deleted the directory.
+    /// Stops the cluster (fast shutdown: SIGINT to the postmaster), waits for the postmaster to exit
+    /// and its watchdog to empty the directory, and removes the directory (the watchdog, running as
+    /// the unprivileged user, cannot remove it from a parent that is not its own).
     #[allow(dead_code)] // the benchmark's
     pub fn stop(&self) {
+        let started = Instant::now();
+        let waited = |done: &dyn Fn() -> bool| {
+            while !done() && started.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
         if let Some(pid) = self.postmaster_pid() {
             let _ = Command::new("kill")
                 .args(["-INT", &pid.to_string()])
                 .status();
+            waited(&|| !Path::new(&format!("/proc/{pid}")).exists());
         }
-        let started = Instant::now();
-        while self.dir.exists() && started.elapsed() < Duration::from_secs(60) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        waited(&|| std::fs::read_dir(&self.dir).map_or(true, |mut d| d.next().is_none()));
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// A URL for `database` on this cluster.
