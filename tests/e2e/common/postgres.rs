@@ -13,8 +13,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The superuser the tests connect as, and its password.
@@ -26,6 +26,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     bin: PathBuf,
     next: AtomicU64,
+    /// The watchdog's process, waited for by [`Cluster::stop`] (the tests' cluster outlives them).
+    watchdog: Mutex<Option<std::process::Child>>,
 }
 
 /// The cluster of this test process, started on first use.
@@ -189,7 +191,7 @@ impl Cluster {
             log = log.display(),
             me = std::process::id(),
         );
-        as_user(user, Path::new("/bin/sh"), &["-c", &script])
+        let watchdog = as_user(user, Path::new("/bin/sh"), &["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -200,6 +202,7 @@ impl Cluster {
             dir,
             bin,
             next: AtomicU64::new(0),
+            watchdog: Mutex::new(Some(watchdog)),
         };
         cluster.wait_ready(&log);
         cluster
@@ -255,6 +258,9 @@ impl Cluster {
         }
         waited(&|| std::fs::read_dir(&self.dir).map_or(true, |mut d| d.next().is_none()));
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(mut watchdog) = self.watchdog.lock().unwrap().take() {
+            let _ = watchdog.wait();
+        }
     }
 
     /// A URL for `database` on this cluster.
