@@ -18,7 +18,9 @@ use crate::common::serving::{Serving, serve, serve_within};
 use crate::common::{
     self, Call, DEADLINE, assert_success, clicktermd, read_admin_password, stderr, stdout,
 };
-use crate::ledger::{ZEROS, accept, rehash_parts, setup, text};
+use sha2::{Digest, Sha256};
+
+use crate::ledger::{Setup, ZEROS, accept, link_of, setup};
 
 /// The SDK limits off for the tests that verify thousands of events from one address.
 const UNLIMITED: [(&str, &str); 2] = [
