@@ -20,7 +20,10 @@ use crate::store::integrations::WebhookTarget;
 use crate::store::{Result, StoreError};
 
 /// What verify needs of an integration (see `store::integrations::webhook_target`).
-async fn webhook_target<C: GenericClient>(c: &C, id: i64) -> Result<Option<WebhookTarget>> {
+pub(crate) async fn webhook_target<C: GenericClient>(
+    c: &C,
+    id: i64,
+) -> Result<Option<WebhookTarget>> {
     let stmt = c
         .prepare_cached(
             "SELECT deleted_at IS NOT NULL, callback_url, signing_secret, status, \
@@ -189,7 +192,36 @@ impl Postgres {
         expired: bool,
         payload: fn(&ClickwrapEvent) -> Vec<u8>,
     ) -> Result<Verification> {
-        let mut client = self.client().await?;
+        // Through the node's batch (`pg::batch`): with the others that arrive meanwhile.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.verifies
+            .send(super::batch::Job {
+                event_id: event_id.to_string(),
+                integration_id,
+                expired,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Task("the verify batches have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("a verify batch was dropped".into()))?
+    }
+}
+
+/// One verify in its own transaction: marks the event, appends its link (under the ledger's lock,
+/// held to the commit) and queues its delivery. `pg::batch` runs batches of these as one, and falls
+/// back to this for each of a batch that failed.
+pub(crate) async fn verify_alone(
+    pool: &deadpool_postgres::Pool,
+    event_id: &str,
+    integration_id: i64,
+    expired: bool,
+    payload: fn(&ClickwrapEvent) -> Vec<u8>,
+) -> Result<Verification> {
+    {
+        let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         let now = Timestamp::now();
         let Some(target) = webhook_target(&tx, integration_id)
@@ -235,7 +267,9 @@ impl Postgres {
         tx.commit().await?;
         Ok(Verification::Verified(verified))
     }
+}
 
+impl Postgres {
     /// See `Store::status_facts`.
     pub(crate) async fn status_facts(
         &self,

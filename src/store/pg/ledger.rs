@@ -41,7 +41,10 @@ fn hash(bytes: Option<Vec<u8>>) -> ChainHash {
 }
 
 /// A verified event's evidence facts and the ledger position its verify gave it.
-async fn source<C: GenericClient>(c: &C, event_row: i64) -> Result<Option<(Source, Option<i64>)>> {
+pub(crate) async fn source<C: GenericClient>(
+    c: &C,
+    event_row: i64,
+) -> Result<Option<(Source, Option<i64>)>> {
     let stmt = c.prepare_cached(&SOURCE).await?;
     Ok(c.query_opt(&stmt, &[&event_row]).await?.map(|r| {
         let title: Option<String> = r.get(9);
@@ -76,7 +79,7 @@ async fn source<C: GenericClient>(c: &C, event_row: i64) -> Result<Option<(Sourc
 }
 
 /// The last link, or the empty ledger's head.
-async fn head<C: GenericClient>(c: &C) -> Result<ChainHead> {
+pub(crate) async fn head<C: GenericClient>(c: &C) -> Result<ChainHead> {
     let stmt = c.prepare_cached(HEAD_SQL).await?;
     Ok(c.query_opt(&stmt, &[])
         .await?
