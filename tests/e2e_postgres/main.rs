@@ -15,8 +15,22 @@ const POSTGRES: bool = true;
 #[path = "../e2e/bench_quick.rs"]
 mod bench_quick;
 
+#[path = "../e2e/clickwrap.rs"]
+mod clickwrap;
+
 #[path = "../e2e/foundation.rs"]
 mod foundation;
 
-#[path = "nodes.rs"]
+#[path = "../e2e/ledger.rs"]
+mod ledger;
+
+#[path = "../e2e/templates.rs"]
+mod templates;
+
+#[path = "../e2e/walkthrough.rs"]
+mod walkthrough;
+
+#[path = "../e2e/widget.rs"]
+mod widget;
+
 mod nodes;

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod audit;
+mod batch;
 pub mod client_certs;
 pub mod consent;
 pub mod deliveries;
@@ -361,11 +362,15 @@ pub struct Postgres {
     stats: Arc<WriterStats>,
     wake: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    /// The node's verify batches (`batch.rs`).
+    verifies: batch::Queue,
+    verifier: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.listener.abort();
+        self.verifier.abort();
         self.pool.close();
     }
 }
@@ -422,7 +427,10 @@ impl Postgres {
             listening.clone(),
             wake.clone(),
         ));
+        let (verifies, verifier) = batch::start(pool.clone());
         Ok(Postgres {
+            verifies,
+            verifier,
             pool,
             shown,
             credentials,
