@@ -292,11 +292,15 @@ async fn compare(o: &Options) -> Result<Value, String> {
             "pipeline: --compare: {} with {nodes} node(s)",
             backend.as_str()
         );
-        runs.push(
-            run_async(&one)
-                .await
-                .map_err(|e| format!("{} with {nodes} node(s): {e}", backend.as_str()))?,
-        );
+        // A configuration that fails is reported as such, and the others still run: its figures are
+        // then missing, so the run exits non-zero.
+        runs.push(run_async(&one).await.unwrap_or_else(|e| {
+            eprintln!(
+                "pipeline: {} with {nodes} node(s) failed: {e}",
+                backend.as_str()
+            );
+            json!({"backend": backend.as_str(), "nodes": nodes, "error": e})
+        }));
     }
     Ok(json!({
         "benchmark": "clicktermd pipeline",
