@@ -562,24 +562,6 @@ impl Store {
         self.sqlite()?.write(f).await
     }
 
-    async fn write_batch<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.sqlite()?.write_batch(f).await
-    }
-
-    async fn write_uncommitted<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.sqlite()?.write_uncommitted(f).await
-    }
-
     /// Copies the live database to `dest` (see [`backup`]); a PostgreSQL database is `pg_dump`'s.
     pub fn backup_to(&self, dest: &Path) -> Result<()> {
         match self.backend() {
