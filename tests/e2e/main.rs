@@ -29,4 +29,5 @@ mod templates;
 mod tls;
 mod walkthrough;
 mod webhooks;
+mod webhooks_sqlite;
 mod widget;

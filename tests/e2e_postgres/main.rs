@@ -11,5 +11,9 @@ mod common;
 /// See `tests/e2e/main.rs`.
 const POSTGRES: bool = true;
 
+#[path = "../e2e/first_webhook.rs"]
+mod first_webhook;
 #[path = "../e2e/foundation.rs"]
 mod foundation;
+#[path = "../e2e/webhooks.rs"]
+mod webhooks;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod database;
 pub mod dns;
 pub mod h2receiver;
 pub mod nginx;
