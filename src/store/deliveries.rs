@@ -871,16 +871,12 @@ impl Claims {
 /// is one transaction.
 impl Store {
     /// At start, under the serve lock: deliveries left `in_flight` by a process that died mid-attempt
-    /// are due again now (see [`recover_interrupted`]).
-    ///
-    /// On PostgreSQL there is no start-time recovery (another node may be attempting them): an
-    /// in-flight delivery is claimed again when its lease runs out, by any node.
+    /// are due again now (see [`recover_interrupted`]). On PostgreSQL none: other nodes may be
+    /// attempting the deliveries in flight, and those of a node that died are taken again when their
+    /// lease runs out (`claim_due_deliveries`), whichever node claims them.
     pub async fn recover_interrupted_deliveries(&self) -> Result<usize> {
         match self.backend() {
-            Backend::Sqlite(s) => {
-                s.write(|c| recover_interrupted(c, Timestamp::now()))
-                    .await
-            }
+            Backend::Sqlite(s) => s.write(|c| recover_interrupted(c, Timestamp::now())).await,
             Backend::Postgres(_) => Ok(0),
         }
     }

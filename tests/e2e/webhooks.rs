@@ -9,6 +9,7 @@ use crate::common::Call;
 use std::time::{Duration, Instant};
 
 use crate::common::dns::DnsServer;
+use crate::common::peek::Db;
 use crate::common::receiver::Receiver;
 use crate::common::{DEADLINE, TestServer};
 use reqwest::StatusCode;
@@ -120,15 +121,14 @@ impl World {
     /// The receiver checks with one secret: make it the integration's signing secret (as an operator
     /// would configure the receiver with the integration's secret, the other way round).
     async fn use_receiver_secret(&self, app_id: &str) {
-        let n = common::database::execute(
-            &self.server.config,
-            &format!(
-                "UPDATE integrations SET signing_secret = '{}' WHERE app_id = '{app_id}'",
-                self.receiver.secret
-            ),
-        )
-        .await;
-        assert_eq!(n, 1);
+        let db = Db::open(&self.server.config, &self.server.data_dir).await;
+        let changed = db
+            .rows(
+                "UPDATE integrations SET signing_secret = $1 WHERE app_id = $2 RETURNING id",
+                &[&self.receiver.secret, app_id],
+            )
+            .await;
+        assert_eq!(changed.len(), 1);
     }
 }
 
@@ -1031,34 +1031,39 @@ async fn old_attempts_of_finished_deliveries_are_pruned_in_batches() {
 
     // History from long ago, written straight into the database: 1 234 attempts 40 days old for the
     // failed delivery (more than two batches), 7 for the held one, and 5 from yesterday.
-    let config = server.config.clone();
-    let count = |sql: String| {
-        let config = config.clone();
-        async move { common::database::integer(&config, &sql).await }
+    let db = Db::open(&server.config, &server.data_dir).await;
+    let row = |id: &str| {
+        let db = &db;
+        let id = id.to_string();
+        async move {
+            db.int("SELECT id FROM deliveries WHERE delivery_id = $1", &[&id])
+                .await
+                .unwrap()
+        }
     };
-    let row = |id: String| count(format!("SELECT id FROM deliveries WHERE delivery_id = '{id}'"));
-    let (done_row, held_row) = (row(ids[0].clone()).await, row(ids[1].clone()).await);
+    let (done_row, held_row) = (row(&ids[0]).await, row(&ids[1]).await);
     let day = 86_400_000i64;
     let now = common::receiver::unix_now() as i64 * 1000;
     let insert = |delivery: i64, n: i64, at: i64| {
-        let config = config.clone();
+        let db = &db;
         async move {
-            common::database::execute(
-                &config,
-                &format!(
-                    "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n}) \
-                     INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, \
-                     request_headers, outcome) \
-                     SELECT {delivery}, 1, 'automatic', {at} + i, 5, 'https://hooks.test/ct', '{{}}', \
-                     'connect_error' FROM k"
-                ),
-            )
+            db.batch(&format!(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n}) \
+                 INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, \
+                 request_headers, outcome) \
+                 SELECT {delivery}, 1, 'automatic', {at} + i, 5, 'https://hooks.test/ct', '{{}}', \
+                 'connect_error' FROM k"
+            ))
             .await;
         }
     };
     insert(done_row, 1234, now - 40 * day).await;
     insert(held_row, 7, now - 40 * day).await;
     insert(done_row, 5, now - day).await;
+    let count = |sql: String| {
+        let db = &db;
+        async move { db.int(&sql, &[]).await.unwrap() }
+    };
     assert_eq!(
         count("SELECT count(*) FROM attempts".into()).await,
         1234 + 7 + 5 + 1

@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 pub mod browser;
-pub mod database;
 pub mod dns;
 pub mod h2receiver;
 pub mod nginx;
+pub mod peek;
 pub mod postgres;
 pub mod raw;
 pub mod receiver;
