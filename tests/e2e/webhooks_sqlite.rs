@@ -110,4 +110,3 @@ async fn a_first_release_database_is_upgraded_and_its_queue_still_delivers() {
     }
     server.stop().await;
 }
-

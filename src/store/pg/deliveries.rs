@@ -40,7 +40,8 @@ const PRUNE_LOCK: i64 = 0x7072_756e_65;
 
 /// A vocabulary word read back from the database.
 pub(crate) fn word<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    parse(text).ok_or_else(|| StoreError::Io(format!("the database holds an unknown value {text:?}")))
+    parse(text)
+        .ok_or_else(|| StoreError::Io(format!("the database holds an unknown value {text:?}")))
 }
 
 /// An HTTP status kept as BIGINT.
@@ -695,7 +696,9 @@ impl Postgres {
             None => [0; 6],
         };
         // The statement names the columns in the order of `DeliveryState::ALL`.
-        Ok(Some(DeliveryState::ALL.iter().copied().zip(counts).collect()))
+        Ok(Some(
+            DeliveryState::ALL.iter().copied().zip(counts).collect(),
+        ))
     }
 
     /// See `Store::redeliver`.

@@ -97,8 +97,7 @@ async fn hours(
     (from, to): (Timestamp, Timestamp),
     integration_id: Option<i64>,
 ) -> Result<Vec<HourRow>> {
-    const COLUMNS: &str =
-        "SELECT integration_id, hour, outcome, attempts, gave_up, duration_ms, max_duration_ms \
+    const COLUMNS: &str = "SELECT integration_id, hour, outcome, attempts, gave_up, duration_ms, max_duration_ms \
          FROM attempt_hours WHERE hour >= $1 AND hour < $2";
     let rows = match integration_id {
         None => {
@@ -109,12 +108,9 @@ async fn hours(
         }
         Some(id) => {
             let stmt = c
-                .prepare_cached(&format!(
-                    "{COLUMNS} AND integration_id = $3 ORDER BY hour"
-                ))
+                .prepare_cached(&format!("{COLUMNS} AND integration_id = $3 ORDER BY hour"))
                 .await?;
-            c.query(&stmt, &[&from.millis(), &to.millis(), &id])
-                .await?
+            c.query(&stmt, &[&from.millis(), &to.millis(), &id]).await?
         }
     };
     rows.iter().map(hour_from_row).collect()
@@ -143,8 +139,7 @@ async fn days(
                      WHERE integration_id = $3 AND day >= $1 AND day < $2 ORDER BY day",
                 )
                 .await?;
-            c.query(&stmt, &[&from.millis(), &to.millis(), &id])
-                .await?
+            c.query(&stmt, &[&from.millis(), &to.millis(), &id]).await?
         }
     };
     rows.iter()
