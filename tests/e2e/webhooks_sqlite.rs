@@ -8,6 +8,7 @@ use crate::common::dns::DnsServer;
 use crate::common::receiver::Receiver;
 use crate::common::{Call, DEADLINE, TestServer};
 use crate::webhooks::RECEIVER_SECRET;
+use serde_json::Value;
 
 /// A data directory left by the first release (schema version 1, `tests/fixtures/schema-v1.sql`) is
 /// upgraded in place when the server starts: its integration is still there, and the deliveries it had
