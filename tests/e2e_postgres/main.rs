@@ -11,6 +11,8 @@ mod common;
 /// See `tests/e2e/main.rs`.
 const POSTGRES: bool = true;
 
+#[path = "../e2e/dashboard.rs"]
+mod dashboard;
 #[path = "../e2e/first_webhook.rs"]
 mod first_webhook;
 #[path = "../e2e/foundation.rs"]
