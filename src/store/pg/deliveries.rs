@@ -36,7 +36,7 @@ use crate::store::deliveries::{
 use crate::store::{Result, StoreError};
 
 /// The advisory lock key of attempt pruning ("prune" in ASCII): one node at a time.
-const PRUNE_LOCK: i64 = 0x7072_756e_65;
+const PRUNE_LOCK: i64 = 0x0070_7275_6e65;
 
 /// A vocabulary word read back from the database.
 pub(crate) fn word<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
