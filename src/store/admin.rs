@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::Audit;
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use crate::credentials::SecretDigest;
 use crate::model::{Role, Timestamp, Username};
 
@@ -366,21 +366,29 @@ fn token_caller(conn: &Connection, digest: SecretDigest) -> Result<Option<TokenC
 /// transaction, and a change's audit entry is written in it when the change happened.
 impl Store {
     pub async fn admin_count(&self) -> Result<i64> {
-        self.read(user_count).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(user_count).await,
+            Backend::Postgres(p) => p.admin_count().await,
+        }
     }
 
     /// Creates the first admin user, only while there is none (another process may have created one
     /// meanwhile); `false` when there already was one.
     pub async fn create_first_admin(&self, new: NewAdmin, audit: Audit) -> Result<bool> {
-        self.write(move |c| {
-            let now = Timestamp::now();
-            if user_count(c)? > 0 {
-                return Ok(false);
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    if user_count(c)? > 0 {
+                        return Ok(false);
+                    }
+                    let created = create_user(c, &new, now)?;
+                    audit.write_if(c, created, now)
+                })
+                .await
             }
-            let created = create_user(c, &new, now)?;
-            audit.write_if(c, created, now)
-        })
-        .await
+            Backend::Postgres(p) => p.create_first_admin(new, audit).await,
+        }
     }
 
     /// Creates an admin user; `false` when the name is taken.

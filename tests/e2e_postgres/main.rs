@@ -19,3 +19,6 @@ mod first_webhook;
 mod foundation;
 #[path = "../e2e/webhooks.rs"]
 mod webhooks;
+
+#[path = "nodes.rs"]
+mod nodes;
