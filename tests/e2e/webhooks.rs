@@ -862,6 +862,18 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// What `/metrics` says now.
+async fn metrics_text(server: &TestServer) -> String {
+    common::client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
     let w = world(2.0, |c| {
@@ -972,14 +984,7 @@ async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
              FROM integrations WHERE app_id = '{paused}'"
         ))
         .await;
-        let text = common::client()
-            .get(w.server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&w.server).await;
         assert_eq!(
             sample(&text, "clicktermd_webhook_queue_depth{state=\"held\"}"),
             Some(2.0),
@@ -988,14 +993,7 @@ async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
     }
     // When the hanging attempt times out, its outcome is counted.
     w.until_state(&first, &["failed"]).await;
-    let text = common::client()
-        .get(w.server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&w.server).await;
     assert_eq!(
         sample(
             &text,
