@@ -10,30 +10,21 @@
 use deadpool_postgres::Transaction;
 
 use super::Postgres;
+use super::deliveries::word;
 use crate::credentials::SecretDigest;
 use crate::model::{Role, Timestamp};
+use crate::store::Result;
 use crate::store::admin::{
     AdminUser, NewAdmin, SessionInfo, SessionStart, SessionUser, TokenCaller, TokenInfo,
     UserChange, UserChanges, is_enabled_owner,
 };
 use crate::store::audit::Audit;
-use crate::store::{Result, StoreError};
 
 /// The lock of the module's paragraph.
 const LOCK_USERS: &str = "LOCK TABLE admin_users IN SHARE ROW EXCLUSIVE MODE";
 
 /// The id an owner sees for a session (see [`SessionInfo`]): the first 8 bytes of the digest in hex.
 const SESSION_ID: &str = "encode(substring(s.token_digest FROM 1 FOR 8), 'hex')";
-
-/// A stored role; the schema's CHECK allows only the vocabulary's spellings.
-fn role(stored: &str) -> Result<Role> {
-    Role::parse(stored).ok_or_else(|| {
-        StoreError::Io(format!(
-            "the stored role {stored:?} is not one of {}",
-            Role::spellings()
-        ))
-    })
-}
 
 /// Creates a user in `tx`; `false` when the name is taken.
 pub(crate) async fn create_user(
@@ -85,7 +76,7 @@ async fn standing(tx: &Transaction<'_>, username: &str) -> Result<Option<(Role, 
         )
         .await?
     {
-        Some(r) => Ok(Some((role(r.get(0))?, r.get(1)))),
+        Some(r) => Ok(Some((word(r.get::<_, &str>(0), Role::parse)?, r.get(1)))),
         None => Ok(None),
     }
 }
@@ -154,7 +145,7 @@ impl Postgres {
             .map(|r| {
                 Ok(AdminUser {
                     username: r.get(0),
-                    role: role(r.get(1))?,
+                    role: word(r.get::<_, &str>(1), Role::parse)?,
                     disabled_at: r.get::<_, Option<i64>>(2).map(Timestamp),
                     must_change_password: r.get(3),
                     created_at: Timestamp(r.get(4)),
@@ -332,7 +323,7 @@ impl Postgres {
         {
             Some(r) => Ok(Some(SessionUser {
                 username: r.get(0),
-                role: role(r.get(1))?,
+                role: word(r.get::<_, &str>(1), Role::parse)?,
                 must_change_password: r.get(2),
             })),
             None => Ok(None),
@@ -436,7 +427,7 @@ impl Postgres {
                 Ok(TokenInfo {
                     id: r.get(0),
                     name: r.get(1),
-                    role: role(r.get(2))?,
+                    role: word(r.get::<_, &str>(2), Role::parse)?,
                     created_at: Timestamp(r.get(3)),
                 })
             })
@@ -471,7 +462,7 @@ impl Postgres {
         match client.query_opt(&stmt, &[&&digest.0[..]]).await? {
             Some(r) => Ok(Some(TokenCaller {
                 name: r.get(0),
-                role: role(r.get(1))?,
+                role: word(r.get::<_, &str>(1), Role::parse)?,
             })),
             None => Ok(None),
         }
