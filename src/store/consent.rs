@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use super::deliveries::{self, NewDelivery};
 use super::events::{self, Filter, LastPresentation, NewEvent, UserEvents};
-use super::{Result, Store, StoreError, integrations, settings, templates};
+use super::{Backend, Result, Store, StoreError, integrations, settings, templates};
 use crate::model::{
     Action, ClickwrapEvent, EndUserId, EventType, Language, PublishedVersion, Tag, TemplateText,
     Timestamp,
@@ -124,8 +124,13 @@ impl Store {
         key: &'static str,
         make: impl FnOnce() -> Vec<u8> + Send + 'static,
     ) -> Result<Vec<u8>> {
-        self.write(move |c| settings::get_or_create(c, key, make))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| settings::get_or_create(c, key, make))
+                    .await
+            }
+            Backend::Postgres(p) => p.setting_or_create(key, make).await,
+        }
     }
 
     /// What an end user faces on a template, for an integration, at `now`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::audit::{self, Audit};
 use super::client_certs::StoredClientCert;
-use super::{Result, Store, integrations};
+use super::{Backend, Result, Store, integrations};
 use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp, Trigger};
 
 /// A new delivery id: a UUID, version 7 (time-ordered, 74 random bits), so the unique index on
@@ -867,10 +867,17 @@ impl Claims {
 /// is one transaction.
 impl Store {
     /// At start, under the serve lock: deliveries left `in_flight` by a process that died mid-attempt
-    /// are due again now (see [`recover_interrupted`]).
+    /// are due again now (see [`recover_interrupted`]). On PostgreSQL none: other nodes may be
+    /// attempting the deliveries in flight, and those of a node that died are taken again when their
+    /// lease runs out (`claim_due_deliveries`), whichever node claims them.
     pub async fn recover_interrupted_deliveries(&self) -> Result<usize> {
-        self.write(|c| recover_interrupted(c, Timestamp::now()))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(|c| recover_interrupted(c, Timestamp::now()))
+                    .await
+            }
+            Backend::Postgres(_) => Ok(0),
+        }
     }
 
     /// Claims due deliveries — in flight with an expired lease first, then each integration's queue,
