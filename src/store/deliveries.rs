@@ -872,10 +872,7 @@ impl Store {
     /// lease runs out (`claim_due_deliveries`), whichever node claims them.
     pub async fn recover_interrupted_deliveries(&self) -> Result<usize> {
         match self.backend() {
-            Backend::Sqlite(s) => {
-                s.write(|c| recover_interrupted(c, Timestamp::now()))
-                    .await
-            }
+            Backend::Sqlite(s) => s.write(|c| recover_interrupted(c, Timestamp::now())).await,
             Backend::Postgres(_) => Ok(0),
         }
     }

@@ -13,3 +13,7 @@ const POSTGRES: bool = true;
 
 #[path = "../e2e/foundation.rs"]
 mod foundation;
+#[path = "../e2e/mtls.rs"]
+mod mtls;
+#[path = "../e2e/roles.rs"]
+mod roles;
