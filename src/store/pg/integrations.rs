@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::Postgres;
 use crate::credentials::SecretDigest;
@@ -228,15 +229,27 @@ impl Postgres {
         digest: SecretDigest,
         audit: Audit,
     ) -> Result<bool> {
+        self.set_credential(
+            "UPDATE integrations SET app_key_digest = $2 WHERE app_id = $1 AND deleted_at IS NULL",
+            app_id,
+            &&digest.0[..],
+            audit,
+        )
+        .await
+    }
+
+    /// Replaces one credential of a live integration (`sql`: `$1` the App ID, `$2` the value),
+    /// audited when it did; `false` when there is no such live integration.
+    async fn set_credential(
+        &self,
+        sql: &str,
+        app_id: &str,
+        value: &(dyn ToSql + Sync),
+        audit: Audit,
+    ) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let n = tx
-            .execute(
-                "UPDATE integrations SET app_key_digest = $2 \
-                 WHERE app_id = $1 AND deleted_at IS NULL",
-                &[&app_id, &&digest.0[..]],
-            )
-            .await?;
+        let n = tx.execute(sql, &[&app_id, value]).await?;
         let done = super::audit::write_if(&tx, &audit, n == 1, Timestamp::now()).await?;
         tx.commit().await?;
         self.integrations_changed();
@@ -272,19 +285,13 @@ impl Postgres {
         secret: String,
         audit: Audit,
     ) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let n = tx
-            .execute(
-                "UPDATE integrations SET signing_secret = $2 \
-                 WHERE app_id = $1 AND deleted_at IS NULL",
-                &[&app_id, &secret],
-            )
-            .await?;
-        let done = super::audit::write_if(&tx, &audit, n == 1, Timestamp::now()).await?;
-        tx.commit().await?;
-        self.integrations_changed();
-        Ok(done)
+        self.set_credential(
+            "UPDATE integrations SET signing_secret = $2 WHERE app_id = $1 AND deleted_at IS NULL",
+            app_id,
+            &secret,
+            audit,
+        )
+        .await
     }
 
     /// See `Store::delete_integration`: marked deleted (its client certificate goes), the first batch
