@@ -61,6 +61,15 @@ enum Command {
         /// Where the copy goes; an existing file is never overwritten.
         path: PathBuf,
     },
+    /// Copy this SQLite database, every table and row (sessions aside), into the empty PostgreSQL
+    /// database URL, checking each table's row count and digest; stop the server first. Afterwards
+    /// run the nodes with storage.backend = "postgres" and storage.postgres_url = URL.
+    MigrateStore {
+        /// The target, a libpq URL (postgres://user:password@host:port/database?sslmode=…); it must
+        /// hold no tables. Its password is never printed.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Re-read the database and check the proof-of-consent ledger: every verified event's evidence
     /// against its link, every link against the one before. Exit 0 intact, 1 broken (the first broken
     /// or missing link is named), 2 usage or configuration error.
@@ -385,6 +394,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Integration { command } => integration(&config, &invocation, command).await,
             Command::Backup { path } => backup(&config, &invocation, &path).await,
             Command::CheckUrl { url } => check_url(&config, &url).await,
+            Command::MigrateStore { to } => migrate_store(&config, &invocation, &to).await,
             Command::VerifyLedger { anchor } => verify_ledger(&config, &invocation, anchor).await,
             Command::Export(wanted) => export(&config, &invocation, wanted).await,
             Command::WebhookReceiver { .. } | Command::Version => unreachable!("handled above"),
@@ -769,6 +779,37 @@ async fn backup(config: &Config, how: &Invocation, dest: &Path) -> anyhow::Resul
     drop(opened);
     store::backup(&src, dest)?;
     println!("backed up {} to {}", src.display(), dest.display());
+    Ok(())
+}
+
+/// `migrate-store --to URL`: the SQLite database of this data directory into PostgreSQL.
+async fn migrate_store(config: &Config, how: &Invocation, to: &str) -> anyhow::Result<()> {
+    if config.storage.backend != clicktermd::config::Backend::Sqlite {
+        return Err(UsageError(
+            "migrate-store copies a SQLite database: run it with storage.backend = \"sqlite\" and \
+             the data directory of the server being moved"
+                .into(),
+        )
+        .into());
+    }
+    let target = clicktermd::config::PostgresUrl::new(to);
+    // Nothing may write the source while it is copied: the serve lock, held by a running server.
+    let _lock = store::ServeLock::acquire(&config.storage.data_dir)
+        .map_err(|e| UsageError(format!("{e}; stop the server before migrate-store")))?;
+    // Opening brings an older database to the current schema first.
+    let source = existing_store(config, how).await?;
+    let path = source.path().expect("a SQLite store").to_path_buf();
+    drop(source);
+    let copied =
+        store::transfer::copy(&path, &target, config.storage.postgres_ca_file.as_deref()).await?;
+    println!("copied {} into {}", path.display(), target.redacted());
+    for (table, rows, digest) in &copied.tables {
+        println!("{table:<26} {rows:>10} rows  sha256 {digest}");
+    }
+    println!(
+        "every table's rows and digest agree. Now run the nodes with storage.backend = \"postgres\" \
+         and storage.postgres_url = this URL (sessions were not copied: log in again)"
+    );
     Ok(())
 }
 

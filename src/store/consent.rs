@@ -142,21 +142,26 @@ impl Store {
         now: Timestamp,
     ) -> Result<std::result::Result<Facing, Unusable>> {
         let (template_id, user) = (template_id.to_string(), end_user.clone());
-        self.read(move |c| {
-            let template = match usable(c, integration_id, &template_id, now)? {
-                Ok(u) => u,
-                Err(why) => return Ok(Err(why)),
-            };
-            let v = &template.version;
-            let texts = templates::version_texts(c, template.row, v.major, v.minor)?;
-            let user = user_facts(c, &template, user.as_str())?;
-            Ok(Ok(Facing {
-                template,
-                texts,
-                user,
-            }))
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    let template = match usable(c, integration_id, &template_id, now)? {
+                        Ok(u) => u,
+                        Err(why) => return Ok(Err(why)),
+                    };
+                    let v = &template.version;
+                    let texts = templates::version_texts(c, template.row, v.major, v.minor)?;
+                    let user = user_facts(c, &template, user.as_str())?;
+                    Ok(Ok(Facing {
+                        template,
+                        texts,
+                        user,
+                    }))
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.facing(integration_id, &template_id, end_user, now).await,
+        }
     }
 
     /// Records that `version` of the template was shown to the end user.
@@ -168,17 +173,25 @@ impl Store {
         end_user: &EndUserId,
     ) -> Result<()> {
         let user = end_user.clone();
-        self.write(move |c| {
-            events::insert_presentation(
-                c,
-                integration_id,
-                template_row,
-                version,
-                user.as_str(),
-                Timestamp::now(),
-            )
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    events::insert_presentation(
+                        c,
+                        integration_id,
+                        template_row,
+                        version,
+                        user.as_str(),
+                        Timestamp::now(),
+                    )
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                p.record_presentation(integration_id, template_row, version, end_user)
+                    .await
+            }
+        }
     }
 
     /// Records an end user's action on the template's version effective at `now` (acted at `now`),
@@ -192,36 +205,46 @@ impl Store {
         language: impl FnOnce(&BTreeMap<Language, TemplateText>, &Language) -> Language + Send + 'static,
     ) -> Result<std::result::Result<(), Unusable>> {
         let template_id = template_id.to_string();
-        self.write(move |c| {
-            let u = match usable(c, integration_id, &template_id, now)? {
-                Ok(u) => u,
-                Err(why) => return Ok(Err(why)),
-            };
-            let user = action.end_user.as_str();
-            let presented_at = events::latest_presentation(c, u.row, user, u.version.major)?;
-            let texts = templates::version_texts(c, u.row, u.version.major, u.version.minor)?;
-            let language = language(&texts, &u.version.default_language);
-            events::insert_event(
-                c,
-                &NewEvent {
-                    event_id: &action.event_id,
-                    integration_id,
-                    template_row: u.row,
-                    major: u.version.major,
-                    minor: u.version.minor,
-                    effective_at: u.version.effective_at,
-                    end_user_id: user,
-                    action: action.action,
-                    template_placeholders: action.template_placeholders.as_deref(),
-                    technical_metadata: &action.technical_metadata,
-                    language: language.as_str(),
-                    presented_at,
-                    action_at: now,
-                },
-            )?;
-            Ok(Ok(()))
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let u = match usable(c, integration_id, &template_id, now)? {
+                        Ok(u) => u,
+                        Err(why) => return Ok(Err(why)),
+                    };
+                    let user = action.end_user.as_str();
+                    let presented_at =
+                        events::latest_presentation(c, u.row, user, u.version.major)?;
+                    let texts =
+                        templates::version_texts(c, u.row, u.version.major, u.version.minor)?;
+                    let language = language(&texts, &u.version.default_language);
+                    events::insert_event(
+                        c,
+                        &NewEvent {
+                            event_id: &action.event_id,
+                            integration_id,
+                            template_row: u.row,
+                            major: u.version.major,
+                            minor: u.version.minor,
+                            effective_at: u.version.effective_at,
+                            end_user_id: user,
+                            action: action.action,
+                            template_placeholders: action.template_placeholders.as_deref(),
+                            technical_metadata: &action.technical_metadata,
+                            language: language.as_str(),
+                            presented_at,
+                            action_at: now,
+                        },
+                    )?;
+                    Ok(Ok(()))
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                p.record_action(integration_id, &template_id, action, now, language)
+                    .await
+            }
+        }
     }
 
     /// Verifies the integration's event `event_id` — unless its signature `expired` — and, when the
@@ -235,51 +258,59 @@ impl Store {
         payload: fn(&ClickwrapEvent) -> Vec<u8>,
     ) -> Result<Verification> {
         let event_id = event_id.to_string();
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let Some(target) =
-                integrations::webhook_target(c, integration_id)?.filter(|t| !t.deleted)
-            else {
-                return Ok(Verification::NotOurs);
-            };
-            // The usual case in one statement; anything else is told apart below.
-            let marked = match expired {
-                false => events::mark_verified(c, &event_id, integration_id, now)?,
-                true => None,
-            };
-            let Some(row) = marked else {
-                return Ok(match events::verify_facts(c, &event_id)? {
-                    None => Verification::NotOurs,
-                    Some(f) if f.integration_id != integration_id => Verification::NotOurs,
-                    Some(f) if f.verified || !expired => Verification::AlreadyVerified,
-                    Some(_) => Verification::Expired,
-                });
-            };
-            let verified = events::get(c, row)?.ok_or_else(|| {
-                StoreError::Task(format!(
-                    "the event just verified (row {row}) cannot be read"
-                ))
-            })?;
-            // Proof of consent (issue #17): the event's link, in this same transaction.
-            super::ledger::append(c, row)?;
-            if target.callback_url.is_some() {
-                deliveries::insert(
-                    c,
-                    &NewDelivery {
-                        delivery_id: &deliveries::new_delivery_id(),
-                        integration_id,
-                        event_row: Some(row),
-                        is_test: false,
-                        event_type: EventType::ClickwrapEventVerified,
-                        payload: &payload(&verified),
-                        held: !target.sending,
-                        at: now,
-                    },
-                )?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let Some(target) =
+                        integrations::webhook_target(c, integration_id)?.filter(|t| !t.deleted)
+                    else {
+                        return Ok(Verification::NotOurs);
+                    };
+                    // The usual case in one statement; anything else is told apart below.
+                    let marked = match expired {
+                        false => events::mark_verified(c, &event_id, integration_id, now)?,
+                        true => None,
+                    };
+                    let Some(row) = marked else {
+                        return Ok(match events::verify_facts(c, &event_id)? {
+                            None => Verification::NotOurs,
+                            Some(f) if f.integration_id != integration_id => Verification::NotOurs,
+                            Some(f) if f.verified || !expired => Verification::AlreadyVerified,
+                            Some(_) => Verification::Expired,
+                        });
+                    };
+                    let verified = events::get(c, row)?.ok_or_else(|| {
+                        StoreError::Task(format!(
+                            "the event just verified (row {row}) cannot be read"
+                        ))
+                    })?;
+                    // Proof of consent (issue #17): the event's link, in this same transaction.
+                    super::ledger::append(c, row)?;
+                    if target.callback_url.is_some() {
+                        deliveries::insert(
+                            c,
+                            &NewDelivery {
+                                delivery_id: &deliveries::new_delivery_id(),
+                                integration_id,
+                                event_row: Some(row),
+                                is_test: false,
+                                event_type: EventType::ClickwrapEventVerified,
+                                payload: &payload(&verified),
+                                held: !target.sending,
+                                at: now,
+                            },
+                        )?;
+                    }
+                    Ok(Verification::Verified(verified))
+                })
+                .await
             }
-            Ok(Verification::Verified(verified))
-        })
-        .await
+            Backend::Postgres(p) => {
+                p.verify_event(&event_id, integration_id, expired, payload)
+                    .await
+            }
+        }
     }
 
     /// The facts of every template visible to the integration that has an effective version at `now`,
@@ -291,33 +322,39 @@ impl Store {
         now: Timestamp,
     ) -> Result<Vec<StatusFacts>> {
         let user = end_user.clone();
-        self.read(move |c| {
-            let mut out = Vec::new();
-            for row in templates::visible_rows(c, integration_id, &[])? {
-                let Some(t) = templates::get_by_row(c, row)? else {
-                    continue;
-                };
-                let versions = templates::versions(c, row)?;
-                let Some(version) = PublishedVersion::effective(&versions, now).cloned() else {
-                    continue;
-                };
-                let template = Usable {
-                    row,
-                    name: t.name.as_str().to_string(),
-                    always_reaccept: t.always_reaccept,
-                    version,
-                };
-                let user = user_facts(c, &template, user.as_str())?;
-                out.push(StatusFacts {
-                    template_id: t.template_id,
-                    tags: t.tags,
-                    template,
-                    user,
-                });
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut out = Vec::new();
+                    for row in templates::visible_rows(c, integration_id, &[])? {
+                        let Some(t) = templates::get_by_row(c, row)? else {
+                            continue;
+                        };
+                        let versions = templates::versions(c, row)?;
+                        let Some(version) = PublishedVersion::effective(&versions, now).cloned()
+                        else {
+                            continue;
+                        };
+                        let template = Usable {
+                            row,
+                            name: t.name.as_str().to_string(),
+                            always_reaccept: t.always_reaccept,
+                            version,
+                        };
+                        let user = user_facts(c, &template, user.as_str())?;
+                        out.push(StatusFacts {
+                            template_id: t.template_id,
+                            tags: t.tags,
+                            template,
+                            user,
+                        });
+                    }
+                    Ok(out)
+                })
+                .await
             }
-            Ok(out)
-        })
-        .await
+            Backend::Postgres(p) => p.status_facts(integration_id, end_user, now).await,
+        }
     }
 
     /// Verified events newest first (ties by id), strictly after `cursor`; at most `limit`.
@@ -327,15 +364,20 @@ impl Store {
         cursor: Option<(Timestamp, String)>,
         limit: u32,
     ) -> Result<Vec<ClickwrapEvent>> {
-        self.read(move |c| {
-            events::list_verified(
-                c,
-                &filter,
-                cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
-                limit,
-            )
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    events::list_verified(
+                        c,
+                        &filter,
+                        cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
+                        limit,
+                    )
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.verified_events(filter, cursor, limit).await,
+        }
     }
 
     /// A verified event by its public id: of one integration, or (admin) of any.
@@ -345,8 +387,13 @@ impl Store {
         event_id: &str,
     ) -> Result<Option<ClickwrapEvent>> {
         let id = event_id.to_string();
-        self.read(move |c| events::get_verified(c, integration_id, &id))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| events::get_verified(c, integration_id, &id))
+                    .await
+            }
+            Backend::Postgres(p) => p.verified_event(integration_id, event_id).await,
+        }
     }
 
     /// For each template id (in order): whether the integration may use it at `now`, and for each end
@@ -358,30 +405,39 @@ impl Store {
         end_users: Vec<EndUserId>,
         now: Timestamp,
     ) -> Result<Vec<std::result::Result<(Usable, Vec<bool>), Unusable>>> {
-        self.read(move |c| {
-            let mut out = Vec::with_capacity(template_ids.len());
-            for tid in &template_ids {
-                let u = match usable(c, integration_id, tid, now)? {
-                    Ok(u) => u,
-                    Err(why) => {
-                        out.push(Err(why));
-                        continue;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut out = Vec::with_capacity(template_ids.len());
+                    for tid in &template_ids {
+                        let u = match usable(c, integration_id, tid, now)? {
+                            Ok(u) => u,
+                            Err(why) => {
+                                out.push(Err(why));
+                                continue;
+                            }
+                        };
+                        let mut accepted = Vec::with_capacity(end_users.len());
+                        for user in &end_users {
+                            let latest =
+                                events::user_events(c, u.row, user.as_str(), u.version.major)?;
+                            accepted.push(
+                                latest
+                                    .latest_verified
+                                    .is_some_and(|e| e.action == Action::Accepted),
+                            );
+                        }
+                        out.push(Ok((u, accepted)));
                     }
-                };
-                let mut accepted = Vec::with_capacity(end_users.len());
-                for user in &end_users {
-                    let latest = events::user_events(c, u.row, user.as_str(), u.version.major)?;
-                    accepted.push(
-                        latest
-                            .latest_verified
-                            .is_some_and(|e| e.action == Action::Accepted),
-                    );
-                }
-                out.push(Ok((u, accepted)));
+                    Ok(out)
+                })
+                .await
             }
-            Ok(out)
-        })
-        .await
+            Backend::Postgres(p) => {
+                p.acceptances(integration_id, template_ids, end_users, now)
+                    .await
+            }
+        }
     }
 
     /// Records re-acceptance requests for (template row, end user) pairs, in one transaction.
@@ -390,13 +446,18 @@ impl Store {
         pairs: Vec<(i64, EndUserId)>,
         reason: Option<String>,
     ) -> Result<()> {
-        self.write(move |c| {
-            let now = Timestamp::now();
-            for (row, user) in &pairs {
-                events::request_reaccept(c, *row, user.as_str(), now, reason.as_deref())?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    for (row, user) in &pairs {
+                        events::request_reaccept(c, *row, user.as_str(), now, reason.as_deref())?;
+                    }
+                    Ok(())
+                })
+                .await
             }
-            Ok(())
-        })
-        .await
+            Backend::Postgres(p) => p.request_reaccept(pairs, reason).await,
+        }
     }
 }

@@ -38,7 +38,7 @@ pub fn insert_presentation(
     Ok(())
 }
 
-pub(super) const LATEST_PRESENTATION: &str = "SELECT presented_at FROM presentations \
+pub(crate) const LATEST_PRESENTATION: &str = "SELECT presented_at FROM presentations \
      WHERE template_id = ?1 AND end_user_id = ?2 AND major = ?3 ORDER BY presented_at DESC LIMIT 1";
 
 /// The latest presentation of any version of `major` to this end user: the user's presentations of the
@@ -153,7 +153,7 @@ pub fn mark_verified(
 /// The columns of [`ClickwrapEvent`], read from `events e`. The template's and the integration's public
 /// ids come from correlated lookups by primary key rather than joins, so the planner never considers
 /// starting from `templates` and sorting what it finds: `events` is always the table walked.
-const EVENT_COLUMNS: &str = "e.event_id, (SELECT template_id FROM templates WHERE id = e.template_id), \
+pub(crate) const EVENT_COLUMNS: &str = "e.event_id, (SELECT template_id FROM templates WHERE id = e.template_id), \
      e.major, e.minor, e.effective_at, e.end_user_id, e.action, e.template_placeholders, e.technical_metadata, \
      e.presented_at, e.action_at, e.verified_at, (SELECT app_id FROM integrations WHERE id = e.integration_id)";
 
@@ -186,7 +186,7 @@ pub fn get(conn: &Connection, row: i64) -> Result<Option<ClickwrapEvent>> {
 
 /// A verified event by its public id (`?1`), of the integration `?2` or, for the admin API, of any: two
 /// statements, so that neither has an `?2 IS NULL OR` in it.
-pub(super) fn get_verified_sql(of_integration: bool) -> String {
+pub(crate) fn get_verified_sql(of_integration: bool) -> String {
     if of_integration {
         format!(
             "SELECT {EVENT_COLUMNS} FROM events e \
@@ -500,7 +500,7 @@ pub struct UserEvents {
 /// The latest of one end user's events on one template's major, verified (`?4` true) or not: the
 /// user's events newest first (`events_by_user`), stopped at the first that matches. (Two actions of
 /// one user in one millisecond are told apart by their event id, not by which came first.)
-pub(super) fn user_events_sql() -> String {
+pub(crate) fn user_events_sql() -> String {
     format!(
         "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY events_by_user \
          WHERE e.end_user_id = ?2 AND e.template_id = ?1 AND e.major = ?3 AND (e.verified_at IS NOT NULL) = ?4 \

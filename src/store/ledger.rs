@@ -10,14 +10,14 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::events::{self, Filter, ListQuery};
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use crate::ledger::{Evidence, Link, Source, StoredLink, VersionText};
 use crate::model::{Action, ChainHash, ChainHead, Timestamp};
 
 /// The facts of one event's evidence, by its row id. Every join is a left join, so a row that lost its
 /// template, integration or version text behind the server's back still yields evidence — which then
 /// no longer matches its digest — rather than vanishing from the check.
-pub(super) const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), e.end_user_id, coalesce(t.template_id, ''), \
+pub(crate) const SOURCE_SQL: &str = "SELECT e.event_id, coalesce(i.app_id, ''), e.end_user_id, coalesce(t.template_id, ''), \
      coalesce(t.name, ''), e.major, e.minor, e.language, e.effective_at, vt.title, vt.content, vt.inline_content, \
      e.template_placeholders, e.technical_metadata, e.presented_at, e.action_at, e.verified_at, e.action, \
      e.ledger_position \
@@ -70,7 +70,7 @@ fn hash_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ChainHash> {
     Ok(ChainHash::from_slice(&bytes).unwrap_or(ChainHash::GENESIS))
 }
 
-pub(super) const HEAD_SQL: &str =
+pub(crate) const HEAD_SQL: &str =
     "SELECT position, hash FROM ledger WHERE position = (SELECT max(position) FROM ledger)";
 
 /// The last link, or the empty ledger's head.
@@ -173,7 +173,7 @@ fn stored(
     })
 }
 
-pub(super) const LINKS_SQL: &str = "SELECT position, event_id, template_name, digest, hash FROM ledger \
+pub(crate) const LINKS_SQL: &str = "SELECT position, event_id, template_name, digest, hash FROM ledger \
      WHERE position > ?1 ORDER BY position LIMIT ?2";
 
 /// Up to `limit` links after `after`, in position order, each with its evidence rebuilt.
@@ -246,7 +246,7 @@ fn chained(conn: &Connection, event_row: i64) -> Result<Option<(Evidence, Link)>
     }))
 }
 
-pub(super) const EVENT_ROW_SQL: &str =
+pub(crate) const EVENT_ROW_SQL: &str =
     "SELECT id, integration_id FROM events WHERE event_id = ?1 AND verified_at IS NOT NULL";
 
 /// The evidence of a verified event by its public id, of one integration or (admin) of any.
@@ -321,7 +321,10 @@ pub fn export_page(
 impl Store {
     /// The ledger's last link (see [`head`]).
     pub async fn ledger_head(&self) -> Result<ChainHead> {
-        self.read(head).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(head).await,
+            Backend::Postgres(p) => p.ledger_head().await,
+        }
     }
 
     /// A verified event's evidence and link (see [`evidence`]).
@@ -331,22 +334,34 @@ impl Store {
         event_id: &str,
     ) -> Result<Option<(Evidence, Link)>> {
         let id = event_id.to_string();
-        self.read(move |c| evidence(c, integration_id, &id)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| evidence(c, integration_id, &id)).await,
+            Backend::Postgres(p) => p.evidence(integration_id, event_id).await,
+        }
     }
 
     /// Links after `after`, with their evidence rebuilt (see [`links`]).
     pub async fn ledger_links(&self, after: i64, limit: u32) -> Result<Vec<StoredLink>> {
-        self.read(move |c| links(c, after, limit)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| links(c, after, limit)).await,
+            Backend::Postgres(p) => p.ledger_links(after, limit).await,
+        }
     }
 
     /// The hash of the link at `position` (see [`hash_at`]).
     pub async fn ledger_hash_at(&self, position: i64) -> Result<Option<ChainHash>> {
-        self.read(move |c| hash_at(c, position)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| hash_at(c, position)).await,
+            Backend::Postgres(p) => p.ledger_hash_at(position).await,
+        }
     }
 
     /// A verified event without a link (see [`unchained`]).
     pub async fn ledger_unchained(&self) -> Result<Option<String>> {
-        self.read(unchained).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(unchained).await,
+            Backend::Postgres(p) => p.ledger_unchained().await,
+        }
     }
 
     /// A page of an export (see [`export_page`]).
@@ -357,7 +372,12 @@ impl Store {
         limit: u32,
         upto: i64,
     ) -> Result<ExportPage> {
-        self.read(move |c| export_page(c, &filter, cursor, limit, upto))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| export_page(c, &filter, cursor, limit, upto))
+                    .await
+            }
+            Backend::Postgres(p) => p.export_page(filter, cursor, limit, upto).await,
+        }
     }
 }

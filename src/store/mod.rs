@@ -35,6 +35,7 @@ mod plans;
 pub mod settings;
 pub mod stats;
 pub mod templates;
+pub mod transfer;
 mod vocabulary;
 
 use std::fs::OpenOptions;
@@ -1199,7 +1200,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let wal = wal_path(store.path());
+        let wal = wal_path(store.path().unwrap());
         let mut largest = 0;
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -1285,6 +1286,6 @@ mod tests {
         let (dir, store) = store();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("data")), 0o700);
-        assert_eq!(mode(store.path()), 0o600);
+        assert_eq!(mode(store.path().unwrap()), 0o600);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::Audit;
-use super::{Result, Store, StoreError, integrations};
+use super::{Backend, Result, Store, StoreError, integrations};
 use crate::model::{Language, Name, PublishedVersion, Tag, Template, TemplateText, Timestamp};
 
 /// A partial update of a template's settings and draft; `None` leaves a field as it is.
@@ -203,6 +203,17 @@ fn texts(conn: &Connection, sql: &str, id: i64) -> Result<BTreeMap<Language, Tem
     Ok(out)
 }
 
+/// A stored name read back: the database holds only names that parsed (a row changed behind the
+/// server's back reads as "(unnamed)"). Shared by both backends.
+pub(crate) fn stored_name(name: &str) -> Name {
+    Name::parse(name).unwrap_or_else(|_| Name::parse("(unnamed)").expect("valid"))
+}
+
+/// A stored language read back, `en` when it no longer parses. Shared by both backends.
+pub(crate) fn stored_language(lang: &str) -> Language {
+    Language::parse(lang).unwrap_or_else(|_| Language::parse("en").expect("valid"))
+}
+
 /// The template with this row id, with its draft texts, tags and live linked integrations.
 pub(super) fn get_by_row(conn: &Connection, id: i64) -> Result<Option<Template>> {
     let row = conn
@@ -239,12 +250,11 @@ pub(super) fn get_by_row(conn: &Connection, id: i64) -> Result<Option<Template>>
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(Template {
         template_id,
-        name: Name::parse(&name).unwrap_or_else(|_| Name::parse("(unnamed)").expect("valid")),
+        name: stored_name(&name),
         tags,
         enabled,
         always_reaccept,
-        default_language: Language::parse(&lang)
-            .unwrap_or_else(|_| Language::parse("en").expect("valid")),
+        default_language: stored_language(&lang),
         texts: texts(
             conn,
             "SELECT language, title, content, inline_content FROM template_texts WHERE template_id = ?1",
@@ -273,8 +283,7 @@ pub(super) fn versions(conn: &Connection, id: i64) -> Result<Vec<PublishedVersio
         Ok(PublishedVersion {
             major: r.get(0)?,
             minor: r.get(1)?,
-            default_language: Language::parse(&r.get::<_, String>(2)?)
-                .unwrap_or_else(|_| Language::parse("en").expect("valid")),
+            default_language: stored_language(&r.get::<_, String>(2)?),
             effective_at: Timestamp(r.get(3)?),
             must_accept_by: r.get::<_, Option<i64>>(4)?.map(Timestamp),
             published_at: Timestamp(r.get(5)?),
@@ -425,34 +434,49 @@ impl Store {
     where
         E: From<StoreError> + From<UnknownIntegration> + Send + 'static,
     {
-        self.write(move |c| {
-            let ids = integration_rows(c, &template.integrations)??;
-            let id = insert(c, &template, &ids)?;
-            audit.write(c, template.created_at)?;
-            Ok(view(c, id, template.created_at)?)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let ids = integration_rows(c, &template.integrations)??;
+                    let id = insert(c, &template, &ids)?;
+                    audit.write(c, template.created_at)?;
+                    Ok(view(c, id, template.created_at)?)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.create_template(template, audit).await,
+        }
     }
 
     pub async fn template(&self, template_id: &str) -> Result<Option<TemplateView>> {
         let id = template_id.to_string();
-        self.read(move |c| match row_id(c, &id)? {
-            Some(row) => view(c, row, Timestamp::now()),
-            None => Ok(None),
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| match row_id(c, &id)? {
+                    Some(row) => view(c, row, Timestamp::now()),
+                    None => Ok(None),
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.template(template_id).await,
+        }
     }
 
     pub async fn templates(&self) -> Result<Vec<TemplateView>> {
-        self.read(|c| {
-            let now = Timestamp::now();
-            let mut out = Vec::new();
-            for id in list_rows(c)? {
-                out.extend(view(c, id, now)?);
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(|c| {
+                    let now = Timestamp::now();
+                    let mut out = Vec::new();
+                    for id in list_rows(c)? {
+                        out.extend(view(c, id, now)?);
+                    }
+                    Ok(out)
+                })
+                .await
             }
-            Ok(out)
-        })
-        .await
+            Backend::Postgres(p) => p.templates().await,
+        }
     }
 
     /// Applies `changes` once `check` accepts the template they would make (the current one with the
@@ -470,28 +494,33 @@ impl Store {
         E: From<StoreError> + From<UnknownIntegration> + Send + 'static,
     {
         let tid = template_id.to_string();
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let Some(id) = row_id(c, &tid)? else {
-                return Ok(None);
-            };
-            let current = get_by_row(c, id)?.expect("row exists");
-            check(
-                changes
-                    .default_language
-                    .as_ref()
-                    .unwrap_or(&current.default_language),
-                changes.texts.as_ref().unwrap_or(&current.texts),
-            )?;
-            let ids = match &changes.integrations {
-                Some(app_ids) => Some(integration_rows(c, app_ids)??),
-                None => None,
-            };
-            update(c, id, &changes, ids.as_deref(), now)?;
-            audit.write(c, now)?;
-            Ok(view(c, id, now)?)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let Some(id) = row_id(c, &tid)? else {
+                        return Ok(None);
+                    };
+                    let current = get_by_row(c, id)?.expect("row exists");
+                    check(
+                        changes
+                            .default_language
+                            .as_ref()
+                            .unwrap_or(&current.default_language),
+                        changes.texts.as_ref().unwrap_or(&current.texts),
+                    )?;
+                    let ids = match &changes.integrations {
+                        Some(app_ids) => Some(integration_rows(c, app_ids)??),
+                        None => None,
+                    };
+                    update(c, id, &changes, ids.as_deref(), now)?;
+                    audit.write(c, now)?;
+                    Ok(view(c, id, now)?)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.update_template(template_id, changes, check, audit).await,
+        }
     }
 
     /// Publishes the draft as the version `decide` makes of it (from the template and its versions
@@ -512,18 +541,23 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let tid = template_id.to_string();
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let Some(id) = row_id(c, &tid)? else {
-                return Ok(None);
-            };
-            let template = get_by_row(c, id)?.expect("row exists");
-            let (version, audit) = decide(&template, &versions(c, id)?, now)?;
-            publish(c, id, &version)?;
-            audit.write(c, now)?;
-            Ok(Some(version))
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let Some(id) = row_id(c, &tid)? else {
+                        return Ok(None);
+                    };
+                    let template = get_by_row(c, id)?.expect("row exists");
+                    let (version, audit) = decide(&template, &versions(c, id)?, now)?;
+                    publish(c, id, &version)?;
+                    audit.write(c, now)?;
+                    Ok(Some(version))
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.publish_template(template_id, decide).await,
+        }
     }
 
     /// Enabled templates visible to an integration (with one of `tags`, if any) that have an
@@ -533,16 +567,21 @@ impl Store {
         integration_id: i64,
         tags: Vec<String>,
     ) -> Result<Vec<TemplateView>> {
-        self.read(move |c| {
-            let now = Timestamp::now();
-            let mut out = Vec::new();
-            for id in visible_rows(c, integration_id, &tags)? {
-                if let Some(v) = view(c, id, now)?.filter(|v| v.effective.is_some()) {
-                    out.push(v);
-                }
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    let now = Timestamp::now();
+                    let mut out = Vec::new();
+                    for id in visible_rows(c, integration_id, &tags)? {
+                        if let Some(v) = view(c, id, now)?.filter(|v| v.effective.is_some()) {
+                            out.push(v);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
             }
-            Ok(out)
-        })
-        .await
+            Backend::Postgres(p) => p.templates_visible_to(integration_id, tags).await,
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! The clickwrap flow end to end (SPEC §3): the SDK endpoints a browser calls with only the App ID
 //! (present, act, CORS), verify and its webhook delivery row, consent status, the event list and its
 //! cursor, details and re-acceptance. The real server runs on a real loopback port; templates are set up
-//! through the admin API; the live SQLite file is opened read-side (or to install a failing trigger)
-//! where the API alone cannot show that nothing was written.
+//! through the admin API; the live database (either store's, `common::peek`) is opened read-side (or to
+//! install a failing trigger) where the API alone cannot show that nothing was written.
 
 use crate::common;
 use crate::common::Call;
@@ -58,6 +58,8 @@ struct Api {
     base: String,
     admin: reqwest::Client,
     data_dir: PathBuf,
+    /// The server's configuration (which store it runs on).
+    config: clicktermd::config::Config,
 }
 
 /// A running server with an admin session.
@@ -84,6 +86,7 @@ impl Ctx {
             base: server.base.clone(),
             admin,
             data_dir: server.data_dir.clone(),
+            config: server.config.clone(),
         };
         Ctx { server, api }
     }
@@ -388,40 +391,38 @@ impl Api {
             .unwrap()
     }
 
-    /// The live database, opened beside the running server (WAL).
-    fn db(&self) -> rusqlite::Connection {
-        let db = rusqlite::Connection::open(self.data_dir.join("clicktermd.db")).unwrap();
-        db.busy_timeout(Duration::from_secs(10)).unwrap();
-        db
+    /// The live database, opened beside the running server (SQLite: its file, in WAL mode).
+    async fn db(&self) -> common::peek::Db {
+        common::peek::Db::open(&self.config, &self.data_dir).await
     }
 
     /// `(state, payload, is_test)` of every delivery row of an event.
-    fn deliveries(&self, event_id: &str) -> Vec<(String, Vec<u8>, i64)> {
-        let db = self.db();
-        let mut stmt = db
-            .prepare(
-                "SELECT d.state, d.payload, d.is_test FROM deliveries d JOIN events e ON e.id = d.event_id \
-                 WHERE e.event_id = ?1 ORDER BY d.id",
-            )
-            .unwrap();
-        stmt.query_map([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    }
-
-    fn verified_at(&self, event_id: &str) -> Option<i64> {
+    async fn deliveries(&self, event_id: &str) -> Vec<(String, Vec<u8>, i64)> {
         self.db()
-            .query_row(
-                "SELECT verified_at FROM events WHERE event_id = ?1",
-                [event_id],
-                |r| r.get(0),
+            .await
+            .rows(
+                "SELECT d.state, d.payload, d.is_test FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE e.event_id = $1 ORDER BY d.id",
+                &[event_id],
             )
-            .unwrap()
+            .await
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].bytes(), r[2].int().unwrap()))
+            .collect()
     }
 
-    fn count(&self, sql: &str, param: &str) -> i64 {
-        self.db().query_row(sql, [param], |r| r.get(0)).unwrap()
+    async fn verified_at(&self, event_id: &str) -> Option<i64> {
+        self.db()
+            .await
+            .int(
+                "SELECT verified_at FROM events WHERE event_id = $1",
+                &[event_id],
+            )
+            .await
+    }
+
+    async fn count(&self, sql: &str, param: &str) -> i64 {
+        self.db().await.int(sql, &[param]).await.unwrap()
     }
 }
 
@@ -704,18 +705,18 @@ async fn a_second_verify_is_409_and_writes_nothing() {
 
     let a = ctx.act(&app, &tid, "ann", "ACCEPTED").await;
     let first = ctx.verify_ok(&app, &a.signature).await;
-    assert_eq!(ctx.deliveries(&a.event_id).len(), 1);
-    let verified_at = ctx.verified_at(&a.event_id);
+    assert_eq!(ctx.deliveries(&a.event_id).await.len(), 1);
+    let verified_at = ctx.verified_at(&a.event_id).await;
     assert!(verified_at.is_some());
 
     let err = expect_error(ctx.verify(&app, &a.signature).await, StatusCode::CONFLICT).await;
     assert_eq!(err["code"], "conflict", "{err}");
     assert_eq!(
-        ctx.deliveries(&a.event_id).len(),
+        ctx.deliveries(&a.event_id).await.len(),
         1,
         "a second delivery row"
     );
-    assert_eq!(ctx.verified_at(&a.event_id), verified_at);
+    assert_eq!(ctx.verified_at(&a.event_id).await, verified_at);
     let s = ctx.status_of(&app, "ann", &tid).await;
     assert_eq!(s["status"], "ACCEPTED");
     assert_eq!(s["lastStatusUpdate"], first["actionAt"]);
@@ -729,7 +730,7 @@ async fn a_second_verify_is_409_and_writes_nothing() {
     let mut codes = [r1.status(), r2.status()];
     codes.sort();
     assert_eq!(codes, [StatusCode::OK, StatusCode::CONFLICT]);
-    assert_eq!(ctx.deliveries(&b.event_id).len(), 1);
+    assert_eq!(ctx.deliveries(&b.event_id).await.len(), 1);
     let listed = ctx.events_ok(&app, &[("endUserId", "bob")]).await;
     assert_eq!(listed.len(), 1);
     ctx.stop().await;
@@ -750,10 +751,10 @@ async fn verify_freezes_the_webhook_payload_in_a_delivery_row() {
         }))
         .await;
     // Nothing is delivered for an unverified event.
-    assert!(ctx.deliveries(&a.event_id).is_empty());
+    assert!(ctx.deliveries(&a.event_id).await.is_empty());
     let v = ctx.verify_ok(&app, &a.signature).await;
 
-    let rows = ctx.deliveries(&a.event_id);
+    let rows = ctx.deliveries(&a.event_id).await;
     assert_eq!(rows.len(), 1, "one delivery row per verified event");
     let (state, payload, is_test) = &rows[0];
     // The dispatcher may already be attempting it (towards the harness's sink).
@@ -774,7 +775,7 @@ async fn verify_freezes_the_webhook_payload_in_a_delivery_row() {
         .await;
     let b = ctx.act(&app, &tid, "bob", "DECLINED").await;
     let vb = ctx.verify_ok(&app, &b.signature).await;
-    let rows = ctx.deliveries(&b.event_id);
+    let rows = ctx.deliveries(&b.event_id).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, "held");
     let p: Value = serde_json::from_slice(&rows[0].1).unwrap();
@@ -785,11 +786,11 @@ async fn verify_freezes_the_webhook_payload_in_a_delivery_row() {
     let plain = ctx.app("No webhooks").await;
     let c = ctx.act(&plain, &tid, "carl", "ACCEPTED").await;
     ctx.verify_ok(&plain, &c.signature).await;
-    assert!(ctx.deliveries(&c.event_id).is_empty());
+    assert!(ctx.deliveries(&c.event_id).await.is_empty());
     let total = ctx.count(
-        "SELECT count(*) FROM deliveries WHERE integration_id = (SELECT id FROM integrations WHERE app_id = ?1)",
+        "SELECT count(*) FROM deliveries WHERE integration_id = (SELECT id FROM integrations WHERE app_id = $1)",
         &plain.id,
-    );
+    ).await;
     assert_eq!(total, 0);
     ctx.stop().await;
 }
@@ -819,7 +820,7 @@ async fn a_signature_verifies_only_for_the_integration_it_was_issued_to() {
         err, forged_err,
         "another integration's signature reads as forged"
     );
-    assert_eq!(ctx.verified_at(&acted.event_id), None);
+    assert_eq!(ctx.verified_at(&acted.event_id).await, None);
     assert_eq!(ctx.status_of(&a, "ann", &tid).await["status"], "UNVERIFIED");
     assert!(ctx.events_ok(&b, &[]).await.is_empty());
 
@@ -893,7 +894,7 @@ async fn tampered_garbage_and_missing_signatures_are_400_and_change_nothing() {
     expect_error(res, StatusCode::BAD_REQUEST).await;
 
     // None of that touched the event.
-    assert_eq!(ctx.verified_at(&a.event_id), None);
+    assert_eq!(ctx.verified_at(&a.event_id).await, None);
     let s = ctx.status_of(&app, "ann", &tid).await;
     assert_eq!(s["status"], "UNVERIFIED", "{s}");
     assert!(ctx.events_ok(&app, &[]).await.is_empty());
@@ -920,7 +921,7 @@ async fn an_expired_signature_is_410() {
     tokio::time::sleep_until((acted + Duration::from_millis(1100)).into()).await;
     let err = expect_error(ctx.verify(&app, &a.signature).await, StatusCode::GONE).await;
     assert_eq!(err["code"], "gone", "{err}");
-    assert_eq!(ctx.verified_at(&a.event_id), None);
+    assert_eq!(ctx.verified_at(&a.event_id).await, None);
     let s = ctx.status_of(&app, "ann", &tid).await;
     assert_eq!(s["status"], "UNVERIFIED", "{s}");
     assert_eq!(
@@ -1534,14 +1535,16 @@ async fn sdk_cors_follows_the_integrations_domains() {
     expect_error(res, StatusCode::FORBIDDEN).await;
     assert_eq!(ctx.status_of(&app, "eve", &tid).await["status"], "NO_DATA");
     assert_eq!(
-        ctx.count("SELECT count(*) FROM events WHERE end_user_id = ?1", "eve"),
+        ctx.count("SELECT count(*) FROM events WHERE end_user_id = $1", "eve")
+            .await,
         0
     );
     assert_eq!(
         ctx.count(
-            "SELECT count(*) FROM presentations WHERE end_user_id = ?1",
+            "SELECT count(*) FROM presentations WHERE end_user_id = $1",
             "eve"
-        ),
+        )
+        .await,
         0
     );
 
@@ -1586,12 +1589,18 @@ async fn verify_and_its_delivery_row_are_atomic() {
     let tid = ctx.published("Terms").await;
     let a = ctx.act(&app, &tid, "ann", "ACCEPTED").await;
 
-    ctx.db()
-        .execute_batch(
-            "CREATE TRIGGER fail_delivery BEFORE INSERT ON deliveries \
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-        )
-        .unwrap();
+    // A delivery that cannot be inserted, in each engine's trigger language.
+    let db = ctx.db().await;
+    db.batch(if crate::POSTGRES {
+        "CREATE FUNCTION fail_delivery() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+         CREATE TRIGGER fail_delivery BEFORE INSERT ON deliveries \
+         FOR EACH ROW EXECUTE FUNCTION fail_delivery();"
+    } else {
+        "CREATE TRIGGER fail_delivery BEFORE INSERT ON deliveries \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+    })
+    .await;
     let err = expect_error(
         ctx.verify(&app, &a.signature).await,
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -1602,21 +1611,24 @@ async fn verify_and_its_delivery_row_are_atomic() {
         "the cause leaks: {err}"
     );
     assert_eq!(
-        ctx.verified_at(&a.event_id),
+        ctx.verified_at(&a.event_id).await,
         None,
         "verified without its delivery"
     );
-    assert!(ctx.deliveries(&a.event_id).is_empty());
+    assert!(ctx.deliveries(&a.event_id).await.is_empty());
     let s = ctx.status_of(&app, "ann", &tid).await;
     assert_eq!(s["status"], "UNVERIFIED", "{s}");
     assert!(ctx.events_ok(&app, &[]).await.is_empty());
 
-    ctx.db()
-        .execute_batch("DROP TRIGGER fail_delivery;")
-        .unwrap();
+    db.batch(if crate::POSTGRES {
+        "DROP TRIGGER fail_delivery ON deliveries;"
+    } else {
+        "DROP TRIGGER fail_delivery;"
+    })
+    .await;
     let v = ctx.verify_ok(&app, &a.signature).await;
     assert_eq!(v["clickwrapEventId"], a.event_id.as_str());
-    assert_eq!(ctx.deliveries(&a.event_id).len(), 1);
+    assert_eq!(ctx.deliveries(&a.event_id).await.len(), 1);
     assert_eq!(ctx.status_of(&app, "ann", &tid).await["status"], "ACCEPTED");
     ctx.stop().await;
 }
@@ -1778,14 +1790,16 @@ async fn sdk_bad_input_is_refused_by_name_and_records_nothing() {
     // Nothing of the refused requests was recorded: ann has no events, one presentation of each of
     // `off` (before it was disabled) and `linked` (through Other).
     assert_eq!(
-        ctx.count("SELECT count(*) FROM events WHERE end_user_id = ?1", "ann"),
+        ctx.count("SELECT count(*) FROM events WHERE end_user_id = $1", "ann")
+            .await,
         0
     );
     assert_eq!(
         ctx.count(
-            "SELECT count(*) FROM presentations WHERE end_user_id = ?1",
+            "SELECT count(*) FROM presentations WHERE end_user_id = $1",
             "ann"
-        ),
+        )
+        .await,
         2
     );
 
@@ -1800,7 +1814,8 @@ async fn sdk_bad_input_is_refused_by_name_and_records_nothing() {
     .await;
     assert_eq!(err["code"], "integration_disabled", "{err}");
     assert_eq!(
-        ctx.count("SELECT count(*) FROM events WHERE end_user_id = ?1", "ann"),
+        ctx.count("SELECT count(*) FROM events WHERE end_user_id = $1", "ann")
+            .await,
         0
     );
     ctx.stop().await;

@@ -20,6 +20,7 @@ mod foundation;
 mod hardening;
 mod harness_selftest;
 mod ledger;
+mod ledger_file;
 mod mtls;
 mod packaging;
 mod proxy;

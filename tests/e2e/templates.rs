@@ -483,13 +483,15 @@ async fn bad_template_input_is_refused_by_name_and_changes_nothing() {
         StatusCode::CREATED
     );
     let stopped = server.stop().await;
-    let db = rusqlite::Connection::open(stopped.data_dir.join("clicktermd.db")).unwrap();
+    let db = common::peek::Db::open(&stopped.config, &stopped.data_dir).await;
     let err = db
-        .execute("UPDATE template_versions SET effective_at = 0", [])
+        .try_batch("UPDATE template_versions SET effective_at = 0")
+        .await
         .unwrap_err();
-    assert!(err.to_string().contains("immutable"), "{err}");
+    assert!(err.contains("immutable"), "{err}");
     let err = db
-        .execute("UPDATE template_version_texts SET content = 'changed'", [])
+        .try_batch("UPDATE template_version_texts SET content = 'changed'")
+        .await
         .unwrap_err();
-    assert!(err.to_string().contains("immutable"), "{err}");
+    assert!(err.contains("immutable"), "{err}");
 }

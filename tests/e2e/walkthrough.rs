@@ -71,6 +71,8 @@ async fn the_readmes_curl_walk_through_reaches_an_accepted_verified_consent() {
             cmd.env_remove(name);
         }
     }
+    // On PostgreSQL, what the CLI needs to reach the server's store (nothing on SQLite).
+    cmd.envs(server.cli_env());
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

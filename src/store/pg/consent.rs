@@ -1,4 +1,379 @@
-//! PostgreSQL: the operations of `store::consent`.
+//! PostgreSQL: the clickwrap flow's operations (see `store::consent`): what an end user faces, their
+//! action, the verify with its ledger link and delivery in one transaction, status facts,
+//! acceptances, re-acceptance. The rules are `clickwrap`'s and the SQLite family's shared types.
 
-#[allow(unused_imports)]
-use super::Postgres;
+use std::collections::BTreeMap;
+
+use deadpool_postgres::GenericClient;
+
+use super::{Postgres, deliveries, events, ledger, templates};
+use crate::model::{
+    Action, ClickwrapEvent, EndUserId, EventType, Language, PublishedVersion, TemplateText,
+    Timestamp,
+};
+use crate::store::consent::{
+    Facing, NewAction, StatusFacts, Unusable, Usable, UserFacts, Verification,
+};
+use crate::store::deliveries::{NewDelivery, new_delivery_id};
+use crate::store::events::{Filter, NewEvent};
+use crate::store::integrations::WebhookTarget;
+use crate::store::{Result, StoreError};
+
+/// What verify needs of an integration (see `store::integrations::webhook_target`).
+pub(crate) async fn webhook_target<C: GenericClient>(
+    c: &C,
+    id: i64,
+) -> Result<Option<WebhookTarget>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT deleted_at IS NOT NULL, callback_url, signing_secret, status, \
+             webhook_delivery_enabled FROM integrations WHERE id = $1",
+        )
+        .await?;
+    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| {
+        let status = crate::model::IntegrationStatus::parse(r.get(3))
+            .unwrap_or(crate::model::IntegrationStatus::Disabled);
+        WebhookTarget {
+            deleted: r.get(0),
+            callback_url: r.get(1),
+            signing_secret: r.get(2),
+            sending: status.sends_webhooks(r.get(4)),
+        }
+    }))
+}
+
+/// See `store::consent::usable`.
+async fn usable<C: GenericClient>(
+    c: &C,
+    integration_id: i64,
+    template_id: &str,
+    now: Timestamp,
+) -> Result<std::result::Result<Usable, Unusable>> {
+    let Some(row) = templates::row_id(c, template_id).await? else {
+        return Ok(Err(Unusable::Unavailable));
+    };
+    let (flags, visible, versions) = tokio::try_join!(
+        templates::flags(c, row),
+        templates::is_visible(c, row, integration_id),
+        templates::versions(c, row),
+    )?;
+    let Some(flags) = flags.filter(|f| f.enabled) else {
+        return Ok(Err(Unusable::Unavailable));
+    };
+    if !visible {
+        return Ok(Err(Unusable::NotLinked));
+    }
+    let Some(version) = PublishedVersion::effective(&versions, now).cloned() else {
+        return Ok(Err(Unusable::Unavailable));
+    };
+    Ok(Ok(Usable {
+        row,
+        name: flags.name,
+        always_reaccept: flags.always_reaccept,
+        version,
+    }))
+}
+
+/// See `store::consent::user_facts`: its four reads sent together.
+async fn user_facts<C: GenericClient>(c: &C, u: &Usable, end_user: &str) -> Result<UserFacts> {
+    let (events, reaccept_requested_at, last_presentation, presented_at) = tokio::try_join!(
+        events::user_events(c, u.row, end_user, u.version.major),
+        events::reaccept_requested_at(c, u.row, end_user),
+        events::last_presentation(c, u.row, end_user),
+        events::latest_presentation(c, u.row, end_user, u.version.major),
+    )?;
+    Ok(UserFacts {
+        events,
+        reaccept_requested_at,
+        last_presentation,
+        presented_at,
+    })
+}
+
+impl Postgres {
+    /// See `Store::facing`.
+    pub(crate) async fn facing(
+        &self,
+        integration_id: i64,
+        template_id: &str,
+        end_user: &EndUserId,
+        now: Timestamp,
+    ) -> Result<std::result::Result<Facing, Unusable>> {
+        let client = self.client().await?;
+        let template = match usable(&client, integration_id, template_id, now).await? {
+            Ok(u) => u,
+            Err(why) => return Ok(Err(why)),
+        };
+        let v = &template.version;
+        let (texts, user) = tokio::try_join!(
+            templates::version_texts(&client, template.row, v.major, v.minor),
+            user_facts(&client, &template, end_user.as_str()),
+        )?;
+        Ok(Ok(Facing {
+            template,
+            texts,
+            user,
+        }))
+    }
+
+    /// See `Store::record_presentation`.
+    pub(crate) async fn record_presentation(
+        &self,
+        integration_id: i64,
+        template_row: i64,
+        version: (i64, i64),
+        end_user: &EndUserId,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        events::insert_presentation(
+            &tx,
+            integration_id,
+            template_row,
+            version,
+            end_user.as_str(),
+            Timestamp::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See `Store::record_action`.
+    pub(crate) async fn record_action(
+        &self,
+        integration_id: i64,
+        template_id: &str,
+        action: NewAction,
+        now: Timestamp,
+        language: impl FnOnce(&BTreeMap<Language, TemplateText>, &Language) -> Language,
+    ) -> Result<std::result::Result<(), Unusable>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let u = match usable(&tx, integration_id, template_id, now).await? {
+            Ok(u) => u,
+            Err(why) => return Ok(Err(why)),
+        };
+        let user = action.end_user.as_str();
+        let (presented_at, texts) = tokio::try_join!(
+            events::latest_presentation(&tx, u.row, user, u.version.major),
+            templates::version_texts(&tx, u.row, u.version.major, u.version.minor),
+        )?;
+        let language = language(&texts, &u.version.default_language);
+        events::insert_event(
+            &tx,
+            &NewEvent {
+                event_id: &action.event_id,
+                integration_id,
+                template_row: u.row,
+                major: u.version.major,
+                minor: u.version.minor,
+                effective_at: u.version.effective_at,
+                end_user_id: user,
+                action: action.action,
+                template_placeholders: action.template_placeholders.as_deref(),
+                technical_metadata: &action.technical_metadata,
+                language: language.as_str(),
+                presented_at,
+                action_at: now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// See `Store::verify_event`: the event marked verified with the next ledger position (under the
+    /// ledger's lock, see `pg::ledger`), its link, and its delivery, committed together.
+    pub(crate) async fn verify_event(
+        &self,
+        event_id: &str,
+        integration_id: i64,
+        expired: bool,
+        payload: fn(&ClickwrapEvent) -> Vec<u8>,
+    ) -> Result<Verification> {
+        // Through the node's batch (`pg::batch`): with the others that arrive meanwhile.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.verifies
+            .send(super::batch::Job {
+                event_id: event_id.to_string(),
+                integration_id,
+                expired,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Task("the verify batches have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("a verify batch was dropped".into()))?
+    }
+}
+
+/// One verify in its own transaction: marks the event, appends its link (under the ledger's lock,
+/// held to the commit) and queues its delivery. `pg::batch` runs batches of these as one, and falls
+/// back to this for each of a batch that failed.
+pub(crate) async fn verify_alone(
+    pool: &deadpool_postgres::Pool,
+    event_id: &str,
+    integration_id: i64,
+    expired: bool,
+    payload: fn(&ClickwrapEvent) -> Vec<u8>,
+) -> Result<Verification> {
+    {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let now = Timestamp::now();
+        let Some(target) = webhook_target(&tx, integration_id)
+            .await?
+            .filter(|t| !t.deleted)
+        else {
+            return Ok(Verification::NotOurs);
+        };
+        // The usual case in one statement; anything else is told apart below.
+        let marked = match expired {
+            false => {
+                ledger::lock(&tx).await?;
+                events::mark_verified(&tx, event_id, integration_id, now).await?
+            }
+            true => None,
+        };
+        let Some((verified, row)) = marked else {
+            return Ok(match events::verify_facts(&tx, event_id).await? {
+                None => Verification::NotOurs,
+                Some(f) if f.integration_id != integration_id => Verification::NotOurs,
+                Some(f) if f.verified || !expired => Verification::AlreadyVerified,
+                Some(_) => Verification::Expired,
+            });
+        };
+        // Proof of consent (issue #17): the event's link, in this same transaction.
+        ledger::append(&tx, row).await?;
+        if target.callback_url.is_some() {
+            deliveries::insert(
+                &tx,
+                &NewDelivery {
+                    delivery_id: &new_delivery_id(),
+                    integration_id,
+                    event_row: Some(row),
+                    is_test: false,
+                    event_type: EventType::ClickwrapEventVerified,
+                    payload: &payload(&verified),
+                    held: !target.sending,
+                    at: now,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Verification::Verified(verified))
+    }
+}
+
+impl Postgres {
+    /// See `Store::status_facts`.
+    pub(crate) async fn status_facts(
+        &self,
+        integration_id: i64,
+        end_user: &EndUserId,
+        now: Timestamp,
+    ) -> Result<Vec<StatusFacts>> {
+        let client = self.client().await?;
+        let mut out = Vec::new();
+        for row in templates::visible_rows(&client, integration_id, &[]).await? {
+            let (t, versions) = tokio::try_join!(
+                templates::get_by_row(&client, row),
+                templates::versions(&client, row),
+            )?;
+            let Some(t) = t else {
+                continue;
+            };
+            let Some(version) = PublishedVersion::effective(&versions, now).cloned() else {
+                continue;
+            };
+            let template = Usable {
+                row,
+                name: t.name.as_str().to_string(),
+                always_reaccept: t.always_reaccept,
+                version,
+            };
+            let user = user_facts(&client, &template, end_user.as_str()).await?;
+            out.push(StatusFacts {
+                template_id: t.template_id,
+                tags: t.tags,
+                template,
+                user,
+            });
+        }
+        Ok(out)
+    }
+
+    /// See `Store::verified_events`.
+    pub(crate) async fn verified_events(
+        &self,
+        filter: Filter,
+        cursor: Option<(Timestamp, String)>,
+        limit: u32,
+    ) -> Result<Vec<ClickwrapEvent>> {
+        let client = self.client().await?;
+        events::list_verified(&client, &filter, cursor, limit).await
+    }
+
+    /// See `Store::verified_event`.
+    pub(crate) async fn verified_event(
+        &self,
+        integration_id: Option<i64>,
+        event_id: &str,
+    ) -> Result<Option<ClickwrapEvent>> {
+        let client = self.client().await?;
+        events::get_verified(&client, integration_id, event_id).await
+    }
+
+    /// See `Store::acceptances`.
+    pub(crate) async fn acceptances(
+        &self,
+        integration_id: i64,
+        template_ids: Vec<String>,
+        end_users: Vec<EndUserId>,
+        now: Timestamp,
+    ) -> Result<Vec<std::result::Result<(Usable, Vec<bool>), Unusable>>> {
+        let client = self.client().await?;
+        let mut out = Vec::with_capacity(template_ids.len());
+        for tid in &template_ids {
+            let u = match usable(&client, integration_id, tid, now).await? {
+                Ok(u) => u,
+                Err(why) => {
+                    out.push(Err(why));
+                    continue;
+                }
+            };
+            let mut accepted = Vec::with_capacity(end_users.len());
+            for user in &end_users {
+                let latest =
+                    events::user_events(&client, u.row, user.as_str(), u.version.major).await?;
+                accepted.push(
+                    latest
+                        .latest_verified
+                        .is_some_and(|e| e.action == Action::Accepted),
+                );
+            }
+            out.push(Ok((u, accepted)));
+        }
+        Ok(out)
+    }
+
+    /// See `Store::request_reaccept`.
+    pub(crate) async fn request_reaccept(
+        &self,
+        pairs: Vec<(i64, EndUserId)>,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now = Timestamp::now();
+        for (row, user) in &pairs {
+            events::request_reaccept(&tx, *row, user.as_str(), now, reason.as_deref()).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}

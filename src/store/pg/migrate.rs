@@ -11,7 +11,7 @@ use super::super::{Result, SCHEMA_VERSION, StoreError};
 pub const SCHEMA_POSTGRES: &str = include_str!("../../../schema-postgres.sql");
 
 /// The advisory lock key the migration holds: "clicktrm" in ASCII, a number nothing else uses.
-const MIGRATION_LOCK: i64 = 0x636c_6963_6b74_726d;
+pub(crate) const MIGRATION_LOCK: i64 = 0x636c_6963_6b74_726d;
 
 /// Forward migrations: `MIGRATIONS[i]` takes a database from version `7 + i` to `8 + i`.
 const MIGRATIONS: &[&str] = &[];

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod audit;
+mod batch;
 pub mod client_certs;
 pub mod consent;
 pub mod deliveries;
@@ -40,6 +41,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{Result, StoreError, WriterStats, cache};
 use crate::config::{PostgresUrl, StorageConfig};
 
+pub(crate) use migrate::MIGRATION_LOCK;
 pub use migrate::SCHEMA_POSTGRES;
 
 /// How long a request waits for a pooled connection, and a new connection for the server, before it
@@ -313,11 +315,13 @@ mod verify {
 }
 
 /// A PostgreSQL error that means the database cannot be reached now (rather than that a statement
-/// was wrong): no server answer at all, the connection closed, or SQLSTATE class 08 (connection
+/// was wrong): the connection closed or failed (an I/O error), or SQLSTATE class 08 (connection
 /// exception) and 57P01–57P03 (the server shutting down or starting).
 fn unavailable(e: &tokio_postgres::Error) -> bool {
     match e.code() {
-        None => true,
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
         Some(code) => {
             let c = code.code();
             c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
@@ -358,11 +362,15 @@ pub struct Postgres {
     stats: Arc<WriterStats>,
     wake: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    /// The node's verify batches (`batch.rs`).
+    verifies: batch::Queue,
+    verifier: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.listener.abort();
+        self.verifier.abort();
         self.pool.close();
     }
 }
@@ -419,7 +427,10 @@ impl Postgres {
             listening.clone(),
             wake.clone(),
         ));
+        let (verifies, verifier) = batch::start(pool.clone());
         Ok(Postgres {
+            verifies,
+            verifier,
             pool,
             shown,
             credentials,
@@ -580,5 +591,94 @@ async fn listen(
             }
         }
         tokio::time::sleep(RELISTEN_AFTER).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> PostgresUrl {
+        PostgresUrl::new(s)
+    }
+
+    #[test]
+    fn sslmodes_are_libpqs() {
+        for (mode, ssl, check) in [
+            ("", SslMode::Prefer, TlsCheck::Nothing),
+            ("?sslmode=disable", SslMode::Disable, TlsCheck::Nothing),
+            ("?sslmode=prefer", SslMode::Prefer, TlsCheck::Nothing),
+            ("?sslmode=require", SslMode::Require, TlsCheck::Nothing),
+            ("?sslmode=verify-ca", SslMode::Require, TlsCheck::Chain),
+            ("?sslmode=verify-full", SslMode::Require, TlsCheck::Full),
+        ] {
+            let t = parse_url(&url(&format!("postgres://u:p@db.example:5433/ct{mode}"))).unwrap();
+            assert_eq!(t.config.get_ssl_mode(), ssl, "{mode}");
+            assert_eq!(t.tls, check, "{mode}");
+            assert_eq!(t.config.get_dbname(), Some("ct"));
+            assert_eq!(t.config.get_ports(), &[5433]);
+            assert_eq!(t.config.get_password(), Some(&b"p"[..]));
+        }
+        let t = parse_url(&url(
+            "postgresql://u@h/ct?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x",
+        ))
+        .unwrap();
+        assert_eq!(
+            t.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(t.config.get_application_name(), Some("x"));
+    }
+
+    #[test]
+    fn a_wrong_url_is_refused_naming_what_is_wrong_and_never_its_password() {
+        for (given, says) in [
+            (
+                "postgres://u:s3cret@h/ct?sslmode=allow-all",
+                "sslmode=allow-all",
+            ),
+            ("postgres://u:s3cret@h", "names no database"),
+            ("mysql://u:s3cret@h/ct", "postgres:// or postgresql://"),
+            ("host=h password=s3cret dbname=ct", "not a URL"),
+            (
+                "postgres://u:s3cret@h/ct?nonsense=1",
+                "not a PostgreSQL URL",
+            ),
+        ] {
+            let e = parse_url(&url(given))
+                .err()
+                .unwrap_or_else(|| panic!("{given} accepted"));
+            assert!(e.contains(says), "{given}: {e}");
+            assert!(
+                !e.contains("s3cret"),
+                "{given}: the error shows the password: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_url_is_shown_without_its_password() {
+        let u = url("postgres://clicktermd:s3cret@db.example:5432/ct?sslmode=verify-full");
+        for shown in [u.redacted(), format!("{u}"), format!("{u:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains("clicktermd:***@db.example:5432/ct"),
+                "{shown}"
+            );
+        }
+        assert_eq!(url("not a url: s3cret").redacted(), "(not a URL)");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = tls_connector(TlsCheck::Full, Some(&empty)).err().unwrap();
+        assert!(e.contains("holds no certificate"), "{e}");
+        let missing = dir.path().join("missing.pem");
+        let e = tls_connector(TlsCheck::Full, Some(&missing)).err().unwrap();
+        assert!(e.contains("cannot read storage.postgres_ca_file"), "{e}");
+        assert!(tls_connector(TlsCheck::Nothing, None).is_ok());
     }
 }

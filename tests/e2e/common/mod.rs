@@ -8,6 +8,7 @@ pub mod browser;
 pub mod dns;
 pub mod h2receiver;
 pub mod nginx;
+pub mod peek;
 pub mod postgres;
 pub mod raw;
 pub mod receiver;

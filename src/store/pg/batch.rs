@@ -1,0 +1,306 @@
+//! PostgreSQL: verifies in batches. Every verify appends to the one ledger chain, so verifies take
+//! the chain's lock in turn and hold it until their commit; one at a time, the cluster verified as
+//! many events a second as PostgreSQL commits transactions one after another (one WAL flush each,
+//! about 700 a second on this kind of disk). So each node gathers the verifies that arrive while
+//! its previous batch commits and runs them together in one transaction: the lock taken once, the
+//! chain's head read once, the statements of all of them pipelined on one connection (a handful of
+//! round trips per batch, not per verify), one commit. What each verify decides and writes is what
+//! `consent::verify_alone` decides and writes; if anything in a batch fails, the batch is rolled
+//! back and each of its verifies runs alone, so one bad request never fails another.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures_util::future::try_join_all;
+use tokio::sync::{mpsc, oneshot};
+
+use deadpool_postgres::Pool;
+
+use super::consent::verify_alone;
+use super::{deliveries, ledger};
+use crate::model::ChainHead;
+use crate::model::{ClickwrapEvent, EventType, Timestamp};
+use crate::store::consent::Verification;
+use crate::store::deliveries::{NewDelivery, new_delivery_id};
+use crate::store::{Result, StoreError};
+
+/// The most verifies committed together.
+const MAX_BATCH: usize = 256;
+
+/// One verify waiting for its batch.
+pub(crate) struct Job {
+    pub event_id: String,
+    pub integration_id: i64,
+    pub expired: bool,
+    pub payload: fn(&ClickwrapEvent) -> Vec<u8>,
+    pub reply: oneshot::Sender<Result<Verification>>,
+}
+
+pub(crate) type Queue = mpsc::Sender<Job>;
+
+/// Starts the node's batching task; it ends when the last sender (the store) goes.
+pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
+    let (send, mut receive) = mpsc::channel::<Job>(4 * MAX_BATCH);
+    let task = tokio::spawn(async move {
+        while let Some(first) = receive.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match receive.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            verify_batch(&pool, jobs).await;
+        }
+    });
+    (send, task)
+}
+
+/// What became of one job of a batch before anything is written.
+enum Decided {
+    Answered(Verification),
+    /// To be verified: its event's row, and its ledger position.
+    Verify {
+        row: i64,
+        position: i64,
+    },
+}
+
+async fn verify_batch(pool: &Pool, jobs: Vec<Job>) {
+    if jobs.len() == 1 {
+        let job = jobs.into_iter().next().expect("one job");
+        let done = verify_alone(
+            pool,
+            &job.event_id,
+            job.integration_id,
+            job.expired,
+            job.payload,
+        )
+        .await;
+        let _ = job.reply.send(done);
+        return;
+    }
+    match try_batch(pool, &jobs).await {
+        Ok(answers) => {
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                let _ = job.reply.send(Ok(answer));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, verifies = jobs.len(), "a verify batch failed; verifying each alone");
+            for job in jobs {
+                let done = verify_alone(
+                    pool,
+                    &job.event_id,
+                    job.integration_id,
+                    job.expired,
+                    job.payload,
+                )
+                .await;
+                let _ = job.reply.send(done);
+            }
+        }
+    }
+}
+
+/// The batch in one transaction; each job's answer, in order.
+async fn try_batch(pool: &Pool, jobs: &[Job]) -> Result<Vec<Verification>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let now = Timestamp::now();
+    let ids: Vec<&str> = jobs.iter().map(|j| j.event_id.as_str()).collect();
+    let integrations: Vec<i64> = {
+        let set: HashSet<i64> = jobs.iter().map(|j| j.integration_id).collect();
+        set.into_iter().collect()
+    };
+    // The lock first: the head and the events are read under it (each statement of a
+    // READ COMMITTED transaction sees what was committed before it began).
+    ledger::lock(&tx).await?;
+    let probe = tx
+        .prepare_cached(
+            "SELECT event_id, id, integration_id, verified_at IS NOT NULL FROM events \
+                 WHERE event_id = ANY($1) FOR UPDATE",
+        )
+        .await?;
+    let (head, facts, targets) = tokio::try_join!(
+        ledger::head(&tx),
+        async { tx.query(&probe, &[&ids]).await.map_err(StoreError::from) },
+        try_join_all(
+            integrations
+                .iter()
+                .map(|&id| super::consent::webhook_target(&tx, id))
+        ),
+    )?;
+    let facts: BTreeMap<String, (i64, i64, bool)> = facts
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    let targets: BTreeMap<i64, _> = integrations
+        .iter()
+        .copied()
+        .zip(targets)
+        .filter_map(|(id, t)| Some((id, t?)).filter(|(_, t)| !t.deleted))
+        .collect();
+
+    // Each job decided as `verify_event_alone` decides it, in the order they came.
+    let mut taken = HashSet::new();
+    let mut next = head.position;
+    let decided: Vec<Decided> = jobs
+        .iter()
+        .map(|job| {
+            let answer = |v| Decided::Answered(v);
+            if !targets.contains_key(&job.integration_id) {
+                return answer(Verification::NotOurs);
+            }
+            match facts.get(&job.event_id) {
+                None => answer(Verification::NotOurs),
+                Some(&(_, owner, _)) if owner != job.integration_id => {
+                    answer(Verification::NotOurs)
+                }
+                Some(&(row, _, verified)) => {
+                    let verified = verified || taken.contains(&row);
+                    if verified || !job.expired {
+                        if verified {
+                            return answer(Verification::AlreadyVerified);
+                        }
+                        taken.insert(row);
+                        next += 1;
+                        Decided::Verify {
+                            row,
+                            position: next,
+                        }
+                    } else {
+                        answer(Verification::Expired)
+                    }
+                }
+            }
+        })
+        .collect();
+
+    let to_verify: Vec<(usize, i64, i64)> = decided
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Decided::Verify { row, position } => Some((i, *row, *position)),
+            Decided::Answered(_) => None,
+        })
+        .collect();
+    let mark = tx
+        .prepare_cached(&format!(
+            "UPDATE events e SET verified_at = $2, ledger_position = $3 \
+                 WHERE e.id = $1 AND e.verified_at IS NULL \
+                 RETURNING {}, e.id",
+            crate::store::events::EVENT_COLUMNS
+        ))
+        .await?;
+    let marked = try_join_all(to_verify.iter().map(|&(_, row, position)| {
+        let mark = &mark;
+        let tx = &tx;
+        async move {
+            tx.query_one(mark, &[&row, &now.millis(), &position])
+                .await
+                .map(|r| super::events::event_from_row(&r))
+        }
+    }))
+    .await?;
+    let sources = try_join_all(
+        to_verify
+            .iter()
+            .map(|&(_, row, _)| ledger::source(&tx, row)),
+    )
+    .await?;
+
+    let mut head = head;
+    let mut links = Vec::with_capacity(to_verify.len());
+    for ((_, row, position), source) in to_verify.iter().zip(sources) {
+        let (source, at) = source.ok_or_else(|| {
+            StoreError::Io(format!("event row {row} vanished while it was verified"))
+        })?;
+        if at != Some(*position) {
+            return Err(StoreError::Io(format!(
+                "event row {row} has ledger position {at:?}, expected {position}"
+            )));
+        }
+        let name = source.template_name.clone();
+        let digest = crate::ledger::Evidence::from_source(source).digest();
+        let link = crate::ledger::next_link(head, digest);
+        head = ChainHead {
+            position: link.position,
+            hash: link.hash,
+        };
+        links.push((*row, name, link));
+    }
+    let insert_link = tx
+        .prepare_cached(
+            "INSERT INTO ledger (position, event_id, template_name, digest, hash) \
+                 VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    let payloads: Vec<(i64, i64, Vec<u8>, bool)> = to_verify
+        .iter()
+        .zip(&marked)
+        .filter_map(|(&(i, row, _), event)| {
+            let job = &jobs[i];
+            let target = &targets[&job.integration_id];
+            target.callback_url.as_ref().map(|_| {
+                (
+                    job.integration_id,
+                    row,
+                    (job.payload)(event),
+                    !target.sending,
+                )
+            })
+        })
+        .collect();
+    let delivery_ids: Vec<String> = payloads.iter().map(|_| new_delivery_id()).collect();
+    let inserted_links = try_join_all(links.iter().map(|(row, name, link)| {
+        let (stmt, tx) = (&insert_link, &tx);
+        async move {
+            tx.execute(
+                stmt,
+                &[
+                    &link.position,
+                    row,
+                    name,
+                    &&link.digest.0[..],
+                    &&link.hash.0[..],
+                ],
+            )
+            .await
+            .map_err(StoreError::from)
+        }
+    }));
+    let inserted_deliveries = try_join_all(payloads.iter().zip(&delivery_ids).map(
+        |((integration_id, row, payload, held), id)| {
+            let tx = &tx;
+            async move {
+                deliveries::insert(
+                    tx,
+                    &NewDelivery {
+                        delivery_id: id,
+                        integration_id: *integration_id,
+                        event_row: Some(*row),
+                        is_test: false,
+                        event_type: EventType::ClickwrapEventVerified,
+                        payload,
+                        held: *held,
+                        at: now,
+                    },
+                )
+                .await
+            }
+        },
+    ));
+    tokio::try_join!(inserted_links, inserted_deliveries)?;
+    tx.commit().await?;
+
+    let mut marked = marked.into_iter();
+    Ok(decided
+        .into_iter()
+        .map(|d| match d {
+            Decided::Answered(v) => v,
+            Decided::Verify { .. } => {
+                Verification::Verified(marked.next().expect("one marked event per verify"))
+            }
+        })
+        .collect())
+}
