@@ -498,8 +498,8 @@ async fn migrate_store_moves_a_sqlite_deployment_whose_keys_events_and_deliverie
             format!("[\"{}\"]", dns.server_string()),
         ),
         ("CLICKTERMD_WEBHOOKS__MAX_RETRIES", "1".to_string()),
-        ("CLICKTERMD_WEBHOOKS__RETRY_BASE_SECS", "3".to_string()),
-        ("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "3".to_string()),
+        ("CLICKTERMD_WEBHOOKS__RETRY_BASE_SECS", "8".to_string()),
+        ("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "8".to_string()),
     ];
     let sqlite_env: Vec<(&str, &str)> = webhooks.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
@@ -549,7 +549,7 @@ async fn migrate_store_moves_a_sqlite_deployment_whose_keys_events_and_deliverie
             );
         }
     }
-    // Succeeded, failed twice (retried once), pending behind its 3 s retry, held.
+    // Succeeded, failed twice (retried once), pending behind its 8 s retry (the move takes less), held.
     counts_until(&admin, &base, &apps[0].0, |c| c["succeeded"] == 2).await;
     counts_until(&admin, &base, &apps[1].0, |c| c["failed"] == 2).await;
     let pending = counts_until(&admin, &base, &apps[2].0, |c| c["pending"] == 2).await;
