@@ -529,30 +529,28 @@ async fn migrate_store_moves_a_sqlite_deployment_whose_keys_events_and_deliverie
             .json_ok()
             .await;
     }
-    let mut events = Vec::new();
-    for (i, (app_id, app_key, _)) in apps.iter().enumerate() {
-        for user in ["ann", "bob"] {
-            let action = if user == "ann" {
-                "ACCEPTED"
-            } else {
-                "DECLINED"
-            };
-            events.push(
-                verified(
-                    &base,
-                    (app_id, app_key),
-                    &template,
-                    &format!("{user}{i}"),
-                    action,
-                )
-                .await,
-            );
+    // Two events per integration. The pending ones last: their retry is 8 s away, longer than the
+    // move takes, so the cluster makes it; the failing ones' retry has come and gone by then.
+    let mut events = vec![String::new(); 8];
+    for i in [0, 1, 3, 2] {
+        let (app_id, app_key, _) = &apps[i];
+        if i == 2 {
+            counts_until(&admin, &base, &apps[0].0, |c| c["succeeded"] == 2).await;
+            counts_until(&admin, &base, &apps[1].0, |c| c["failed"] == 2).await;
+        }
+        for (j, (user, action)) in [("ann", "ACCEPTED"), ("bob", "DECLINED")]
+            .into_iter()
+            .enumerate()
+        {
+            let user = format!("{user}{i}");
+            events[2 * i + j] = verified(&base, (app_id, app_key), &template, &user, action).await;
         }
     }
-    // Succeeded, failed twice (retried once), pending behind its 8 s retry (the move takes less), held.
-    counts_until(&admin, &base, &apps[0].0, |c| c["succeeded"] == 2).await;
-    counts_until(&admin, &base, &apps[1].0, |c| c["failed"] == 2).await;
-    let pending = counts_until(&admin, &base, &apps[2].0, |c| c["pending"] == 2).await;
+    receivers[2].wait_for(2, DEADLINE).await;
+    let pending = counts_until(&admin, &base, &apps[2].0, |c| {
+        c["pending"] == 2 && c["in_flight"] == 0
+    })
+    .await;
     assert_eq!(pending["succeeded"], 0);
     counts_until(&admin, &base, &apps[3].0, |c| c["held"] == 2).await;
     let mut before = Vec::new();
