@@ -217,10 +217,12 @@ CREATE TABLE deliveries (
     event_type      TEXT NOT NULL DEFAULT 'CLICKWRAP_EVENT_VERIFIED',
     last_status     BIGINT
 );
--- The dispatcher's queues and the history's filters: the same partial indexes as `schema.sql`.
-CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at) WHERE state = 'pending';
+-- The dispatcher's queues and the history's filters: the same partial indexes as `schema.sql`, with
+-- the row id written out where SQLite's indexes end with it implicitly (the claim's order `next_attempt_at,
+-- id`, settling's `id`, bulk redelivery's cursor `created_at, id` are then index order, not a sort).
+CREATE INDEX deliveries_pending ON deliveries(integration_id, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX deliveries_leases ON deliveries(lease_until) WHERE state = 'in_flight';
-CREATE INDEX deliveries_held ON deliveries(integration_id) WHERE state = 'held';
+CREATE INDEX deliveries_held ON deliveries(integration_id, id) WHERE state = 'held';
 CREATE INDEX deliveries_by_integration ON deliveries(integration_id, id);
 CREATE INDEX deliveries_by_event ON deliveries(event_id);
 CREATE INDEX deliveries_pending_by_id ON deliveries(integration_id, id) WHERE state = 'pending';
@@ -229,7 +231,7 @@ CREATE INDEX deliveries_cancelled ON deliveries(integration_id, id) WHERE state 
 CREATE INDEX deliveries_by_outcome ON deliveries(integration_id, last_outcome, id) WHERE last_outcome <> 'ok';
 CREATE INDEX deliveries_by_state_outcome ON deliveries(integration_id, state, last_outcome, id)
     WHERE last_outcome <> 'ok';
-CREATE INDEX deliveries_failed_by_time ON deliveries(integration_id, created_at) WHERE state = 'failed';
+CREATE INDEX deliveries_failed_by_time ON deliveries(integration_id, created_at, id) WHERE state = 'failed';
 
 CREATE TABLE delivery_counts (
     integration_id BIGINT PRIMARY KEY REFERENCES integrations(id),

@@ -74,6 +74,12 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
 }
 
+/// Whether a user with this role and disabled flag counts as an enabled owner: a change may not leave
+/// none (the last-owner rule, the same on both stores).
+pub(crate) fn is_enabled_owner(role: Role, disabled: bool) -> bool {
+    role == Role::Owner && !disabled
+}
+
 fn user_count(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM admin_users", [], |r| r.get(0))?)
 }
@@ -155,7 +161,7 @@ fn change_user(
     };
     let role = changes.role.unwrap_or(role);
     let disabled = changes.disabled.unwrap_or(disabled);
-    let owner_after = role == Role::Owner && !disabled;
+    let owner_after = is_enabled_owner(role, disabled);
     if !owner_after && other_owners(conn, username)? == 0 {
         return Ok(UserChange::LastOwner);
     }
@@ -393,17 +399,25 @@ impl Store {
 
     /// Creates an admin user; `false` when the name is taken.
     pub async fn create_admin(&self, new: NewAdmin, audit: Audit) -> Result<bool> {
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let created = create_user(c, &new, now)?;
-            audit.write_if(c, created, now)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let created = create_user(c, &new, now)?;
+                    audit.write_if(c, created, now)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.create_admin(new, audit).await,
+        }
     }
 
     /// Every admin user, by name.
     pub async fn admin_users(&self) -> Result<Vec<AdminUser>> {
-        self.read(|c| list_users(c, Timestamp::now())).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(|c| list_users(c, Timestamp::now())).await,
+            Backend::Postgres(p) => p.admin_users().await,
+        }
     }
 
     /// Replaces a user's password (a one-time one when `must_change`) and ends their sessions; `false`
@@ -415,13 +429,21 @@ impl Store {
         must_change: bool,
         audit: Audit,
     ) -> Result<bool> {
-        let name = username.to_string();
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let done = set_password(c, &name, &password_hash, must_change, now)?;
-            audit.write_if(c, done, now)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let name = username.to_string();
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let done = set_password(c, &name, &password_hash, must_change, now)?;
+                    audit.write_if(c, done, now)
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                p.set_admin_password(username, password_hash, must_change, audit)
+                    .await
+            }
+        }
     }
 
     /// Changes a user's role or disables or enables them (a disabled user's sessions end), refusing
@@ -432,35 +454,50 @@ impl Store {
         changes: UserChanges,
         audit: Audit,
     ) -> Result<UserChange> {
-        let name = username.to_string();
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let change = change_user(c, &name, changes, now)?;
-            if matches!(change, UserChange::Done) {
-                audit.write(c, now)?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let name = username.to_string();
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let change = change_user(c, &name, changes, now)?;
+                    if matches!(change, UserChange::Done) {
+                        audit.write(c, now)?;
+                    }
+                    Ok(change)
+                })
+                .await
             }
-            Ok(change)
-        })
-        .await
+            Backend::Postgres(p) => p.change_admin(username, changes, audit).await,
+        }
     }
 
     /// Removes a user and their sessions, refusing to remove the last enabled owner.
     pub async fn delete_admin(&self, username: &str, audit: Audit) -> Result<UserChange> {
-        let name = username.to_string();
-        self.write(move |c| {
-            let change = delete_user(c, &name)?;
-            if matches!(change, UserChange::Done) {
-                audit.write(c, Timestamp::now())?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let name = username.to_string();
+                s.write(move |c| {
+                    let change = delete_user(c, &name)?;
+                    if matches!(change, UserChange::Done) {
+                        audit.write(c, Timestamp::now())?;
+                    }
+                    Ok(change)
+                })
+                .await
             }
-            Ok(change)
-        })
-        .await
+            Backend::Postgres(p) => p.delete_admin(username, audit).await,
+        }
     }
 
     /// The user's id and password hash, if the user exists and is not disabled.
     pub async fn admin_login_facts(&self, username: &str) -> Result<Option<(i64, String)>> {
-        let name = username.to_string();
-        self.read(move |c| find_user(c, &name)).await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let name = username.to_string();
+                s.read(move |c| find_user(c, &name)).await
+            }
+            Backend::Postgres(p) => p.admin_login_facts(username).await,
+        }
     }
 
     pub async fn start_session(
@@ -470,31 +507,49 @@ impl Store {
         ttl_secs: u64,
         start: SessionStart,
     ) -> Result<()> {
-        self.write(move |c| {
-            let now = Timestamp::now();
-            create_session(c, digest, user_id, (now, now.plus_secs(ttl_secs)), &start)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    create_session(c, digest, user_id, (now, now.plus_secs(ttl_secs)), &start)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.start_session(digest, user_id, ttl_secs, start).await,
+        }
     }
 
     pub async fn end_session(&self, digest: SecretDigest) -> Result<()> {
-        self.write(move |c| delete_session(c, digest)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.write(move |c| delete_session(c, digest)).await,
+            Backend::Postgres(p) => p.end_session(digest).await,
+        }
     }
 
     /// The enabled user behind a live session.
     pub async fn session_user(&self, digest: SecretDigest) -> Result<Option<SessionUser>> {
-        self.read(move |c| session_user(c, digest, Timestamp::now()))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| session_user(c, digest, Timestamp::now()))
+                    .await
+            }
+            Backend::Postgres(p) => p.session_user(digest).await,
+        }
     }
 
     /// A user's live sessions, oldest first; `None` when there is no such user.
     pub async fn admin_sessions(&self, username: &str) -> Result<Option<Vec<SessionInfo>>> {
-        let name = username.to_string();
-        self.read(move |c| match user_id(c, &name)? {
-            Some(id) => Ok(Some(list_sessions(c, id, Timestamp::now())?)),
-            None => Ok(None),
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let name = username.to_string();
+                s.read(move |c| match user_id(c, &name)? {
+                    Some(id) => Ok(Some(list_sessions(c, id, Timestamp::now())?)),
+                    None => Ok(None),
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.admin_sessions(username).await,
+        }
     }
 
     /// Ends a user's session `id` (see [`SessionInfo`]), or all of them; how many ended, `None` when
@@ -505,16 +560,21 @@ impl Store {
         id: Option<String>,
         audit: Audit,
     ) -> Result<Option<usize>> {
-        let name = username.to_string();
-        self.write(move |c| {
-            let Some(user) = user_id(c, &name)? else {
-                return Ok(None);
-            };
-            let ended = end_sessions(c, user, id.as_deref())?;
-            audit.write_if(c, ended > 0, Timestamp::now())?;
-            Ok(Some(ended))
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let name = username.to_string();
+                s.write(move |c| {
+                    let Some(user) = user_id(c, &name)? else {
+                        return Ok(None);
+                    };
+                    let ended = end_sessions(c, user, id.as_deref())?;
+                    audit.write_if(c, ended > 0, Timestamp::now())?;
+                    Ok(Some(ended))
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.end_admin_sessions(username, id, audit).await,
+        }
     }
 
     pub async fn create_admin_token(
@@ -524,34 +584,50 @@ impl Store {
         role: Role,
         audit: Audit,
     ) -> Result<()> {
-        self.write(move |c| {
-            let now = Timestamp::now();
-            create_token(c, digest, &name, role, now)?;
-            audit.write(c, now)?;
-            Ok(())
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    create_token(c, digest, &name, role, now)?;
+                    audit.write(c, now)?;
+                    Ok(())
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.create_admin_token(digest, name, role, audit).await,
+        }
     }
 
     /// Every admin token, oldest first; at most `limit`.
     pub async fn admin_tokens(&self, limit: u32) -> Result<Vec<TokenInfo>> {
-        self.read(move |c| list_tokens(c, limit)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| list_tokens(c, limit)).await,
+            Backend::Postgres(p) => p.admin_tokens(limit).await,
+        }
     }
 
     /// Revokes the token `id`, audited under its name; `false` when there was none.
     pub async fn revoke_admin_token(&self, id: i64, audit: Audit) -> Result<bool> {
-        self.write(move |c| {
-            let Some(name) = delete_token(c, id)? else {
-                return Ok(false);
-            };
-            audit.target(name).write(c, Timestamp::now())?;
-            Ok(true)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let Some(name) = delete_token(c, id)? else {
+                        return Ok(false);
+                    };
+                    audit.target(name).write(c, Timestamp::now())?;
+                    Ok(true)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.revoke_admin_token(id, audit).await,
+        }
     }
 
     /// The name and role of the admin token with this digest.
     pub async fn admin_token(&self, digest: SecretDigest) -> Result<Option<TokenCaller>> {
-        self.read(move |c| token_caller(c, digest)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| token_caller(c, digest)).await,
+            Backend::Postgres(p) => p.admin_token(digest).await,
+        }
     }
 }

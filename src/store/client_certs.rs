@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::Audit;
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use crate::model::Timestamp;
 
 /// A stored certificate as the dispatcher needs it. Shared by every delivery of one claim.
@@ -147,28 +147,51 @@ impl Store {
         fingerprint: String,
         audit: Audit,
     ) -> Result<bool> {
-        let app_id = app_id.to_string();
-        self.write(move |c| set(c, &app_id, &cert, &fingerprint, &audit))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let app_id = app_id.to_string();
+                s.write(move |c| set(c, &app_id, &cert, &fingerprint, &audit))
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.set_client_certificate(app_id, cert, fingerprint, audit)
+                    .await
+            }
+        }
     }
 
     /// Removes a live integration's client certificate, with its audit entry (which this names by
     /// fingerprint), in one transaction.
     pub async fn remove_client_certificate(&self, app_id: &str, audit: Audit) -> Result<Removed> {
-        let app_id = app_id.to_string();
-        self.write(move |c| remove(c, &app_id, audit)).await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let app_id = app_id.to_string();
+                s.write(move |c| remove(c, &app_id, audit)).await
+            }
+            Backend::Postgres(p) => p.remove_client_certificate(app_id, audit).await,
+        }
     }
 
     /// The stored certificate of a live integration (never its key).
     pub async fn client_certificate(&self, app_id: &str) -> Result<Lookup> {
-        let app_id = app_id.to_string();
-        self.read(move |c| lookup(c, &app_id)).await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let app_id = app_id.to_string();
+                s.read(move |c| lookup(c, &app_id)).await
+            }
+            Backend::Postgres(p) => p.client_certificate(app_id).await,
+        }
     }
 
     /// The row of the live integration `app_id`, for naming its certificate in the config file.
     pub async fn live_integration(&self, app_id: &str) -> Result<Option<i64>> {
-        let app_id = app_id.to_string();
-        self.read(move |c| super::integrations::live_id(c, &app_id))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let app_id = app_id.to_string();
+                s.read(move |c| super::integrations::live_id(c, &app_id))
+                    .await
+            }
+            Backend::Postgres(p) => p.live_integration(app_id).await,
+        }
     }
 }

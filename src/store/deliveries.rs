@@ -64,6 +64,9 @@ pub struct Claimed {
     pub trigger: Trigger,
     /// A test webhook (`POST …/test-webhook`), sent with `X-Clickterm-Test: true`.
     pub is_test: bool,
+    /// The lease it was claimed with: recording its attempt moves the delivery only while this is
+    /// still its lease (on PostgreSQL, where another node may have claimed it again meanwhile).
+    pub lease_until: Timestamp,
     pub url: String,
     pub secret: String,
     /// The client certificate its connection presents (mutual TLS), if the integration has one.
@@ -156,7 +159,7 @@ pub enum Gate {
     Cancel,
 }
 
-pub(super) fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
+pub(crate) fn gate(conn: &Connection, integration_id: i64) -> Result<Gate> {
     Ok(
         match super::integrations::webhook_target(conn, integration_id)? {
             None => Gate::Cancel,
@@ -201,6 +204,7 @@ pub(super) fn claim(
                 attempts: r.get(3)?,
                 trigger: r.get(4)?,
                 is_test: r.get(5)?,
+                lease_until,
                 url: url.clone(),
                 secret: secret.clone(),
                 client_cert: client_cert.clone(),
@@ -454,9 +458,9 @@ pub struct DeliveryRow {
 }
 
 /// The columns of [`DeliveryRow`] up to `FROM`; the history names the index after the table.
-const DELIVERY_COLUMNS_OF: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, \
+pub(crate) const DELIVERY_COLUMNS_OF: &str = "d.id, d.delivery_id, i.app_id, e.event_id, d.is_test, d.payload, d.state, \
      d.attempts, d.next_attempt_at, d.last_outcome, d.chain_trigger, d.created_at, d.updated_at, d.event_type, d.last_status FROM ";
-const DELIVERY_JOINS: &str =
+pub(crate) const DELIVERY_JOINS: &str =
     "JOIN integrations i ON i.id = d.integration_id LEFT JOIN events e ON e.id = d.event_id";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
@@ -517,7 +521,7 @@ pub(super) fn list(
 /// skips the few others (a page costs more than another only when an integration's deliveries mostly
 /// fail, in proportion). In flight are at most `max_in_flight` deliveries in all, found through the
 /// leases; sorting those few is the one sort of the history.
-fn state_walk(state: DeliveryState) -> (&'static str, &'static str) {
+pub(crate) fn state_walk(state: DeliveryState) -> (&'static str, &'static str) {
     match state {
         DeliveryState::Pending => ("deliveries_pending_by_id", "d.state = 'pending'"),
         DeliveryState::InFlight => ("deliveries_leases", "d.state = 'in_flight'"),
@@ -890,7 +894,11 @@ impl Store {
         limits: ClaimLimits,
         busy: Busy,
     ) -> Result<Vec<Claimed>> {
-        self.write_uncommitted(move |c| {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => return p.claim_due_deliveries(limits, busy).await,
+        };
+        s.write_uncommitted(move |c| {
             let now = Timestamp::now();
             let lease_until = Timestamp(now.millis() + limits.lease.as_millis() as i64);
             let mut counts = busy.lock().expect("counts lock");
@@ -921,36 +929,67 @@ impl Store {
     }
 
     /// Stores an attempt and moves its delivery on, in one transaction (see [`record_attempt`]).
-    pub async fn record_attempt(&self, row: i64, attempt: Attempt, next: Next) -> Result<()> {
-        self.write(move |c| record_attempt(c, row, &attempt, &next, Timestamp::now()))
-            .await
+    /// `lease_until` is the claim's ([`Claimed::lease_until`]): on PostgreSQL the delivery is moved
+    /// only while the claim still holds.
+    pub async fn record_attempt(
+        &self,
+        row: i64,
+        lease_until: Timestamp,
+        attempt: Attempt,
+        next: Next,
+    ) -> Result<()> {
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| record_attempt(c, row, &attempt, &next, Timestamp::now()))
+                    .await
+            }
+            Backend::Postgres(p) => p.record_attempt(row, lease_until, &attempt, &next).await,
+        }
     }
 
     /// When the dispatcher must look again (see [`next_wake`]).
     pub async fn next_delivery_wake(&self) -> Result<Option<Timestamp>> {
-        self.read(next_wake).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(next_wake).await,
+            Backend::Postgres(p) => p.next_delivery_wake().await,
+        }
     }
 
     /// The unfinished part of the queue, for `/metrics`.
     pub async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats> {
-        self.read(move |c| queue_stats(c, now)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(move |c| queue_stats(c, now)).await,
+            Backend::Postgres(p) => p.queue_stats(now).await,
+        }
     }
 
     /// One batch of pruning (see [`prune_attempts`]).
+    /// On PostgreSQL, one node at a time: a node that finds another pruning gets 0.
     pub async fn prune_attempts(&self, before: Timestamp, batch: u32) -> Result<usize> {
-        self.write(move |c| prune_attempts(c, before, batch)).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.write(move |c| prune_attempts(c, before, batch)).await,
+            Backend::Postgres(p) => p.prune_attempts(before, batch).await,
+        }
     }
 
     /// Integrations whose deliveries may be out of line with their settings.
     pub async fn unsettled_integrations(&self) -> Result<Vec<i64>> {
-        self.read(unsettled_candidates).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(unsettled_candidates).await,
+            Backend::Postgres(p) => p.unsettled_integrations().await,
+        }
     }
 
     /// One paced batch of settling an integration's deliveries (see [`settle_batch`],
     /// [`Store::write_batch`]); returns how many changed state.
     pub async fn settle_deliveries(&self, integration_id: i64) -> Result<usize> {
-        self.write_batch(move |c| settle_batch(c, integration_id, Timestamp::now(), BATCH))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write_batch(move |c| settle_batch(c, integration_id, Timestamp::now(), BATCH))
+                    .await
+            }
+            Backend::Postgres(p) => p.settle_deliveries(integration_id).await,
+        }
     }
 
     /// A page of an integration's history (deleted integrations included); `None` when there is no
@@ -963,8 +1002,14 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Option<Vec<DeliveryRow>>> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => {
+                return p.deliveries(app_id, state, outcome, before, limit).await;
+            }
+        };
         let app = app_id.to_string();
-        self.read(move |c| {
+        s.read(move |c| {
             let Some(id) = integrations::any_id(c, &app)? else {
                 return Ok(None);
             };
@@ -974,21 +1019,33 @@ impl Store {
     }
 
     pub async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryView>> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => return p.delivery(delivery_id).await,
+        };
         let id = delivery_id.to_string();
-        self.read(move |c| view(c, &id)).await
+        s.read(move |c| view(c, &id)).await
     }
 
     /// The deliveries of one clickwrap event, oldest first.
     pub async fn event_deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRow>> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => return p.event_deliveries(event_id).await,
+        };
         let id = event_id.to_string();
-        self.read(move |c| for_event(c, &id)).await
+        s.read(move |c| for_event(c, &id)).await
     }
 
     /// How many of an integration's deliveries are in each state; `None` when there is no such
     /// integration.
     pub async fn delivery_counts(&self, app_id: &str) -> Result<Option<Vec<(DeliveryState, i64)>>> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => return p.delivery_counts(app_id).await,
+        };
         let app = app_id.to_string();
-        self.read(move |c| {
+        s.read(move |c| {
             let Some(id) = integrations::any_id(c, &app)? else {
                 return Ok(None);
             };
@@ -999,8 +1056,12 @@ impl Store {
 
     /// Starts a new, manual attempt chain for a delivery that is not in flight (see [`redeliver`]).
     pub async fn redeliver(&self, delivery_id: &str, audit: Audit) -> Result<Redelivered> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => return p.redeliver(delivery_id, audit).await,
+        };
         let id = delivery_id.to_string();
-        self.write(move |c| {
+        s.write(move |c| {
             let now = Timestamp::now();
             let Some(d) = get(c, &id)? else {
                 return Ok(Redelivered::NoSuchDelivery);
@@ -1026,8 +1087,12 @@ impl Store {
         payload: impl FnOnce(Timestamp) -> Vec<u8> + Send + 'static,
         audit: Audit,
     ) -> Result<TestQueued> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => return p.queue_test_webhook(app_id, payload, audit).await,
+        };
         let app = app_id.to_string();
-        self.write(move |c| {
+        s.write(move |c| {
             let now = Timestamp::now();
             let Some(id) = integrations::any_id(c, &app)? else {
                 return Ok(TestQueued::NoSuchIntegration);
@@ -1073,8 +1138,16 @@ impl Store {
         done: impl FnOnce(usize) -> String + Send + 'static,
         total_before: usize,
     ) -> Result<Option<BulkBatch>> {
+        let s = match self.backend() {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(p) => {
+                return p
+                    .redeliver_failed_batch(app_id, range, after, entry, audit, done, total_before)
+                    .await;
+            }
+        };
         let app = app_id.to_string();
-        self.write_batch(move |c| {
+        s.write_batch(move |c| {
             let now = Timestamp::now();
             let Some(id) = integrations::live_id(c, &app)? else {
                 return Ok(None);

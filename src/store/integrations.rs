@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::Audit;
-use super::{Result, Store, deliveries};
+use super::{Backend, Result, Store, deliveries};
 use crate::credentials::SecretDigest;
 use crate::model::{CallbackUrl, Domain, Integration, IntegrationStatus, Name, Timestamp};
 
@@ -320,22 +320,35 @@ impl Store {
         new: NewIntegration,
         audit: Audit,
     ) -> Result<Option<Integration>> {
-        self.write(move |c| {
-            let now = Timestamp::now();
-            insert(c, &new, now)?;
-            audit.write(c, now)?;
-            get(c, &new.app_id)
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    insert(c, &new, now)?;
+                    audit.write(c, now)?;
+                    get(c, &new.app_id)
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.create_integration(new, audit).await,
+        }
     }
 
     pub async fn integrations(&self) -> Result<Vec<Integration>> {
-        self.read(list).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(list).await,
+            Backend::Postgres(p) => p.integrations().await,
+        }
     }
 
     pub async fn integration(&self, app_id: &str) -> Result<Option<Integration>> {
-        let id = app_id.to_string();
-        self.read(move |c| get(c, &id)).await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.read(move |c| get(c, &id)).await
+            }
+            Backend::Postgres(p) => p.integration(app_id).await,
+        }
     }
 
     /// Applies `changes` (audited when `audit` is given and the integration exists) and brings its
@@ -348,18 +361,23 @@ impl Store {
         changes: Changes,
         audit: Option<Audit>,
     ) -> Result<Option<Integration>> {
-        let id = app_id.to_string();
-        self.write(move |c| {
-            let updated = update(c, &id, &changes)?;
-            if let Some(row) = live_id(c, &id)? {
-                deliveries::settle_batch(c, row, Timestamp::now(), deliveries::BATCH)?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.write(move |c| {
+                    let updated = update(c, &id, &changes)?;
+                    if let Some(row) = live_id(c, &id)? {
+                        deliveries::settle_batch(c, row, Timestamp::now(), deliveries::BATCH)?;
+                    }
+                    if let (Some(_), Some(audit)) = (&updated, audit) {
+                        audit.write(c, Timestamp::now())?;
+                    }
+                    Ok(updated)
+                })
+                .await
             }
-            if let (Some(_), Some(audit)) = (&updated, audit) {
-                audit.write(c, Timestamp::now())?;
-            }
-            Ok(updated)
-        })
-        .await
+            Backend::Postgres(p) => p.update_integration(app_id, changes, audit).await,
+        }
     }
 
     /// Replaces the App Key's digest; `false` when there is no such live integration.
@@ -369,12 +387,17 @@ impl Store {
         digest: SecretDigest,
         audit: Audit,
     ) -> Result<bool> {
-        let id = app_id.to_string();
-        self.write(move |c| {
-            let done = set_app_key_digest(c, &id, digest)?;
-            audit.write_if(c, done, Timestamp::now())
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.write(move |c| {
+                    let done = set_app_key_digest(c, &id, digest)?;
+                    audit.write_if(c, done, Timestamp::now())
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.set_app_key(app_id, digest, audit).await,
+        }
     }
 
     /// The signing secret, read and audited in one transaction.
@@ -383,15 +406,20 @@ impl Store {
         app_id: &str,
         audit: Audit,
     ) -> Result<Option<String>> {
-        let id = app_id.to_string();
-        self.write(move |c| {
-            let secret = signing_secret(c, &id)?;
-            if secret.is_some() {
-                audit.write(c, Timestamp::now())?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.write(move |c| {
+                    let secret = signing_secret(c, &id)?;
+                    if secret.is_some() {
+                        audit.write(c, Timestamp::now())?;
+                    }
+                    Ok(secret)
+                })
+                .await
             }
-            Ok(secret)
-        })
-        .await
+            Backend::Postgres(p) => p.reveal_signing_secret(app_id, audit).await,
+        }
     }
 
     pub async fn set_signing_secret(
@@ -400,46 +428,69 @@ impl Store {
         secret: String,
         audit: Audit,
     ) -> Result<bool> {
-        let id = app_id.to_string();
-        self.write(move |c| {
-            let done = set_signing_secret(c, &id, &secret)?;
-            audit.write_if(c, done, Timestamp::now())
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.write(move |c| {
+                    let done = set_signing_secret(c, &id, &secret)?;
+                    audit.write_if(c, done, Timestamp::now())
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.set_signing_secret(app_id, secret, audit).await,
+        }
     }
 
     /// Marks the integration deleted and cancels its unfinished deliveries (the first batch here, the
     /// rest by the settling task); its events and history stay. `false` when there was none.
     pub async fn delete_integration(&self, app_id: &str, audit: Audit) -> Result<bool> {
-        let id = app_id.to_string();
-        self.write(move |c| {
-            let now = Timestamp::now();
-            let done = delete(c, &id, now)?;
-            if done {
-                if let Some(row) = any_id(c, &id)? {
-                    deliveries::settle_batch(c, row, now, deliveries::BATCH)?;
-                }
-                audit.write(c, now)?;
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.write(move |c| {
+                    let now = Timestamp::now();
+                    let done = delete(c, &id, now)?;
+                    if done {
+                        if let Some(row) = any_id(c, &id)? {
+                            deliveries::settle_batch(c, row, now, deliveries::BATCH)?;
+                        }
+                        audit.write(c, now)?;
+                    }
+                    Ok(done)
+                })
+                .await
             }
-            Ok(done)
-        })
-        .await
+            Backend::Postgres(p) => p.delete_integration(app_id, audit).await,
+        }
     }
 
     /// What the SDK endpoints need about a live integration.
     pub async fn integration_facts(&self, app_id: &str) -> Result<Option<Facts>> {
-        let id = app_id.to_string();
-        self.read(move |c| facts(c, &id)).await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.read(move |c| facts(c, &id)).await
+            }
+            Backend::Postgres(p) => p.integration_facts(app_id).await,
+        }
     }
 
     /// The allowed domains of every live, enabled integration.
     pub async fn all_enabled_domains(&self) -> Result<Vec<Domain>> {
-        self.read(all_enabled_domains).await
+        match self.backend() {
+            Backend::Sqlite(s) => s.read(all_enabled_domains).await,
+            Backend::Postgres(p) => p.all_enabled_domains().await,
+        }
     }
 
     /// The row id of an integration, deleted or not (its events outlive it).
     pub async fn integration_row(&self, app_id: &str) -> Result<Option<i64>> {
-        let id = app_id.to_string();
-        self.read(move |c| any_id(c, &id)).await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                let id = app_id.to_string();
+                s.read(move |c| any_id(c, &id)).await
+            }
+            Backend::Postgres(p) => p.integration_row(app_id).await,
+        }
     }
 }

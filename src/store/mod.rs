@@ -120,8 +120,6 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
-    #[error("this operation is not available on the PostgreSQL store")]
-    Unsupported,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -537,48 +535,13 @@ impl Store {
         }
     }
 
-    /// The SQLite store, or the error naming `op` as one PostgreSQL does not do (yet).
-    fn sqlite(&self) -> Result<&Sqlite> {
+    /// The SQLite store, for the unit tests that run their own statements on it.
+    #[cfg(test)]
+    fn sqlite(&self) -> &Sqlite {
         match self.backend() {
-            Backend::Sqlite(s) => Ok(s),
-            Backend::Postgres(_) => Err(StoreError::Unsupported),
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(_) => panic!("a SQLite store"),
         }
-    }
-
-    async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.sqlite()?.read(f).await
-    }
-
-    async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.sqlite()?.write(f).await
-    }
-
-    async fn write_batch<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.sqlite()?.write_batch(f).await
-    }
-
-    async fn write_uncommitted<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.sqlite()?.write_uncommitted(f).await
     }
 
     /// Copies the live database to `dest` (see [`backup`]); a PostgreSQL database is `pg_dump`'s.
@@ -1194,6 +1157,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(&dir.path().join("data"), Synchronous::Full, 256).unwrap();
         store
+            .sqlite()
             .write(|c| -> Result<()> {
                 c.execute_batch("CREATE TABLE t (v BLOB)")?;
                 Ok(())
@@ -1208,6 +1172,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 for _ in 0..1_000 {
                     store
+                        .sqlite()
                         .write(|c| -> Result<()> {
                             c.execute("INSERT INTO t (v) VALUES (randomblob(8000))", [])?;
                             Ok(())
@@ -1223,6 +1188,7 @@ mod tests {
         }
         // 8 000 rows of 8 000 bytes: 64 MB went through the log, which held all of it before.
         let written: i64 = store
+            .sqlite()
             .read(|c| -> Result<i64> {
                 Ok(c.query_row("SELECT sum(length(v)) FROM t", [], |r| r.get(0))?)
             })
@@ -1239,6 +1205,7 @@ mod tests {
     async fn a_failed_job_keeps_nothing_and_does_not_disturb_its_batch() {
         let (_dir, store) = store();
         store
+            .sqlite()
             .write(|c| -> Result<()> {
                 c.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)")?;
                 Ok(())
@@ -1251,6 +1218,7 @@ mod tests {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
+                    .sqlite()
                     .write(move |c| -> Result<i64> {
                         c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
                         if i % 2 == 1 {
@@ -1269,6 +1237,7 @@ mod tests {
         }
         assert_eq!(ok, 100);
         let (count, odd): (i64, i64) = store
+            .sqlite()
             .read(|c| -> Result<(i64, i64)> {
                 Ok(c.query_row(
                     "SELECT count(*), count(*) FILTER (WHERE v % 2 = 1) FROM t",

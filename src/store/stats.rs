@@ -8,7 +8,7 @@
 use rusqlite::{Connection, params};
 
 use super::deliveries::Attempt;
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use crate::model::{Action, AttemptOutcome, Timestamp};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -244,8 +244,13 @@ impl Store {
         &self,
         range: (Timestamp, Timestamp),
     ) -> Result<(Vec<HourRow>, Vec<Health>)> {
-        self.read(move |c| Ok((hours(c, range, None)?, health(c)?)))
-            .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| Ok((hours(c, range, None)?, health(c)?)))
+                    .await
+            }
+            Backend::Postgres(p) => p.health_facts(range).await,
+        }
     }
 
     /// The attempt hours of `range`, of one integration or all; `None` when `app_id` names none.
@@ -254,11 +259,16 @@ impl Store {
         range: (Timestamp, Timestamp),
         app_id: Option<String>,
     ) -> Result<Option<Vec<HourRow>>> {
-        self.read(move |c| match integration_of(c, app_id.as_deref())? {
-            Ok(id) => Ok(Some(hours(c, range, id)?)),
-            Err(()) => Ok(None),
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| match integration_of(c, app_id.as_deref())? {
+                    Ok(id) => Ok(Some(hours(c, range, id)?)),
+                    Err(()) => Ok(None),
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.attempt_hours(range, app_id.as_deref()).await,
+        }
     }
 
     /// The verified-event days of `range`, of one integration or all; `None` when `app_id` names none.
@@ -267,10 +277,15 @@ impl Store {
         range: (Timestamp, Timestamp),
         app_id: Option<String>,
     ) -> Result<Option<Vec<DayRow>>> {
-        self.read(move |c| match integration_of(c, app_id.as_deref())? {
-            Ok(id) => Ok(Some(days(c, range, id)?)),
-            Err(()) => Ok(None),
-        })
-        .await
+        match self.backend() {
+            Backend::Sqlite(s) => {
+                s.read(move |c| match integration_of(c, app_id.as_deref())? {
+                    Ok(id) => Ok(Some(days(c, range, id)?)),
+                    Err(()) => Ok(None),
+                })
+                .await
+            }
+            Backend::Postgres(p) => p.event_days(range, app_id.as_deref()).await,
+        }
     }
 }

@@ -913,7 +913,9 @@ async fn an_expired_session_returns_to_login_and_keeps_the_place() {
 
     // The password changes on the command line, which ends every session.
     let dir = server.data_dir.to_str().unwrap().to_string();
+    let store_env = server.cli_env();
     let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = store_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         common::clicktermd_with_stdin(
             &[
                 "--data-dir",
@@ -924,7 +926,7 @@ async fn an_expired_session_returns_to_login_and_keeps_the_place() {
                 "admin",
                 "--password-stdin",
             ],
-            &[],
+            &env,
             "a-new-long-password\n",
         )
     })

@@ -791,19 +791,14 @@ async fn app_keys_are_never_stored_in_plaintext() {
     current[0].1 = new_key;
 
     let stopped = server.stop().await;
-    let files = all_bytes(&stopped.data_dir);
-    assert!(
-        files.iter().any(|(p, _)| p.ends_with("clicktermd.db")),
-        "{:?}",
-        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
-    );
+    let files = stored(&stopped).await;
     // The scan does see the data: the signing secrets, which must be kept as they are, are found.
     for secret in &secrets {
         assert!(
             files
                 .iter()
                 .any(|(_, bytes)| contains(bytes, secret.as_bytes())),
-            "signing secret not found in the data directory: the scan misses the data"
+            "signing secret not found in the stored records: the scan misses the data"
         );
     }
     for key in current.iter().map(|(_, k)| k).chain(&old) {
@@ -815,25 +810,82 @@ async fn app_keys_are_never_stored_in_plaintext() {
         }
     }
 
-    let db = rusqlite::Connection::open(stopped.data_dir.join("clicktermd.db")).unwrap();
     for (id, key) in &current {
-        let digest: Vec<u8> = db
-            .query_row(
-                "SELECT app_key_digest FROM integrations WHERE app_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(digest, Sha256::digest(key.as_bytes()).to_vec(), "{id}");
+        let digests = key_digests(&stopped, "app_id = $1", id).await;
+        assert_eq!(digests, [Sha256::digest(key.as_bytes()).to_vec()], "{id}");
     }
-    let stale: i64 = db
-        .query_row(
-            "SELECT count(*) FROM integrations WHERE app_key_digest = ?1",
-            [Sha256::digest(old[0].as_bytes()).to_vec()],
-            |r| r.get(0),
+    let stale = Sha256::digest(old[0].as_bytes()).to_vec();
+    assert!(
+        key_digests(&stopped, "app_key_digest = $1", &stale)
+            .await
+            .is_empty(),
+        "the replaced key's digest is gone"
+    );
+}
+
+/// Where the stopped server's records are, as named bytes: on SQLite every file of the data
+/// directory (the database, its log); on PostgreSQL every row of every table of its database, as
+/// PostgreSQL writes a row out as text (byte strings in hex), each table a "file".
+async fn stored(stopped: &common::StoppedServer) -> Vec<(String, Vec<u8>)> {
+    if !crate::POSTGRES {
+        let files = all_bytes(&stopped.data_dir);
+        assert!(
+            files.iter().any(|(p, _)| p.ends_with("clicktermd.db")),
+            "{:?}",
+            files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        return files;
+    }
+    let db = postgres_db(stopped).await;
+    let tables = db
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
         )
+        .await
         .unwrap();
-    assert_eq!(stale, 0, "the replaced key's digest is gone");
+    assert!(tables.len() > 5, "the database's tables: {tables:?}");
+    let mut out = Vec::new();
+    for t in tables {
+        let table: String = t.get(0);
+        let rows = db
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .await
+            .unwrap();
+        let text: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        out.push((format!("table {table}"), text.join("\n").into_bytes()));
+    }
+    out
+}
+
+/// The stopped server's PostgreSQL database.
+async fn postgres_db(stopped: &common::StoppedServer) -> tokio_postgres::Client {
+    let url = stopped.config.storage.postgres_url.as_ref().unwrap();
+    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// The App Key digests of the integrations where `condition` holds of `value` (`$1`).
+async fn key_digests<V>(stopped: &common::StoppedServer, condition: &str, value: &V) -> Vec<Vec<u8>>
+where
+    V: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync,
+{
+    let sql = format!("SELECT app_key_digest FROM integrations WHERE {condition}");
+    if crate::POSTGRES {
+        let db = postgres_db(stopped).await;
+        let rows = db.query(&sql, &[value]).await.unwrap();
+        return rows.iter().map(|r| r.get(0)).collect();
+    }
+    let db = rusqlite::Connection::open(stopped.data_dir.join("clicktermd.db")).unwrap();
+    let mut stmt = db.prepare(&sql).unwrap();
+    stmt.query_map([value], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -997,7 +1049,13 @@ async fn data_dir_and_database_are_private_after_first_start() {
     let server = TestServer::start().await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&server.data_dir), 0o700);
-    assert_eq!(mode(&server.data_dir.join("clicktermd.db")), 0o600);
+    let database = server.data_dir.join("clicktermd.db");
+    if crate::POSTGRES {
+        // The records are in PostgreSQL: a node makes no SQLite database beside them.
+        assert!(!database.exists(), "{}", database.display());
+    } else {
+        assert_eq!(mode(&database), 0o600);
+    }
     assert_eq!(mode(&server.data_dir.join("initial-admin-password")), 0o600);
     for entry in std::fs::read_dir(&server.data_dir).unwrap() {
         let path = entry.unwrap().path();

@@ -31,4 +31,5 @@ mod templates;
 mod tls;
 mod walkthrough;
 mod webhooks;
+mod webhooks_sqlite;
 mod widget;

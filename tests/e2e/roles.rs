@@ -656,10 +656,12 @@ async fn an_invited_user_must_change_the_one_time_password_and_sessions_can_be_l
 async fn the_command_line_manages_users_and_roles() {
     let server = TestServer::start().await;
     let dir = server.data_dir.to_str().unwrap().to_string();
+    let store_env = server.cli_env();
+    let env: Vec<(&str, &str)> = store_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let cli = |args: &[&str]| {
         let mut all = vec!["--data-dir", dir.as_str()];
         all.extend_from_slice(args);
-        common::clicktermd(&all, &[])
+        common::clicktermd(&all, &env)
     };
     let out = cli(&["admin", "create", "--username", "viv", "--role", "viewer"]);
     common::assert_success(&out, "admin create --role viewer");

@@ -9,13 +9,14 @@ use crate::common::Call;
 use std::time::{Duration, Instant};
 
 use crate::common::dns::DnsServer;
+use crate::common::peek::Db;
 use crate::common::receiver::Receiver;
 use crate::common::{DEADLINE, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// The receiver checks signatures with this secret; `use_receiver_secret` gives it to an integration.
-const RECEIVER_SECRET: &str = "whsec_receiver_test_secret";
+pub(crate) const RECEIVER_SECRET: &str = "whsec_receiver_test_secret";
 
 struct World {
     server: TestServer,
@@ -119,16 +120,15 @@ impl World {
 
     /// The receiver checks with one secret: make it the integration's signing secret (as an operator
     /// would configure the receiver with the integration's secret, the other way round).
-    fn use_receiver_secret(&self, app_id: &str) {
-        let db = rusqlite::Connection::open(self.server.data_dir.join("clicktermd.db")).unwrap();
-        db.busy_timeout(Duration::from_secs(5)).unwrap();
-        let n = db
-            .execute(
-                "UPDATE integrations SET signing_secret = ?1 WHERE app_id = ?2",
-                rusqlite::params![self.receiver.secret, app_id],
+    async fn use_receiver_secret(&self, app_id: &str) {
+        let db = Db::open(&self.server.config, &self.server.data_dir).await;
+        let changed = db
+            .rows(
+                "UPDATE integrations SET signing_secret = $1 WHERE app_id = $2 RETURNING id",
+                &[&self.receiver.secret, app_id],
             )
-            .unwrap();
-        assert_eq!(n, 1);
+            .await;
+        assert_eq!(changed.len(), 1);
     }
 }
 
@@ -136,7 +136,7 @@ impl World {
 async fn a_verified_event_arrives_signed_over_pinned_tls() {
     let w = world(5.0, |_| {}).await;
     let app_id = w.integration("receiver.test", "/ok").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     // A template, an end user's acceptance through the SDK, and the backend's verify.
     let (key, tid) = {
         let res = w
@@ -282,7 +282,7 @@ async fn only_200_counts_and_redirects_are_not_followed() {
     let mut started = Vec::new();
     for (path, outcome) in cases {
         let app_id = w.integration("receiver.test", path).await;
-        w.use_receiver_secret(&app_id);
+        w.use_receiver_secret(&app_id).await;
         started.push((path, outcome, w.test_webhook(&app_id).await));
     }
     for (path, outcome, id) in started {
@@ -315,7 +315,7 @@ async fn only_200_counts_and_redirects_are_not_followed() {
 
     // And 200 succeeds at the first attempt.
     let app_id = w.integration("receiver.test", "/ok").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     let id = w.test_webhook(&app_id).await;
     let d = w.until_state(&id, &["succeeded", "failed"]).await;
     assert_eq!(
@@ -332,7 +332,7 @@ async fn slow_endpoints_end_at_the_timeout_and_huge_bodies_are_cut() {
     let w = world(1.0, |c| c.webhooks.max_retries = 0).await;
     for path in ["/hang", "/trickle"] {
         let app_id = w.integration("receiver.test", path).await;
-        w.use_receiver_secret(&app_id);
+        w.use_receiver_secret(&app_id).await;
         let id = w.test_webhook(&app_id).await;
         let d = w.until_state(&id, &["failed", "succeeded"]).await;
         let a = &d["attemptList"][0];
@@ -347,7 +347,7 @@ async fn slow_endpoints_end_at_the_timeout_and_huge_bodies_are_cut() {
     // timeout) ends, and the memory of the process (server and test alike) stays flat.
     let before = rss_kib();
     let app_id = w.integration("receiver.test", "/huge").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(w.test_webhook(&app_id).await);
@@ -390,7 +390,7 @@ async fn names_are_judged_again_at_every_attempt() {
     w.dns.set("rebind.receiver.test", &[outside]);
     w.dns.remove("gone.test");
     for app_id in [&forbidden, &mixed, &rebind] {
-        w.use_receiver_secret(app_id);
+        w.use_receiver_secret(app_id).await;
         let id = w.test_webhook(app_id).await;
         let d = w.until_state(&id, &["failed", "succeeded"]).await;
         let a = &d["attemptList"][0];
@@ -521,7 +521,7 @@ async fn callback_urls_are_resolved_and_judged_when_saved() {
 async fn pause_holds_resume_releases_delete_cancels_and_redeliver_starts_a_manual_chain() {
     let w = world(5.0, |_| {}).await;
     let app_id = w.integration("receiver.test", "/ok").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     w.patch(&app_id, json!({"webhookDeliveryEnabled": false}))
         .await;
     let held = w.test_webhook(&app_id).await;
@@ -576,7 +576,7 @@ async fn pause_holds_resume_releases_delete_cancels_and_redeliver_starts_a_manua
 async fn a_hold_larger_than_a_batch_is_released_and_cancelled_in_batches() {
     let w = world(5.0, |_| {}).await;
     let app_id = w.integration("receiver.test", "/ok").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     let (world, app) = (&w, app_id.as_str());
     let counts = move || async move {
         let c: Value = world
@@ -699,8 +699,8 @@ async fn a_hanging_endpoint_does_not_delay_other_integrations() {
     .await;
     let slow = w.integration("receiver.test", "/hang").await;
     let fast = w.integration("receiver.test", "/ok").await;
-    w.use_receiver_secret(&slow);
-    w.use_receiver_secret(&fast);
+    w.use_receiver_secret(&slow).await;
+    w.use_receiver_secret(&fast).await;
     // Fill far more than the hanging integration's share of the queue first.
     for _ in 0..10 {
         w.test_webhook(&slow).await;
@@ -780,7 +780,7 @@ async fn check_url_explains_the_policy_without_sending_anything() {
 async fn failed_deliveries_of_a_time_range_are_redelivered_in_bulk() {
     let w = world(5.0, |c| c.webhooks.max_retries = 0).await;
     let app_id = w.integration("receiver.test", "/status/500").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     let before = time::OffsetDateTime::now_utc() - Duration::from_secs(1);
     let ids = [w.test_webhook(&app_id).await, w.test_webhook(&app_id).await];
     for id in &ids {
@@ -862,6 +862,18 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// What `/metrics` says now.
+async fn metrics_text(server: &TestServer) -> String {
+    common::client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
     let w = world(2.0, |c| {
@@ -874,7 +886,7 @@ async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
     let paused = w.integration("receiver.test", "/ok").await;
     let hanging = w.integration("receiver.test", "/hang").await;
     for app_id in [&ok, &failing, &paused, &hanging] {
-        w.use_receiver_secret(app_id);
+        w.use_receiver_secret(app_id).await;
     }
     let id = w.test_webhook(&ok).await;
     w.until_state(&id, &["succeeded"]).await;
@@ -940,34 +952,48 @@ async fn metrics_report_attempts_the_queue_its_lag_and_verify_requests() {
         (0.0..61.0).contains(&beat),
         "the dispatcher is alive: {beat}"
     );
-    // The database writer's totals: every write so far went through it, in batches, each made durable
-    // by a sync of the log before it was answered.
-    let figure = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
-    let (batches, jobs) = (
-        figure("clicktermd_db_write_batches_total"),
-        figure("clicktermd_db_write_jobs_total"),
-    );
-    assert!(
-        batches >= 5.0 && jobs >= batches,
-        "{batches} batches, {jobs} jobs"
-    );
-    let syncs = figure("clicktermd_db_log_syncs_total");
-    assert!(
-        (1.0..=batches).contains(&syncs),
-        "{syncs} syncs for {batches} batches"
-    );
-    assert!(figure("clicktermd_db_writer_busy_seconds_total") > 0.0);
-    assert!(figure("clicktermd_db_log_sync_seconds_total") > 0.0);
+    if !crate::POSTGRES {
+        // The database writer's totals: every write so far went through it, in batches, each made durable
+        // by a sync of the log before it was answered.
+        let figure =
+            |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
+        let (batches, jobs) = (
+            figure("clicktermd_db_write_batches_total"),
+            figure("clicktermd_db_write_jobs_total"),
+        );
+        assert!(
+            batches >= 5.0 && jobs >= batches,
+            "{batches} batches, {jobs} jobs"
+        );
+        let syncs = figure("clicktermd_db_log_syncs_total");
+        assert!(
+            (1.0..=batches).contains(&syncs),
+            "{syncs} syncs for {batches} batches"
+        );
+        assert!(figure("clicktermd_db_writer_busy_seconds_total") > 0.0);
+        assert!(figure("clicktermd_db_log_sync_seconds_total") > 0.0);
+    } else {
+        // A PostgreSQL node has no writer of its own (PostgreSQL orders the nodes' transactions); its
+        // queue figures are the database's, so they are the cluster's: a delivery another node
+        // queued (a row written straight into the database, held) is in this node's figures.
+        let db = Db::open(&w.server.config, &w.server.data_dir).await;
+        db.batch(&format!(
+            "INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, \
+             next_attempt_at, created_at, updated_at) \
+             SELECT 'from-another-node', id, true, '\\x7b7d'::bytea, 'held', 0, 0, 0 \
+             FROM integrations WHERE app_id = '{paused}'"
+        ))
+        .await;
+        let text = metrics_text(&w.server).await;
+        assert_eq!(
+            sample(&text, "clicktermd_webhook_queue_depth{state=\"held\"}"),
+            Some(2.0),
+            "{text}"
+        );
+    }
     // When the hanging attempt times out, its outcome is counted.
     w.until_state(&first, &["failed"]).await;
-    let text = common::client()
-        .get(w.server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&w.server).await;
     assert_eq!(
         sample(
             &text,
@@ -1031,33 +1057,43 @@ async fn old_attempts_of_finished_deliveries_are_pruned_in_batches() {
 
     // History from long ago, written straight into the database: 1 234 attempts 40 days old for the
     // failed delivery (more than two batches), 7 for the held one, and 5 from yesterday.
-    let db = rusqlite::Connection::open(server.data_dir.join("clicktermd.db")).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let row = |id: &str| -> i64 {
-        db.query_row(
-            "SELECT id FROM deliveries WHERE delivery_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let db = Db::open(&server.config, &server.data_dir).await;
+    let row = |id: &str| {
+        let db = &db;
+        let id = id.to_string();
+        async move {
+            db.int("SELECT id FROM deliveries WHERE delivery_id = $1", &[&id])
+                .await
+                .unwrap()
+        }
     };
-    let (done_row, held_row) = (row(&ids[0]), row(&ids[1]));
+    let (done_row, held_row) = (row(&ids[0]).await, row(&ids[1]).await);
     let day = 86_400_000i64;
     let now = common::receiver::unix_now() as i64 * 1000;
     let insert = |delivery: i64, n: i64, at: i64| {
-        db.execute(
-            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?2) \
-             INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, request_headers, outcome) \
-             SELECT ?1, 1, 'automatic', ?3 + i, 5, 'https://hooks.test/ct', '{}', 'connect_error' FROM k",
-            rusqlite::params![delivery, n, at],
-        )
-        .unwrap();
+        let db = &db;
+        async move {
+            db.batch(&format!(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n}) \
+                 INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, \
+                 request_headers, outcome) \
+                 SELECT {delivery}, 1, 'automatic', {at} + i, 5, 'https://hooks.test/ct', '{{}}', \
+                 'connect_error' FROM k"
+            ))
+            .await;
+        }
     };
-    insert(done_row, 1234, now - 40 * day);
-    insert(held_row, 7, now - 40 * day);
-    insert(done_row, 5, now - day);
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(count("SELECT count(*) FROM attempts"), 1234 + 7 + 5 + 1);
+    insert(done_row, 1234, now - 40 * day).await;
+    insert(held_row, 7, now - 40 * day).await;
+    insert(done_row, 5, now - day).await;
+    let count = |sql: String| {
+        let db = &db;
+        async move { db.int(&sql, &[]).await.unwrap() }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM attempts".into()).await,
+        1234 + 7 + 5 + 1
+    );
 
     // Pruning runs at start (and hourly).
     let server = server.stop().await.restart().await;
@@ -1066,30 +1102,32 @@ async fn old_attempts_of_finished_deliveries_are_pruned_in_batches() {
         now - 30 * day
     );
     let start = Instant::now();
-    while count(&old) > 0 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{} old attempts left",
-            count(&old)
-        );
+    loop {
+        let left = count(old.clone()).await;
+        if left == 0 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{left} old attempts left");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
-        count(&format!(
+        count(format!(
             "SELECT count(*) FROM attempts WHERE delivery_id = {done_row}"
-        )),
+        ))
+        .await,
         6,
         "yesterday's attempts and the real one stay"
     );
     assert_eq!(
-        count(&format!(
+        count(format!(
             "SELECT count(*) FROM attempts WHERE delivery_id = {held_row}"
-        )),
+        ))
+        .await,
         7,
         "a delivery that is not finished keeps its history"
     );
     assert_eq!(
-        count("SELECT count(*) FROM deliveries"),
+        count("SELECT count(*) FROM deliveries".into()).await,
         2,
         "deliveries stay"
     );
@@ -1107,7 +1145,7 @@ async fn old_attempts_of_finished_deliveries_are_pruned_in_batches() {
 async fn deliveries_to_one_address_reuse_the_connection() {
     let w = world(5.0, |_| {}).await;
     let app_id = w.integration("receiver.test", "/ok").await;
-    w.use_receiver_secret(&app_id);
+    w.use_receiver_secret(&app_id).await;
     for _ in 0..5 {
         let id = w.test_webhook(&app_id).await;
         w.until_state(&id, &["succeeded"]).await;
@@ -1224,108 +1262,6 @@ async fn a_burst_to_a_new_http2_receiver_opens_one_connection() {
     server.stop().await;
 }
 
-/// A data directory left by the first release (schema version 1, `tests/fixtures/schema-v1.sql`) is
-/// upgraded in place when the server starts: its integration is still there, and the deliveries it had
-/// queued — one pending, one left in flight by a crash, one held — are sent, signed with the
-/// integration's secret. (The held one is held although its integration delivers, as a process stopped
-/// in the middle of releasing a hold leaves it: settling at start releases it.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_release_database_is_upgraded_and_its_queue_still_delivers() {
-    let receiver = Receiver::start(RECEIVER_SECRET).await;
-    let dns = DnsServer::start().await;
-    dns.set("receiver.test", &["127.0.0.1".parse().unwrap()]);
-    let (ca, dns_server) = (receiver.ca_file.clone(), dns.server_string());
-    let callback = receiver.url("receiver.test", "/ok");
-    let server = TestServer::start_with(|c| {
-        c.webhooks.dns_servers = vec![dns_server.parse().unwrap()];
-        c.webhooks.extra_ca_file = Some(ca);
-        c.webhooks.allow_private_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
-        std::fs::create_dir_all(&c.storage.data_dir).unwrap();
-        let db = rusqlite::Connection::open(c.storage.data_dir.join("clicktermd.db")).unwrap();
-        db.execute_batch(include_str!("fixtures/schema-v1.sql"))
-            .unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        db.execute(
-            "INSERT INTO integrations (id, app_id, name, app_key_digest, signing_secret, status, callback_url, \
-             webhook_delivery_enabled, created_at) VALUES (1, 'legacy-app', 'Legacy', x'00', ?1, 'ENABLED', ?2, 1, ?3)",
-            rusqlite::params![RECEIVER_SECRET, callback, now - 60_000],
-        )
-        .unwrap();
-        for (id, state, lease) in [
-            ("legacy-pending", "pending", None),
-            ("legacy-in-flight", "in_flight", Some(now - 1_000)),
-            ("legacy-held", "held", None),
-        ] {
-            db.execute(
-                "INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, next_attempt_at, \
-                 lease_until, created_at, updated_at) VALUES (?1, 1, 1, ?2, ?3, ?4, ?5, ?4, ?4)",
-                rusqlite::params![
-                    id,
-                    format!("{{\"type\":\"TEST\",\"id\":\"{id}\"}}").into_bytes(),
-                    state,
-                    now - 10_000,
-                    lease
-                ],
-            )
-            .unwrap();
-        }
-    })
-    .await;
-    let db = rusqlite::Connection::open(server.data_dir.join("clicktermd.db")).unwrap();
-    let version: i64 = db
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, clicktermd::store::SCHEMA_VERSION);
-    assert!(version > 1);
-
-    let arrived = receiver.wait_for(3, DEADLINE).await;
-    let mut ids: Vec<String> = arrived
-        .iter()
-        .map(|r| {
-            assert!(r.contract_errors.is_empty(), "{r:?}");
-            r.json()["id"].as_str().unwrap().to_string()
-        })
-        .collect();
-    ids.sort();
-    assert_eq!(ids, ["legacy-held", "legacy-in-flight", "legacy-pending"]);
-
-    let admin = server.admin_client().await;
-    let res = admin
-        .get(server.url("/api/v1/integrations/legacy-app"))
-        .json_ok()
-        .await;
-    assert_eq!(res["name"], "Legacy");
-    // The counts kept since the upgrade (filled from the old rows) follow them to the end.
-    let start = Instant::now();
-    loop {
-        let counts: Value = admin
-            .get(server.url("/api/v1/integrations/legacy-app/delivery-counts"))
-            .json_ok()
-            .await;
-        if counts["succeeded"] == 3 {
-            assert_eq!(counts["held"], 0, "{counts}");
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "{counts}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Each old delivery was given its event type by the migration, and the history shows it.
-    let history: Value = admin
-        .get(server.url("/api/v1/integrations/legacy-app/deliveries"))
-        .json_ok()
-        .await;
-    let items = history["items"].as_array().unwrap();
-    assert_eq!(items.len(), 3, "{history}");
-    for item in items {
-        assert_eq!(item["eventType"], "CLICKWRAP_EVENT_VERIFIED", "{item}");
-        assert_eq!(item["state"], "succeeded", "{item}");
-    }
-    server.stop().await;
-}
-
 /// Issue #14: a receiver with the usual `openssl req -x509` certificate (self-signed, `CA:TRUE`) is
 /// trusted when that certificate is in `webhooks.extra_ca_file` (pinned), refused with a sentence
 /// saying so when it is not, and a change to the file applies at the next connection, no restart.
@@ -1359,7 +1295,7 @@ async fn a_self_signed_ca_certificate_in_extra_ca_file_is_pinned_and_the_file_is
         async move {
             let (app_id, _, _) = w.server.create_integration(&w.admin, "Self-signed").await;
             w.patch(&app_id, json!({"callbackUrl": url})).await;
-            w.use_receiver_secret(&app_id);
+            w.use_receiver_secret(&app_id).await;
             app_id
         }
     };

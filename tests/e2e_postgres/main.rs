@@ -17,20 +17,26 @@ mod bench_quick;
 
 #[path = "../e2e/clickwrap.rs"]
 mod clickwrap;
-
+#[path = "../e2e/dashboard.rs"]
+mod dashboard;
+#[path = "../e2e/first_webhook.rs"]
+mod first_webhook;
 #[path = "../e2e/foundation.rs"]
 mod foundation;
-
 #[path = "../e2e/ledger.rs"]
 mod ledger;
-
+#[path = "../e2e/mtls.rs"]
+mod mtls;
+#[path = "../e2e/roles.rs"]
+mod roles;
 #[path = "../e2e/templates.rs"]
 mod templates;
-
 #[path = "../e2e/walkthrough.rs"]
 mod walkthrough;
-
+#[path = "../e2e/webhooks.rs"]
+mod webhooks;
 #[path = "../e2e/widget.rs"]
 mod widget;
 
+#[path = "nodes.rs"]
 mod nodes;

@@ -498,8 +498,8 @@ async fn migrate_store_moves_a_sqlite_deployment_whose_keys_events_and_deliverie
             format!("[\"{}\"]", dns.server_string()),
         ),
         ("CLICKTERMD_WEBHOOKS__MAX_RETRIES", "1".to_string()),
-        ("CLICKTERMD_WEBHOOKS__RETRY_BASE_SECS", "3".to_string()),
-        ("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "3".to_string()),
+        ("CLICKTERMD_WEBHOOKS__RETRY_BASE_SECS", "8".to_string()),
+        ("CLICKTERMD_WEBHOOKS__RETRY_CAP_SECS", "8".to_string()),
     ];
     let sqlite_env: Vec<(&str, &str)> = webhooks.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
@@ -529,30 +529,28 @@ async fn migrate_store_moves_a_sqlite_deployment_whose_keys_events_and_deliverie
             .json_ok()
             .await;
     }
-    let mut events = Vec::new();
-    for (i, (app_id, app_key, _)) in apps.iter().enumerate() {
-        for user in ["ann", "bob"] {
-            let action = if user == "ann" {
-                "ACCEPTED"
-            } else {
-                "DECLINED"
-            };
-            events.push(
-                verified(
-                    &base,
-                    (app_id, app_key),
-                    &template,
-                    &format!("{user}{i}"),
-                    action,
-                )
-                .await,
-            );
+    // Two events per integration. The pending ones last: their retry is 8 s away, longer than the
+    // move takes, so the cluster makes it; the failing ones' retry has come and gone by then.
+    let mut events = vec![String::new(); 8];
+    for i in [0, 1, 3, 2] {
+        let (app_id, app_key, _) = &apps[i];
+        if i == 2 {
+            counts_until(&admin, &base, &apps[0].0, |c| c["succeeded"] == 2).await;
+            counts_until(&admin, &base, &apps[1].0, |c| c["failed"] == 2).await;
+        }
+        for (j, (user, action)) in [("ann", "ACCEPTED"), ("bob", "DECLINED")]
+            .into_iter()
+            .enumerate()
+        {
+            let user = format!("{user}{i}");
+            events[2 * i + j] = verified(&base, (app_id, app_key), &template, &user, action).await;
         }
     }
-    // Succeeded, failed twice (retried once), pending behind its 3 s retry, held.
-    counts_until(&admin, &base, &apps[0].0, |c| c["succeeded"] == 2).await;
-    counts_until(&admin, &base, &apps[1].0, |c| c["failed"] == 2).await;
-    let pending = counts_until(&admin, &base, &apps[2].0, |c| c["pending"] == 2).await;
+    receivers[2].wait_for(2, DEADLINE).await;
+    let pending = counts_until(&admin, &base, &apps[2].0, |c| {
+        c["pending"] == 2 && c["in_flight"] == 0
+    })
+    .await;
     assert_eq!(pending["succeeded"], 0);
     counts_until(&admin, &base, &apps[3].0, |c| c["held"] == 2).await;
     let mut before = Vec::new();
@@ -673,5 +671,93 @@ async fn migrate_store_moves_a_sqlite_deployment_whose_keys_events_and_deliverie
         common::stdout(&out).contains("ledger intact: 8 links"),
         "{}",
         common::stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_gives_503s_and_the_node_recovers_by_itself_when_it_is_back() {
+    let cluster = postgres::cluster();
+    let database = cluster.create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = node_env(&cluster.url(&database), &[]);
+    let (serving, base) = node(dir.path(), "a", &env).await;
+    let password = admin_password(&[&dir.path().join("a")]);
+    let admin = login(&base, &password).await;
+    let (app_id, app_key, _) = common::create_integration(&admin, &base, "Away").await;
+    assert_eq!(
+        public_status(&base, &app_id, &app_key).await,
+        StatusCode::OK
+    );
+
+    // The database goes away for this node: its connections are cut and new ones refused.
+    let db = cluster.connect("postgres").await;
+    db.batch_execute(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ))
+    .await
+    .unwrap();
+    let health = common::client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let res = admin
+        .get(format!("{base}/api/v1/integrations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("database is unavailable"),
+        "{body}"
+    );
+    // A public request that the credentials cache could answer still needs the database for its
+    // work, and says so the same way.
+    let res = common::client()
+        .get(format!("{base}/public-client/v1/clickwrap-templates"))
+        .header("X-APP-ID", &app_id)
+        .header("X-APP-KEY", &app_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back: the node serves again by itself, no restart.
+    db.batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let ok = common::client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK);
+        if ok && public_status(&base, &app_id, &app_key).await == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover:\n{}",
+            serving.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed: Value = admin
+        .get(format!("{base}/api/v1/integrations"))
+        .json_ok()
+        .await;
+    assert!(listed.to_string().contains(&app_id), "{listed}");
+    assert!(
+        serving.log().contains("the database is unavailable"),
+        "the outage is logged"
     );
 }

@@ -1,12 +1,53 @@
-//! PostgreSQL: the operations of `store::deliveries`.
+//! PostgreSQL: the operations of `store::deliveries` — the dispatcher's queue and the delivery
+//! history, on a database several nodes share.
+//!
+//! - **Claims** lock the `delivery_counts` rows of the integrations with work (`FOR UPDATE`, in
+//!   integration order, so two nodes' claims never wait on each other in a cycle) and read their
+//!   `in_flight` there: `max_in_flight_per_integration` holds across the cluster, since every node's
+//!   claim for an integration waits for the one before it and sees what it took. The deliveries are
+//!   then taken `FOR UPDATE SKIP LOCKED` (a row being recorded or settled is left to the next tick)
+//!   and leased until `lease_until`; an in-flight delivery whose lease ran out is claimable again by
+//!   any node, which is the recovery of a node that died mid-attempt (there is no start-time recovery).
+//! - **Recording** an attempt moves its delivery only while the claim it was made under still holds
+//!   (the same `lease_until`): a node whose lease ran out and whose delivery was claimed again
+//!   elsewhere stores its attempt in the history but cannot overwrite the newer attempt's state.
+//! - **Pruning** runs on one node at a time (`pg_try_advisory_xact_lock`); the others find it taken
+//!   and stop.
+//! - **Bulk updates** re-check the state they change in the outer `WHERE`, so a row whose state
+//!   changed while the statement waited for its lock (PostgreSQL re-evaluates only the outer
+//!   conditions on the new row version) is left alone.
 
-use deadpool_postgres::Transaction;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-#[allow(unused_imports)]
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
 use super::Postgres;
-use crate::model::DeliveryState;
-use crate::store::Result;
-use crate::store::deliveries::NewDelivery;
+use crate::model::{AttemptOutcome, DeliveryState, EventType, Timestamp, Trigger};
+use crate::store::audit::Audit;
+use crate::store::client_certs::StoredClientCert;
+use crate::store::deliveries::{
+    Attempt, BATCH, BulkBatch, BulkCursor, Busy, ClaimLimits, Claimed, DELIVERY_COLUMNS_OF,
+    DELIVERY_JOINS, DeliveryRow, DeliveryView, Gate, NewDelivery, Next, QueueStats, Redelivered,
+    TestQueued, new_delivery_id, state_walk,
+};
+use crate::store::{Result, StoreError};
+
+/// The advisory lock key of attempt pruning ("prune" in ASCII): one node at a time.
+const PRUNE_LOCK: i64 = 0x0070_7275_6e65;
+
+/// A vocabulary word read back from the database.
+pub(crate) fn word<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(text)
+        .ok_or_else(|| StoreError::Io(format!("the database holds an unknown value {text:?}")))
+}
+
+/// An HTTP status kept as BIGINT.
+fn status(v: Option<i64>) -> Option<u16> {
+    v.and_then(|s| u16::try_from(s).ok())
+}
 
 /// Inserts a delivery with its frozen payload in `tx` (see `store::deliveries::insert`); returns its
 /// row id. The schema's trigger counts it and announces it to the dispatchers.
@@ -39,4 +80,811 @@ pub(crate) async fn insert(tx: &Transaction<'_>, d: &NewDelivery<'_>) -> Result<
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// What the integration's settings say about sending its deliveries now (see
+/// `store::deliveries::gate`).
+pub(crate) async fn gate(c: &impl GenericClient, integration_id: i64) -> Result<Gate> {
+    Ok(
+        match super::integrations::webhook_target(c, integration_id).await? {
+            None => Gate::Cancel,
+            Some(t) if t.deleted => Gate::Cancel,
+            Some(crate::store::integrations::WebhookTarget {
+                sending: true,
+                callback_url: Some(url),
+                signing_secret,
+                ..
+            }) => Gate::Send {
+                url,
+                secret: signing_secret,
+                client_cert: super::client_certs::for_integration(c, integration_id).await?,
+            },
+            Some(_) => Gate::Hold,
+        },
+    )
+}
+
+/// The state a delivery made due now takes under its integration's settings.
+async fn gated_state(c: &impl GenericClient, integration_id: i64) -> Result<DeliveryState> {
+    Ok(match gate(c, integration_id).await? {
+        Gate::Send { .. } => DeliveryState::Pending,
+        Gate::Hold => DeliveryState::Held,
+        Gate::Cancel => DeliveryState::Cancelled,
+    })
+}
+
+/// The statements of [`settle_batch`]: `$1` the integration, `$2` now, `$3` the most rows.
+const RELEASE_HELD: &str = "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, updated_at = $2 \
+     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'held' \
+                  ORDER BY id LIMIT $3) AND state = 'held'";
+const HOLD_PENDING: &str = "UPDATE deliveries SET state = 'held', updated_at = $2 \
+     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'pending' \
+                  ORDER BY id LIMIT $3) AND state = 'pending'";
+const CANCEL_PENDING: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = $2 \
+     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'pending' \
+                  ORDER BY id LIMIT $3) AND state = 'pending'";
+const CANCEL_HELD: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = $2 \
+     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'held' \
+                  ORDER BY id LIMIT $3) AND state = 'held'";
+
+/// Brings up to `limit` of an integration's deliveries in line with its settings, oldest first, in
+/// `c` (see `store::deliveries::settle_batch`); returns how many changed.
+pub(crate) async fn settle_batch(
+    c: &impl GenericClient,
+    integration_id: i64,
+    now: Timestamp,
+    limit: u32,
+) -> Result<usize> {
+    let run = |sql: &'static str, limit: u32| async move {
+        let stmt = c.prepare_cached(sql).await?;
+        let n = c
+            .execute(&stmt, &[&integration_id, &now.millis(), &i64::from(limit)])
+            .await?;
+        Ok::<usize, StoreError>(n as usize)
+    };
+    match gate(c, integration_id).await? {
+        Gate::Send { .. } => run(RELEASE_HELD, limit).await,
+        Gate::Hold => run(HOLD_PENDING, limit).await,
+        Gate::Cancel => {
+            let n = run(CANCEL_PENDING, limit).await?;
+            if n < limit as usize {
+                Ok(n + run(CANCEL_HELD, limit - n as u32).await?)
+            } else {
+                Ok(n)
+            }
+        }
+    }
+}
+
+fn delivery_from_row(r: &Row) -> Result<DeliveryRow> {
+    let state = word(r.get::<_, &str>(6), DeliveryState::parse)?;
+    Ok(DeliveryRow {
+        row: r.get(0),
+        delivery_id: r.get(1),
+        app_id: r.get(2),
+        event_id: r.get(3),
+        is_test: r.get(4),
+        payload: r.get(5),
+        // Only pending deliveries have a next attempt worth showing.
+        next_attempt_at: if state == DeliveryState::Pending {
+            r.get::<_, Option<i64>>(8).map(Timestamp)
+        } else {
+            None
+        },
+        state,
+        attempts: r.get(7),
+        last_outcome: r
+            .get::<_, Option<&str>>(9)
+            .map(|o| word(o, AttemptOutcome::parse))
+            .transpose()?,
+        trigger: word(r.get::<_, &str>(10), Trigger::parse)?,
+        created_at: Timestamp(r.get(11)),
+        updated_at: Timestamp(r.get(12)),
+        event_type: word(r.get::<_, &str>(13), EventType::parse)?,
+        last_status: status(r.get(14)),
+    })
+}
+
+async fn get(c: &impl GenericClient, delivery_id: &str) -> Result<Option<DeliveryRow>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} WHERE d.delivery_id = $1"
+        ))
+        .await?;
+    c.query_opt(&stmt, &[&delivery_id])
+        .await?
+        .map(|r| delivery_from_row(&r))
+        .transpose()
+}
+
+async fn attempts(c: &impl GenericClient, row: i64) -> Result<Vec<Attempt>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT number, trigger, started_at, duration_ms, url, remote_addr, request_headers, \
+             response_status, response_body, outcome, detail FROM attempts \
+             WHERE delivery_id = $1 ORDER BY id",
+        )
+        .await?;
+    c.query(&stmt, &[&row])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Attempt {
+                number: r.get(0),
+                trigger: word(r.get::<_, &str>(1), Trigger::parse)?,
+                started_at: Timestamp(r.get(2)),
+                duration_ms: r.get(3),
+                url: r.get(4),
+                remote_addr: r.get(5),
+                request_headers: r.get(6),
+                response_status: status(r.get(7)),
+                response_body: r.get::<_, Option<Vec<u8>>>(8).unwrap_or_default(),
+                outcome: word(r.get::<_, &str>(9), AttemptOutcome::parse)?,
+                detail: r.get(10),
+            })
+        })
+        .collect()
+}
+
+async fn view(c: &impl GenericClient, delivery_id: &str) -> Result<Option<DeliveryView>> {
+    let Some(delivery) = get(c, delivery_id).await? else {
+        return Ok(None);
+    };
+    let attempts = attempts(c, delivery.row).await?;
+    Ok(Some(DeliveryView { delivery, attempts }))
+}
+
+/// The integrations with due work at `now`, the ones with expired leases first, then each queue
+/// by its earliest due time: `delivery_counts` names the integrations with pending deliveries (one
+/// row each), and one probe of `deliveries_pending` per integration finds its earliest time.
+const EXPIRED_INTEGRATIONS: &str = "SELECT integration_id, min(lease_until) AS first FROM deliveries \
+     WHERE state = 'in_flight' AND lease_until <= $1 GROUP BY integration_id ORDER BY first, integration_id";
+const PENDING_QUEUES: &str = "SELECT integration_id, first FROM (SELECT c.integration_id, \
+     (SELECT min(next_attempt_at) FROM deliveries d \
+      WHERE d.state = 'pending' AND d.integration_id = c.integration_id) AS first \
+     FROM delivery_counts c WHERE c.pending > 0) q";
+
+impl Postgres {
+    /// See `Store::claim_due_deliveries` and this module's comment.
+    pub(crate) async fn claim_due_deliveries(
+        &self,
+        limits: ClaimLimits,
+        busy: Busy,
+    ) -> Result<Vec<Claimed>> {
+        let now = Timestamp::now();
+        let lease_until = Timestamp(now.millis() + limits.lease.as_millis() as i64);
+        let per_limit = limits.per_integration as i64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+
+        let mut order: Vec<i64> = Vec::new();
+        let expired = tx.prepare_cached(EXPIRED_INTEGRATIONS).await?;
+        for r in tx.query(&expired, &[&now.millis()]).await? {
+            order.push(r.get(0));
+        }
+        let queues = tx
+            .prepare_cached(&format!(
+                "{PENDING_QUEUES} WHERE first <= $1 ORDER BY first, integration_id"
+            ))
+            .await?;
+        for r in tx.query(&queues, &[&now.millis()]).await? {
+            let id: i64 = r.get(0);
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+        if order.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The counts rows of every integration with work, locked in integration order: the claims
+        // of all nodes for one integration run one after the other, each seeing what the last took.
+        let lock = tx
+            .prepare_cached(
+                "SELECT integration_id, in_flight FROM delivery_counts \
+                 WHERE integration_id = ANY($1) ORDER BY integration_id FOR UPDATE",
+            )
+            .await?;
+        let in_flight: HashMap<i64, i64> = tx
+            .query(&lock, &[&order])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+
+        let expired_of = tx
+            .prepare_cached(
+                "SELECT count(*) FROM deliveries WHERE state = 'in_flight' \
+                 AND integration_id = $1 AND lease_until <= $2",
+            )
+            .await?;
+        let take_expired = tx
+            .prepare_cached(
+                "SELECT id FROM deliveries WHERE state = 'in_flight' AND integration_id = $1 \
+                 AND lease_until <= $2 ORDER BY lease_until, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            )
+            .await?;
+        let take_due = tx
+            .prepare_cached(
+                "SELECT id FROM deliveries WHERE state = 'pending' AND integration_id = $1 \
+                 AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .await?;
+        let claim = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'in_flight', lease_until = $3, updated_at = $2 \
+                 WHERE id = ANY($1) AND ((state = 'pending' AND next_attempt_at <= $2) \
+                 OR (state = 'in_flight' AND lease_until <= $2)) \
+                 RETURNING id, delivery_id, integration_id, payload, attempts, chain_trigger, is_test",
+            )
+            .await?;
+        let set_aside = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = $2, lease_until = NULL, updated_at = $3 \
+                 WHERE id = ANY($1) AND state IN ('pending', 'in_flight')",
+            )
+            .await?;
+
+        let mut out: Vec<Claimed> = Vec::new();
+        for integration in order {
+            let left = limits.budget.saturating_sub(out.len()) as i64;
+            if left == 0 {
+                break;
+            }
+            let here = busy
+                .lock()
+                .expect("counts lock")
+                .get(&integration)
+                .copied()
+                .unwrap_or(0) as i64;
+            // In flight in the cluster, not counting the expired leases (their node is gone; taking
+            // one over takes its slot).
+            let stale: i64 = tx
+                .query_one(&expired_of, &[&integration, &now.millis()])
+                .await?
+                .get(0);
+            let live = in_flight.get(&integration).copied().unwrap_or(0) - stale;
+            let room = (per_limit - live.max(here)).min(left);
+            if room <= 0 {
+                continue;
+            }
+            let mut rows: Vec<i64> = tx
+                .query(&take_expired, &[&integration, &now.millis(), &room])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let more = room - rows.len() as i64;
+            if more > 0 {
+                rows.extend(
+                    tx.query(&take_due, &[&integration, &now.millis(), &more])
+                        .await?
+                        .iter()
+                        .map(|r| r.get::<_, i64>(0)),
+                );
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let (url, secret, client_cert) = match gate(&tx, integration).await? {
+                Gate::Send {
+                    url,
+                    secret,
+                    client_cert,
+                } => (url, secret, client_cert),
+                gate => {
+                    let state = if matches!(gate, Gate::Hold) {
+                        DeliveryState::Held
+                    } else {
+                        DeliveryState::Cancelled
+                    };
+                    tx.execute(&set_aside, &[&rows, &state.as_str(), &now.millis()])
+                        .await?;
+                    continue;
+                }
+            };
+            let claimed = tx
+                .query(&claim, &[&rows, &now.millis(), &lease_until.millis()])
+                .await?;
+            let mut by_row: HashMap<i64, Row> =
+                claimed.into_iter().map(|r| (r.get(0), r)).collect();
+            let before = out.len();
+            for row in rows {
+                let Some(r) = by_row.remove(&row) else {
+                    continue;
+                };
+                out.push(claimed_from(&r, lease_until, &url, &secret, &client_cert)?);
+            }
+            let taken = out.len() - before;
+            if taken > 0 {
+                *busy
+                    .lock()
+                    .expect("counts lock")
+                    .entry(integration)
+                    .or_insert(0) += taken;
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            // Nothing was claimed after all: give the slots back.
+            let mut counts = busy.lock().expect("counts lock");
+            for c in &out {
+                if let Some(n) = counts.get_mut(&c.integration_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(&c.integration_id);
+                    }
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
+    /// See `Store::record_attempt` and this module's comment.
+    pub(crate) async fn record_attempt(
+        &self,
+        row: i64,
+        lease_until: Timestamp,
+        a: &Attempt,
+        next: &Next,
+    ) -> Result<()> {
+        let now = Timestamp::now();
+        let (state, next_at) = match next {
+            Next::Succeeded => (DeliveryState::Succeeded, None),
+            Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
+            Next::Failed => (DeliveryState::Failed, None),
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Moved only under the claim it was made with; a delivery set aside while its attempt ran
+        // (held, cancelled: no lease) keeps that state, as on SQLite.
+        let update = tx
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = $2, last_outcome = $3, updated_at = $4, \
+                 lease_until = NULL, last_status = $7, \
+                 next_attempt_at = CASE WHEN state = 'in_flight' THEN $6 ELSE next_attempt_at END, \
+                 state = CASE WHEN state = 'in_flight' THEN $5 ELSE state END \
+                 WHERE id = $1 AND ((state = 'in_flight' AND lease_until = $8) \
+                 OR (state IN ('held', 'cancelled') AND lease_until IS NULL))",
+            )
+            .await?;
+        let moved = tx
+            .execute(
+                &update,
+                &[
+                    &row,
+                    &a.number,
+                    &a.outcome.as_str(),
+                    &now.millis(),
+                    &state.as_str(),
+                    &next_at,
+                    &a.response_status.map(i64::from),
+                    &lease_until.millis(),
+                ],
+            )
+            .await?
+            == 1;
+        if !moved {
+            tracing::info!(
+                delivery = row,
+                "an attempt ended after its claim was taken over; it is kept in the history only"
+            );
+        }
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, \
+                 remote_addr, request_headers, response_status, response_body, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &row,
+                &a.number,
+                &a.trigger.as_str(),
+                &a.started_at.millis(),
+                &a.duration_ms,
+                &a.url,
+                &a.remote_addr,
+                &a.request_headers,
+                &a.response_status.map(i64::from),
+                &a.response_body,
+                &a.outcome.as_str(),
+                &a.detail,
+            ],
+        )
+        .await?;
+        super::stats::count_attempt(&tx, row, a, moved && matches!(next, Next::Failed)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See `Store::next_delivery_wake`: the earliest pending time or running lease, the cluster's.
+    pub(crate) async fn next_delivery_wake(&self) -> Result<Option<Timestamp>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT least((SELECT min(first) FROM ({PENDING_QUEUES}) w), \
+                 (SELECT min(lease_until) FROM deliveries WHERE state = 'in_flight'))"
+            ))
+            .await?;
+        Ok(client
+            .query_one(&stmt, &[])
+            .await?
+            .get::<_, Option<i64>>(0)
+            .map(Timestamp))
+    }
+
+    /// See `Store::queue_stats`: the database's figures, so the cluster's.
+    pub(crate) async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT coalesce(sum(pending), 0)::BIGINT, coalesce(sum(in_flight), 0)::BIGINT, \
+                 coalesce(sum(held), 0)::BIGINT, \
+                 (SELECT min(first) FROM ({PENDING_QUEUES}) w WHERE first <= $1) FROM delivery_counts"
+            ))
+            .await?;
+        let r = client.query_one(&stmt, &[&now.millis()]).await?;
+        Ok(QueueStats {
+            pending: r.get(0),
+            in_flight: r.get(1),
+            held: r.get(2),
+            oldest_due_at: r.get::<_, Option<i64>>(3).map(Timestamp),
+        })
+    }
+
+    /// See `Store::prune_attempts`: one batch, on one node at a time (0 when another node prunes).
+    pub(crate) async fn prune_attempts(&self, before: Timestamp, batch: u32) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let stmt = tx
+            .prepare_cached(
+                "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a \
+                 JOIN deliveries d ON d.id = a.delivery_id \
+                 WHERE a.started_at < $1 AND d.state IN ('succeeded', 'failed', 'cancelled') \
+                 ORDER BY a.started_at LIMIT $2)",
+            )
+            .await?;
+        let n = tx
+            .execute(&stmt, &[&before.millis(), &i64::from(batch)])
+            .await?;
+        tx.commit().await?;
+        Ok(n as usize)
+    }
+
+    /// See `Store::unsettled_integrations`.
+    pub(crate) async fn unsettled_integrations(&self) -> Result<Vec<i64>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT integration_id FROM delivery_counts WHERE held > 0 OR pending > 0 \
+                 ORDER BY integration_id",
+            )
+            .await?;
+        Ok(client
+            .query(&stmt, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// See `Store::settle_deliveries`: one batch in its own transaction.
+    pub(crate) async fn settle_deliveries(&self, integration_id: i64) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = settle_batch(&tx, integration_id, Timestamp::now(), BATCH).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// See `Store::deliveries`: one walk of the index the filters select, stopped at `limit`.
+    pub(crate) async fn deliveries(
+        &self,
+        app_id: &str,
+        state: Option<DeliveryState>,
+        outcome: Option<AttemptOutcome>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<DeliveryRow>>> {
+        let client = self.client().await?;
+        let Some(id) = super::integrations::any_id(&client, app_id).await? else {
+            return Ok(None);
+        };
+        let limit = i64::from(limit);
+        let (state_text, outcome_text) = (
+            state.map(DeliveryState::as_str),
+            outcome.map(AttemptOutcome::as_str),
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &limit];
+        let mut terms: Vec<String> = vec!["d.integration_id = $1".into()];
+        // A state's own condition is a literal (`state_walk`), so the planner can use the state's
+        // partial index with every plan, generic ones included.
+        match (state, outcome) {
+            (None, None) => {}
+            (Some(state), None) => terms.push(state_walk(state).1.into()),
+            (None, Some(AttemptOutcome::Ok)) => terms.push("d.last_outcome = 'ok'".into()),
+            (None, Some(_)) => {
+                params.push(&outcome_text);
+                terms.push(format!(
+                    "d.last_outcome = ${} AND d.last_outcome <> 'ok'",
+                    params.len()
+                ));
+            }
+            (Some(state), Some(AttemptOutcome::Ok)) => {
+                terms.push(state_walk(state).1.into());
+                terms.push("d.last_outcome = 'ok'".into());
+            }
+            (Some(_), Some(_)) => {
+                params.push(&state_text);
+                params.push(&outcome_text);
+                terms.push(format!(
+                    "d.state = ${} AND d.last_outcome = ${} AND d.last_outcome <> 'ok'",
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+        }
+        if let Some(before) = &before {
+            params.push(before);
+            terms.push(format!("d.id < ${}", params.len()));
+        }
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} WHERE {} \
+                 ORDER BY d.id DESC LIMIT $2",
+                terms.join(" AND ")
+            ))
+            .await?;
+        let rows = client.query(&stmt, &params).await?;
+        Ok(Some(
+            rows.iter()
+                .map(delivery_from_row)
+                .collect::<Result<Vec<_>>>()?,
+        ))
+    }
+
+    /// See `Store::delivery`.
+    pub(crate) async fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryView>> {
+        let client = self.client().await?;
+        view(&client, delivery_id).await
+    }
+
+    /// See `Store::event_deliveries`: by `deliveries_by_event`, oldest first.
+    pub(crate) async fn event_deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS_OF}deliveries d {DELIVERY_JOINS} \
+                 WHERE e.event_id = $1 ORDER BY d.id"
+            ))
+            .await?;
+        client
+            .query(&stmt, &[&event_id])
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+    }
+
+    /// See `Store::delivery_counts`: one row of `delivery_counts`.
+    pub(crate) async fn delivery_counts(
+        &self,
+        app_id: &str,
+    ) -> Result<Option<Vec<(DeliveryState, i64)>>> {
+        let client = self.client().await?;
+        let Some(id) = super::integrations::any_id(&client, app_id).await? else {
+            return Ok(None);
+        };
+        let stmt = client
+            .prepare_cached(
+                "SELECT pending, in_flight, succeeded, failed, held, cancelled \
+                 FROM delivery_counts WHERE integration_id = $1",
+            )
+            .await?;
+        let counts: [i64; 6] = match client.query_opt(&stmt, &[&id]).await? {
+            Some(r) => [r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)],
+            None => [0; 6],
+        };
+        // The statement names the columns in the order of `DeliveryState::ALL`.
+        Ok(Some(
+            DeliveryState::ALL.iter().copied().zip(counts).collect(),
+        ))
+    }
+
+    /// See `Store::redeliver`.
+    pub(crate) async fn redeliver(&self, delivery_id: &str, audit: Audit) -> Result<Redelivered> {
+        let now = Timestamp::now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(d) = get(&tx, delivery_id).await? else {
+            return Ok(Redelivered::NoSuchDelivery);
+        };
+        let Some(integration) = super::integrations::any_id(&tx, &d.app_id).await? else {
+            return Ok(Redelivered::NoSuchIntegration);
+        };
+        let state = gated_state(&tx, integration).await?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = $3, attempts = 0, chain_trigger = 'manual', \
+                 next_attempt_at = $2, lease_until = NULL, updated_at = $2 \
+                 WHERE id = $1 AND state <> 'in_flight'",
+            )
+            .await?;
+        let n = tx
+            .execute(&stmt, &[&d.row, &now.millis(), &state.as_str()])
+            .await?;
+        if n != 1 {
+            return Ok(Redelivered::InFlight);
+        }
+        super::audit::write(&tx, &audit.target(delivery_id), now).await?;
+        let found = view(&tx, delivery_id).await?;
+        tx.commit().await?;
+        Ok(found.map_or(Redelivered::NoSuchDelivery, Redelivered::Done))
+    }
+
+    /// See `Store::queue_test_webhook`.
+    pub(crate) async fn queue_test_webhook(
+        &self,
+        app_id: &str,
+        payload: impl FnOnce(Timestamp) -> Vec<u8>,
+        audit: Audit,
+    ) -> Result<TestQueued> {
+        let now = Timestamp::now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(id) = super::integrations::any_id(&tx, app_id).await? else {
+            return Ok(TestQueued::NoSuchIntegration);
+        };
+        let Some(target) = super::integrations::webhook_target(&tx, id)
+            .await?
+            .filter(|t| !t.deleted)
+        else {
+            return Ok(TestQueued::NoSuchIntegration);
+        };
+        if target.callback_url.is_none() {
+            return Ok(TestQueued::NoCallbackUrl);
+        }
+        let delivery_id = new_delivery_id();
+        insert(
+            &tx,
+            &NewDelivery {
+                delivery_id: &delivery_id,
+                integration_id: id,
+                event_row: None,
+                is_test: true,
+                event_type: EventType::ClickwrapEventVerified,
+                payload: &payload(now),
+                held: !target.sending,
+                at: now,
+            },
+        )
+        .await?;
+        super::audit::write(&tx, &audit.detail(&delivery_id), now).await?;
+        let found = view(&tx, &delivery_id).await?;
+        tx.commit().await?;
+        Ok(found.map_or(TestQueued::NoSuchIntegration, TestQueued::Queued))
+    }
+
+    /// See `Store::redeliver_failed_batch`: one batch walking `deliveries_failed_by_time` from the
+    /// cursor, in its own transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn redeliver_failed_batch(
+        &self,
+        app_id: &str,
+        (from, to): (Timestamp, Timestamp),
+        after: Option<BulkCursor>,
+        entry: Option<i64>,
+        audit: Audit,
+        done: impl FnOnce(usize) -> String,
+        total_before: usize,
+    ) -> Result<Option<BulkBatch>> {
+        let now = Timestamp::now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(id) = super::integrations::live_id(&tx, app_id).await? else {
+            return Ok(None);
+        };
+        let state = gated_state(&tx, id).await?;
+        let limit = i64::from(BATCH);
+        let rows = match after {
+            None => {
+                let stmt = tx.prepare_cached(REDELIVER_FAILED_FIRST).await?;
+                tx.query(
+                    &stmt,
+                    &[
+                        &state.as_str(),
+                        &now.millis(),
+                        &id,
+                        &from.millis(),
+                        &to.millis(),
+                        &limit,
+                    ],
+                )
+                .await?
+            }
+            Some((after_at, after_id)) => {
+                let stmt = tx.prepare_cached(REDELIVER_FAILED_NEXT).await?;
+                tx.query(
+                    &stmt,
+                    &[
+                        &state.as_str(),
+                        &now.millis(),
+                        &id,
+                        &after_at.millis(),
+                        &after_id,
+                        &to.millis(),
+                        &limit,
+                    ],
+                )
+                .await?
+            }
+        };
+        let taken = rows.len();
+        let last = rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .max()
+            .map(|(at, id)| (Timestamp(at), id));
+        let entry = match entry {
+            Some(entry) => entry,
+            None => super::audit::write(&tx, &audit, now).await?,
+        };
+        if taken < BATCH as usize {
+            super::audit::set_detail(&tx, entry, &done(total_before + taken)).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(BulkBatch {
+            taken,
+            after: last.or(after),
+            entry,
+        }))
+    }
+}
+
+/// The statements of `redeliver_failed_batch`: `$1` the state, `$2` now, `$3` the integration, then
+/// the start (`$4` from) or the cursor (`$4`, `$5`), the end and the most rows.
+const REDELIVER_FAILED_FIRST: &str = "UPDATE deliveries SET state = $1, attempts = 0, \
+     chain_trigger = 'manual', next_attempt_at = $2, lease_until = NULL, updated_at = $2 \
+     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $3 AND state = 'failed' \
+                  AND created_at >= $4 AND created_at <= $5 ORDER BY created_at, id LIMIT $6) \
+     AND state = 'failed' RETURNING created_at, id";
+const REDELIVER_FAILED_NEXT: &str = "UPDATE deliveries SET state = $1, attempts = 0, \
+     chain_trigger = 'manual', next_attempt_at = $2, lease_until = NULL, updated_at = $2 \
+     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $3 AND state = 'failed' \
+                  AND (created_at, id) > ($4, $5) AND created_at <= $6 \
+                  ORDER BY created_at, id LIMIT $7) \
+     AND state = 'failed' RETURNING created_at, id";
+
+/// A claimed row (`RETURNING id, delivery_id, integration_id, payload, attempts, chain_trigger,
+/// is_test`) with what its attempt needs.
+fn claimed_from(
+    r: &Row,
+    lease_until: Timestamp,
+    url: &str,
+    secret: &str,
+    client_cert: &Option<Arc<StoredClientCert>>,
+) -> Result<Claimed> {
+    Ok(Claimed {
+        row: r.get(0),
+        delivery_id: r.get(1),
+        integration_id: r.get(2),
+        payload: r.get(3),
+        attempts: r.get(4),
+        trigger: word(r.get::<_, &str>(5), Trigger::parse)?,
+        is_test: r.get(6),
+        lease_until,
+        url: url.to_string(),
+        secret: secret.to_string(),
+        client_cert: client_cert.clone(),
+    })
 }

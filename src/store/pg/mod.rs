@@ -342,7 +342,9 @@ impl From<tokio_postgres::Error> for StoreError {
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> StoreError {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            // Whatever stops a new connection (refused, the server starting or shutting down, the
+            // database not accepting connections) means the database cannot be reached now.
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Unavailable(e.to_string()),
             deadpool_postgres::PoolError::Timeout(_) => StoreError::Unavailable(format!(
                 "no database connection within {} s",
                 POOL_WAIT.as_secs()
