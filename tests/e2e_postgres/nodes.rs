@@ -761,3 +761,89 @@ async fn a_database_that_goes_away_gives_503s_and_the_node_recovers_by_itself_wh
         "the outage is logged"
     );
 }
+
+/// Whether every connection of clicktermd to `database` is encrypted (and there is at least one).
+async fn all_encrypted(database: &str) -> bool {
+    let db = postgres::cluster().connect("postgres").await;
+    let rows = db
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'clicktermd'",
+            &[&database],
+        )
+        .await
+        .unwrap();
+    !rows.is_empty() && rows.iter().all(|r| r.get::<_, bool>(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_follows_sslmode_through_rustls() {
+    let cluster = postgres::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let port = cluster.port;
+    let url = |host: &str, database: &str, mode: &str| {
+        format!("postgres://clicktermd:{PASSWORD}@{host}:{port}/{database}?sslmode={mode}")
+    };
+    let ca = cluster.ca.to_str().unwrap().to_string();
+    let with_ca = [("CLICKTERMD_STORAGE__POSTGRES_CA_FILE", ca.clone())];
+
+    // verify-full against the cluster's CA: served, over TLS.
+    let database = cluster.create_database().await;
+    let env = node_env(&url("127.0.0.1", &database, "verify-full"), &with_ca);
+    let (serving, base) = node(dir.path(), "full", &env).await;
+    assert!(
+        all_encrypted(&database).await,
+        "verify-full connected without TLS"
+    );
+    let password = admin_password(&[&dir.path().join("full")]);
+    login(&base, &password).await;
+    assert!(serving.terminate().success());
+
+    // The CA can also come in the URL, as libpq's sslrootcert.
+    let database = cluster.create_database().await;
+    let in_url = format!(
+        "{}&sslrootcert={ca}",
+        url("localhost", &database, "verify-full")
+    );
+    let (serving, _) = node(dir.path(), "rootcert", &node_env(&in_url, &[])).await;
+    assert!(all_encrypted(&database).await);
+    assert!(serving.terminate().success());
+
+    // verify-full trusting only the Mozilla roots: refused, saying why.
+    let database = cluster.create_database().await;
+    let err = failed_start(
+        dir.path(),
+        &node_env(&url("127.0.0.1", &database, "verify-full"), &[]),
+    )
+    .await;
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // A name the certificate does not hold: verify-full refuses, verify-ca (the chain only) takes it.
+    let err = failed_start(
+        dir.path(),
+        &node_env(&url("127.0.0.3", &database, "verify-full"), &with_ca),
+    )
+    .await;
+    assert!(err.contains("certificate"), "{err}");
+    let (serving, _) = node(
+        dir.path(),
+        "ca",
+        &node_env(&url("127.0.0.3", &database, "verify-ca"), &with_ca),
+    )
+    .await;
+    assert!(all_encrypted(&database).await);
+    assert!(serving.terminate().success());
+
+    // require: encrypted, the certificate not checked (libpq's meaning).
+    let database = cluster.create_database().await;
+    let (serving, _) = node(
+        dir.path(),
+        "require",
+        &node_env(&url("127.0.0.3", &database, "require"), &[]),
+    )
+    .await;
+    assert!(all_encrypted(&database).await);
+    assert!(serving.terminate().success());
+}

@@ -23,6 +23,8 @@ pub const PASSWORD: &str = "test-password-not-secret";
 
 pub struct Cluster {
     pub port: u16,
+    /// The CA (PEM file) that signed the server's certificate.
+    pub ca: PathBuf,
     pub dir: PathBuf,
     bin: PathBuf,
     next: AtomicU64,
@@ -171,6 +173,28 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Any loopback address may connect (it also listens on 127.0.0.3, below).
+        let hba = data.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        rules.push_str("host all all 127.0.0.0/8 scram-sha-256\n");
+        std::fs::write(&hba, rules).expect("pg_hba.conf");
+        // TLS for the tests of `sslmode` (plain connections stay allowed): a CA of its own and a
+        // certificate for localhost and 127.0.0.1 — not 127.0.0.3, where it listens too, so a
+        // name that does not match is at hand.
+        let ca = write_tls_files(&dir);
+        for (file, mode) in [("server.crt", "0644"), ("server.key", "0600")] {
+            let path = dir.join(file);
+            Command::new("chmod")
+                .args([mode, path.to_str().unwrap()])
+                .status()
+                .expect("chmod");
+            if let Some(u) = user {
+                Command::new("chown")
+                    .args([u, path.to_str().unwrap()])
+                    .status()
+                    .expect("chown");
+            }
+        }
         let port = free_port();
         let log = dir.join("log");
         let durability = if durable {
@@ -181,7 +205,9 @@ impl Cluster {
         // The watchdog: runs PostgreSQL, and once this test process is gone stops it (fast shutdown)
         // and deletes the cluster. It polls /proc, which works whatever user it runs as.
         let script = format!(
-            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+            "{postgres} -D {data} -p {port} -k {dir} \
+             -c listen_addresses=127.0.0.1,127.0.0.3 -c ssl=on -c ssl_cert_file={dir}/server.crt \
+             -c ssl_key_file={dir}/server.key \
              {durability} -c max_connections=400 -c shared_buffers=64MB >{log} 2>&1 & pg=$!; \
              while [ -d /proc/{me} ] && [ -d /proc/$pg ]; do sleep 0.5; done; \
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
@@ -199,6 +225,7 @@ impl Cluster {
             .expect("start PostgreSQL");
         let cluster = Cluster {
             port,
+            ca,
             dir,
             bin,
             next: AtomicU64::new(0),
@@ -297,4 +324,27 @@ impl Cluster {
         });
         client
     }
+}
+
+/// Writes the cluster's CA (`ca.pem`, returned) and a server certificate it signed for localhost and
+/// 127.0.0.1 (`server.crt`, `server.key`) into `dir`.
+fn write_tls_files(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.distinguished_name
+        .push(DnType::CommonName, "clicktermd test PostgreSQL CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server certificate parameters");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    let key = KeyPair::generate().expect("server key");
+    let cert = leaf.signed_by(&key, &ca).expect("server certificate");
+    std::fs::write(dir.join("server.crt"), cert.pem()).expect("server.crt");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("server.key");
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, ca.pem()).expect("ca.pem");
+    path
 }
