@@ -159,13 +159,7 @@ pub async fn copy(source: &Path, target: &PostgresUrl, ca_file: Option<&Path>) -
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&pg::MIGRATION_LOCK])
         .await?;
-    let tables: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
-            &[],
-        )
-        .await?
-        .get(0);
+    let tables = pg::schema_tables(&tx).await?;
     if tables > 0 {
         return Err(StoreError::Io(format!(
             "the PostgreSQL database {shown} is not empty ({tables} tables): migrate-store copies \

@@ -127,7 +127,7 @@ async fn try_batch(pool: &Pool, jobs: &[Job]) -> Result<Vec<Verification>> {
         try_join_all(
             integrations
                 .iter()
-                .map(|&id| super::consent::webhook_target(&tx, id))
+                .map(|&id| super::integrations::webhook_target(&tx, id))
         ),
     )?;
     let facts: BTreeMap<String, (i64, i64, bool)> = facts

@@ -16,31 +16,7 @@ use crate::store::consent::{
 };
 use crate::store::deliveries::{NewDelivery, new_delivery_id};
 use crate::store::events::{Filter, NewEvent};
-use crate::store::integrations::WebhookTarget;
 use crate::store::{Result, StoreError};
-
-/// What verify needs of an integration (see `store::integrations::webhook_target`).
-pub(crate) async fn webhook_target<C: GenericClient>(
-    c: &C,
-    id: i64,
-) -> Result<Option<WebhookTarget>> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT deleted_at IS NOT NULL, callback_url, signing_secret, status, \
-             webhook_delivery_enabled FROM integrations WHERE id = $1",
-        )
-        .await?;
-    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| {
-        let status = crate::model::IntegrationStatus::parse(r.get(3))
-            .unwrap_or(crate::model::IntegrationStatus::Disabled);
-        WebhookTarget {
-            deleted: r.get(0),
-            callback_url: r.get(1),
-            signing_secret: r.get(2),
-            sending: status.sends_webhooks(r.get(4)),
-        }
-    }))
-}
 
 /// See `store::consent::usable`.
 async fn usable<C: GenericClient>(
@@ -224,7 +200,7 @@ pub(crate) async fn verify_alone(
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         let now = Timestamp::now();
-        let Some(target) = webhook_target(&tx, integration_id)
+        let Some(target) = super::integrations::webhook_target(&tx, integration_id)
             .await?
             .filter(|t| !t.deleted)
         else {

@@ -19,6 +19,17 @@ const MIGRATIONS: &[&str] = &[];
 /// The version `schema-postgres.sql` records; equal to SQLite's (a test keeps them so).
 const FIRST_VERSION: i64 = 7;
 
+/// How many tables the connection's schema holds (an empty database: none).
+pub(crate) async fn tables(tx: &tokio_postgres::Transaction<'_>) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object, shown: &str) -> Result<()> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -28,13 +39,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object, shown: &str)
         .await?
         .get(0);
     if !ours {
-        let tables: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
-                &[],
-            )
-            .await?
-            .get(0);
+        let tables = tables(&tx).await?;
         if tables > 0 {
             return Err(StoreError::Io(format!(
                 "the PostgreSQL database {shown} already holds {tables} tables and is not a \

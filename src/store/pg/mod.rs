@@ -41,8 +41,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{Result, StoreError, WriterStats, cache};
 use crate::config::{PostgresUrl, StorageConfig};
 
-pub(crate) use migrate::MIGRATION_LOCK;
 pub use migrate::SCHEMA_POSTGRES;
+pub(crate) use migrate::{MIGRATION_LOCK, tables as schema_tables};
 
 /// How long a request waits for a pooled connection, and a new connection for the server, before it
 /// is answered 503.
