@@ -68,6 +68,35 @@ pub struct NewAction {
     pub technical_metadata: String,
 }
 
+impl NewAction {
+    /// The event row this action on `u` becomes, in `language`, `presented_at` its latest
+    /// presentation, at `now`: one construction for both stores.
+    pub(crate) fn event<'a>(
+        &'a self,
+        integration_id: i64,
+        u: &Usable,
+        language: &'a Language,
+        presented_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> NewEvent<'a> {
+        NewEvent {
+            event_id: &self.event_id,
+            integration_id,
+            template_row: u.row,
+            major: u.version.major,
+            minor: u.version.minor,
+            effective_at: u.version.effective_at,
+            end_user_id: self.end_user.as_str(),
+            action: self.action,
+            template_placeholders: self.template_placeholders.as_deref(),
+            technical_metadata: &self.technical_metadata,
+            language: language.as_str(),
+            presented_at,
+            action_at: now,
+        }
+    }
+}
+
 /// What a verification found. (Returned once per verify, never stored: the size of its largest
 /// variant costs nothing, a box would cost an allocation.)
 #[allow(clippy::large_enum_variant)]
@@ -220,21 +249,7 @@ impl Store {
                     let language = language(&texts, &u.version.default_language);
                     events::insert_event(
                         c,
-                        &NewEvent {
-                            event_id: &action.event_id,
-                            integration_id,
-                            template_row: u.row,
-                            major: u.version.major,
-                            minor: u.version.minor,
-                            effective_at: u.version.effective_at,
-                            end_user_id: user,
-                            action: action.action,
-                            template_placeholders: action.template_placeholders.as_deref(),
-                            technical_metadata: &action.technical_metadata,
-                            language: language.as_str(),
-                            presented_at,
-                            action_at: now,
-                        },
+                        &action.event(integration_id, &u, &language, presented_at, now),
                     )?;
                     Ok(Ok(()))
                 })

@@ -15,7 +15,7 @@ use crate::store::consent::{
     Facing, NewAction, StatusFacts, Unusable, Usable, UserFacts, Verification,
 };
 use crate::store::deliveries::{NewDelivery, new_delivery_id};
-use crate::store::events::{Filter, NewEvent};
+use crate::store::events::Filter;
 use crate::store::{Result, StoreError};
 
 /// See `store::consent::usable`.
@@ -138,21 +138,7 @@ impl Postgres {
         let language = language(&texts, &u.version.default_language);
         events::insert_event(
             &tx,
-            &NewEvent {
-                event_id: &action.event_id,
-                integration_id,
-                template_row: u.row,
-                major: u.version.major,
-                minor: u.version.minor,
-                effective_at: u.version.effective_at,
-                end_user_id: user,
-                action: action.action,
-                template_placeholders: action.template_placeholders.as_deref(),
-                technical_metadata: &action.technical_metadata,
-                language: language.as_str(),
-                presented_at,
-                action_at: now,
-            },
+            &action.event(integration_id, &u, &language, presented_at, now),
         )
         .await?;
         tx.commit().await?;
