@@ -243,51 +243,75 @@ CREATE TABLE delivery_counts (
     cancelled      BIGINT NOT NULL DEFAULT 0
 );
 
+-- Counted per statement, not per row (the rows a statement inserted, changed or deleted, from its
+-- transition tables, added up per integration): a batch of deliveries moved by one statement
+-- changes its integration's row once, and every writer of an integration's deliveries waits for
+-- that row in turn, so once per statement is once per batch.
 CREATE FUNCTION deliveries_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO delivery_counts (integration_id, pending, in_flight, succeeded, failed, held, cancelled)
-        VALUES (NEW.integration_id, (NEW.state = 'pending')::int, (NEW.state = 'in_flight')::int,
-                (NEW.state = 'succeeded')::int, (NEW.state = 'failed')::int, (NEW.state = 'held')::int,
-                (NEW.state = 'cancelled')::int)
+        INSERT INTO delivery_counts AS c (integration_id, pending, in_flight, succeeded, failed, held, cancelled)
+        SELECT integration_id, count(*) FILTER (WHERE state = 'pending'),
+               count(*) FILTER (WHERE state = 'in_flight'), count(*) FILTER (WHERE state = 'succeeded'),
+               count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'held'),
+               count(*) FILTER (WHERE state = 'cancelled')
+        FROM new_rows GROUP BY integration_id ORDER BY integration_id
         ON CONFLICT (integration_id) DO UPDATE SET
-            pending = delivery_counts.pending + excluded.pending,
-            in_flight = delivery_counts.in_flight + excluded.in_flight,
-            succeeded = delivery_counts.succeeded + excluded.succeeded,
-            failed = delivery_counts.failed + excluded.failed,
-            held = delivery_counts.held + excluded.held,
-            cancelled = delivery_counts.cancelled + excluded.cancelled;
-        RETURN NEW;
+            pending = c.pending + excluded.pending,
+            in_flight = c.in_flight + excluded.in_flight,
+            succeeded = c.succeeded + excluded.succeeded,
+            failed = c.failed + excluded.failed,
+            held = c.held + excluded.held,
+            cancelled = c.cancelled + excluded.cancelled;
     ELSIF TG_OP = 'UPDATE' THEN
-        IF OLD.integration_id <> NEW.integration_id THEN
+        IF EXISTS (SELECT 1 FROM old_rows o JOIN new_rows n ON n.id = o.id
+                   WHERE n.integration_id <> o.integration_id) THEN
             RAISE EXCEPTION 'a delivery belongs to one integration';
         END IF;
-        IF OLD.state <> NEW.state THEN
-            UPDATE delivery_counts SET
-                pending = pending + (NEW.state = 'pending')::int - (OLD.state = 'pending')::int,
-                in_flight = in_flight + (NEW.state = 'in_flight')::int - (OLD.state = 'in_flight')::int,
-                succeeded = succeeded + (NEW.state = 'succeeded')::int - (OLD.state = 'succeeded')::int,
-                failed = failed + (NEW.state = 'failed')::int - (OLD.state = 'failed')::int,
-                held = held + (NEW.state = 'held')::int - (OLD.state = 'held')::int,
-                cancelled = cancelled + (NEW.state = 'cancelled')::int - (OLD.state = 'cancelled')::int
-            WHERE integration_id = NEW.integration_id;
-        END IF;
-        RETURN NEW;
+        UPDATE delivery_counts c SET
+            pending = c.pending + d.pending,
+            in_flight = c.in_flight + d.in_flight,
+            succeeded = c.succeeded + d.succeeded,
+            failed = c.failed + d.failed,
+            held = c.held + d.held,
+            cancelled = c.cancelled + d.cancelled
+        FROM (SELECT n.integration_id,
+                     sum((n.state = 'pending')::int - (o.state = 'pending')::int) AS pending,
+                     sum((n.state = 'in_flight')::int - (o.state = 'in_flight')::int) AS in_flight,
+                     sum((n.state = 'succeeded')::int - (o.state = 'succeeded')::int) AS succeeded,
+                     sum((n.state = 'failed')::int - (o.state = 'failed')::int) AS failed,
+                     sum((n.state = 'held')::int - (o.state = 'held')::int) AS held,
+                     sum((n.state = 'cancelled')::int - (o.state = 'cancelled')::int) AS cancelled
+              FROM old_rows o JOIN new_rows n ON n.id = o.id
+              WHERE n.state <> o.state GROUP BY n.integration_id) d
+        WHERE c.integration_id = d.integration_id;
     ELSE
-        UPDATE delivery_counts SET
-            pending = pending - (OLD.state = 'pending')::int,
-            in_flight = in_flight - (OLD.state = 'in_flight')::int,
-            succeeded = succeeded - (OLD.state = 'succeeded')::int,
-            failed = failed - (OLD.state = 'failed')::int,
-            held = held - (OLD.state = 'held')::int,
-            cancelled = cancelled - (OLD.state = 'cancelled')::int
-        WHERE integration_id = OLD.integration_id;
-        RETURN OLD;
+        UPDATE delivery_counts c SET
+            pending = c.pending - d.pending,
+            in_flight = c.in_flight - d.in_flight,
+            succeeded = c.succeeded - d.succeeded,
+            failed = c.failed - d.failed,
+            held = c.held - d.held,
+            cancelled = c.cancelled - d.cancelled
+        FROM (SELECT integration_id, count(*) FILTER (WHERE state = 'pending') AS pending,
+                     count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+                     count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                     count(*) FILTER (WHERE state = 'failed') AS failed,
+                     count(*) FILTER (WHERE state = 'held') AS held,
+                     count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+              FROM old_rows GROUP BY integration_id) d
+        WHERE c.integration_id = d.integration_id;
     END IF;
+    RETURN NULL;
 END $$;
 
-CREATE TRIGGER deliveries_counted AFTER INSERT OR UPDATE OF state, integration_id OR DELETE
-    ON deliveries FOR EACH ROW EXECUTE FUNCTION deliveries_count();
+CREATE TRIGGER deliveries_counted AFTER INSERT ON deliveries REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_count();
+CREATE TRIGGER deliveries_counted_on_update AFTER UPDATE ON deliveries
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_count();
+CREATE TRIGGER deliveries_counted_on_delete AFTER DELETE ON deliveries REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_count();
 
 CREATE TABLE attempts (
     id              BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,

@@ -92,6 +92,9 @@ pub struct Options {
     /// `--compare`: the pipeline three times back to back (SQLite 1 node, PostgreSQL 1 node,
     /// PostgreSQL 2 nodes), reported side by side.
     pub compare: bool,
+    /// `--pg-statements FILE`: PostgreSQL counts every statement (`pg_stat_statements`), and the
+    /// counts of the measured phases are written to FILE as JSON, the costliest first.
+    pub pg_statements: Option<PathBuf>,
 }
 
 /// The store of a run.
@@ -140,6 +143,7 @@ impl Options {
             backend: Backend::Sqlite,
             nodes: 1,
             compare: false,
+            pg_statements: None,
         }
     }
 
@@ -166,7 +170,7 @@ impl Options {
     /// `--large-scale N` (events of the large database, implies `--large`), `--large-small N` (of the
     /// small one), `--large-integrations N`, `--large-tries N` and `--large-stream N` (SDK acts per
     /// second during the bulk changes and the backup); `--backend sqlite|postgres`, `--nodes N` and
-    /// `--compare`. Unknown arguments (cargo passes `--bench`) are ignored.
+    /// `--compare`, `--pg-statements FILE`. Unknown arguments (cargo passes `--bench`) are ignored.
     pub fn from_args(
         args: &[String],
         default_bin: PathBuf,
@@ -211,6 +215,7 @@ impl Options {
                 }
                 "--nodes" => o.nodes = num(a, value(a)?)?,
                 "--compare" => o.compare = true,
+                "--pg-statements" => o.pg_statements = Some(PathBuf::from(value(a)?)),
                 "--large" => {
                     o.large.get_or_insert_with(large::Large::full);
                 }
@@ -342,8 +347,16 @@ async fn run_on(
     for node in 0..o.nodes {
         servers.push(Server::start_node(o, dir, ca_file, node, db.env()).await?);
     }
+    if o.pg_statements.is_some() {
+        db.statements_reset().await?;
+    }
     match measure(o, machine, pki, sink, &servers, db).await {
         Ok(mut report) => {
+            if let Some(file) = &o.pg_statements {
+                let statements = db.statements().await?;
+                std::fs::write(file, serde_json::to_vec_pretty(&statements).expect("JSON"))
+                    .map_err(|e| format!("write {}: {e}", file.display()))?;
+            }
             let outcomes = db.attempt_outcomes().await?;
             let size_at_exit = db.size().await?;
             let grace = Duration::from_secs_f64(o.timeout_secs) + Duration::from_secs(15);
@@ -1796,11 +1809,25 @@ impl Db {
                 // In `work_dir` (on the disk being measured), not in the run's own directory, which
                 // is private to this user while the cluster runs as `postgres` when we are root.
                 let parent = o.work_dir.clone();
-                let cluster =
-                    tokio::task::spawn_blocking(move || postgres::Cluster::start_durable(&parent))
-                        .await
-                        .map_err(|e| format!("start the PostgreSQL cluster: {e}"))?;
+                let counting = o.pg_statements.is_some();
+                let cluster = tokio::task::spawn_blocking(move || {
+                    if counting {
+                        postgres::Cluster::start_durable_counting(&parent)
+                    } else {
+                        postgres::Cluster::start_durable(&parent)
+                    }
+                })
+                .await
+                .map_err(|e| format!("start the PostgreSQL cluster: {e}"))?;
                 let database = cluster.create_database().await;
+                if counting {
+                    cluster
+                        .connect(&database)
+                        .await
+                        .batch_execute("CREATE EXTENSION pg_stat_statements")
+                        .await
+                        .map_err(|e| format!("CREATE EXTENSION pg_stat_statements: {e}"))?;
+                }
                 eprintln!(
                     "pipeline: PostgreSQL (postmaster pid {:?}) on 127.0.0.1:{}, database {database}",
                     cluster.postmaster_pid(),
@@ -1830,6 +1857,54 @@ impl Db {
                 .map(Some)
                 .ok_or_else(|| format!("no postmaster.pid in {}", cluster.dir.display())),
         }
+    }
+
+    /// `--pg-statements`: forgets the statements counted so far (the nodes' start-up and setup).
+    async fn statements_reset(&self) -> Result<(), String> {
+        if let Db::Postgres { cluster, database } = self {
+            cluster
+                .connect(database)
+                .await
+                .batch_execute("SELECT pg_stat_statements_reset()")
+                .await
+                .map_err(|e| format!("pg_stat_statements_reset: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// `--pg-statements`: the statements counted since [`Db::statements_reset`], the costliest
+    /// (total execution time) first, with their calls, rows, time and WAL.
+    async fn statements(&self) -> Result<Value, String> {
+        let Db::Postgres { cluster, database } = self else {
+            return Ok(Value::Null);
+        };
+        let rows = cluster
+            .connect(database)
+            .await
+            .query(
+                "SELECT query, calls, rows, total_exec_time, wal_bytes::float8, \
+                        shared_blks_dirtied, shared_blks_written \
+                 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database \
+                 WHERE datname = current_database()) ORDER BY total_exec_time DESC",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("pg_stat_statements: {e}"))?;
+        Ok(Value::Array(
+            rows.iter()
+                .map(|r| {
+                    json!({
+                        "query": r.get::<_, String>(0),
+                        "calls": r.get::<_, i64>(1),
+                        "rows": r.get::<_, i64>(2),
+                        "total_ms": round3(r.get::<_, f64>(3)),
+                        "wal_bytes": r.get::<_, f64>(4),
+                        "blocks_dirtied": r.get::<_, i64>(5),
+                        "blocks_written": r.get::<_, i64>(6),
+                    })
+                })
+                .collect(),
+        ))
     }
 
     /// The database's size in bytes now: SQLite's pages in use, PostgreSQL's `pg_database_size`.

@@ -436,10 +436,7 @@ impl Dispatcher {
             outcome: observed.outcome,
             detail: observed.detail,
         };
-        let stored = self
-            .store
-            .record_attempt(claim.row, claim.lease_until, record, next)
-            .await;
+        let stored = self.store.record_attempt(&claim, record, next).await;
         if let Err(e) = stored {
             // The lease runs out and the delivery is attempted again: at least once, never lost.
             tracing::error!(delivery = %claim.delivery_id, error = %e, "storing an attempt failed");

@@ -929,21 +929,21 @@ impl Store {
     }
 
     /// Stores an attempt and moves its delivery on, in one transaction (see [`record_attempt`]).
-    /// `lease_until` is the claim's ([`Claimed::lease_until`]): on PostgreSQL the delivery is moved
-    /// only while the claim still holds.
+    /// On PostgreSQL the delivery is moved only while the claim's lease
+    /// ([`Claimed::lease_until`]) still holds.
     pub async fn record_attempt(
         &self,
-        row: i64,
-        lease_until: Timestamp,
+        claim: &Claimed,
         attempt: Attempt,
         next: Next,
     ) -> Result<()> {
         match self.backend() {
             Backend::Sqlite(s) => {
+                let row = claim.row;
                 s.write(move |c| record_attempt(c, row, &attempt, &next, Timestamp::now()))
                     .await
             }
-            Backend::Postgres(p) => p.record_attempt(row, lease_until, &attempt, &next).await,
+            Backend::Postgres(p) => p.record_attempt(claim, attempt, next).await,
         }
     }
 

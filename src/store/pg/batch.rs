@@ -41,18 +41,25 @@ pub(crate) type Queue = mpsc::Sender<Job>;
 pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
     let (send, mut receive) = mpsc::channel::<Job>(4 * MAX_BATCH);
     let task = tokio::spawn(async move {
-        while let Some(first) = receive.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match receive.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+        while let Some(jobs) = next_batch(&mut receive, MAX_BATCH).await {
             verify_batch(&pool, jobs).await;
         }
     });
     (send, task)
+}
+
+/// Waits for a job, then takes the ones already waiting behind it, up to `max` in all; none when
+/// every sender is gone.
+pub(crate) async fn next_batch<J>(receive: &mut mpsc::Receiver<J>, max: usize) -> Option<Vec<J>> {
+    let first = receive.recv().await?;
+    let mut jobs = vec![first];
+    while jobs.len() < max {
+        match receive.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
 }
 
 /// What became of one job of a batch before anything is written.

@@ -420,84 +420,29 @@ impl Postgres {
         Ok(out)
     }
 
-    /// See `Store::record_attempt` and this module's comment.
+    /// See `Store::record_attempt` and this module's comment: through the node's batch
+    /// (`pg::records`), with the attempts that end meanwhile.
     pub(crate) async fn record_attempt(
         &self,
-        row: i64,
-        lease_until: Timestamp,
-        a: &Attempt,
-        next: &Next,
+        claim: &Claimed,
+        attempt: Attempt,
+        next: Next,
     ) -> Result<()> {
-        let now = Timestamp::now();
-        let (state, next_at) = match next {
-            Next::Succeeded => (DeliveryState::Succeeded, None),
-            Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
-            Next::Failed => (DeliveryState::Failed, None),
-        };
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // Moved only under the claim it was made with; a delivery set aside while its attempt ran
-        // (held, cancelled: no lease) keeps that state, as on SQLite.
-        let update = tx
-            .prepare_cached(
-                "UPDATE deliveries SET attempts = $2, last_outcome = $3, updated_at = $4, \
-                 lease_until = NULL, last_status = $7, \
-                 next_attempt_at = CASE WHEN state = 'in_flight' THEN $6 ELSE next_attempt_at END, \
-                 state = CASE WHEN state = 'in_flight' THEN $5 ELSE state END \
-                 WHERE id = $1 AND ((state = 'in_flight' AND lease_until = $8) \
-                 OR (state IN ('held', 'cancelled') AND lease_until IS NULL))",
-            )
-            .await?;
-        let moved = tx
-            .execute(
-                &update,
-                &[
-                    &row,
-                    &a.number,
-                    &a.outcome.as_str(),
-                    &now.millis(),
-                    &state.as_str(),
-                    &next_at,
-                    &a.response_status.map(i64::from),
-                    &lease_until.millis(),
-                ],
-            )
-            .await?
-            == 1;
-        if !moved {
-            tracing::info!(
-                delivery = row,
-                "an attempt ended after its claim was taken over; it is kept in the history only"
-            );
-        }
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, url, \
-                 remote_addr, request_headers, response_status, response_body, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .await?;
-        tx.execute(
-            &insert,
-            &[
-                &row,
-                &a.number,
-                &a.trigger.as_str(),
-                &a.started_at.millis(),
-                &a.duration_ms,
-                &a.url,
-                &a.remote_addr,
-                &a.request_headers,
-                &a.response_status.map(i64::from),
-                &a.response_body,
-                &a.outcome.as_str(),
-                &a.detail,
-            ],
-        )
-        .await?;
-        super::stats::count_attempt(&tx, row, a, moved && matches!(next, Next::Failed)).await?;
-        tx.commit().await?;
-        Ok(())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.records
+            .send(super::records::Job {
+                row: claim.row,
+                integration_id: claim.integration_id,
+                lease_until: claim.lease_until,
+                attempt,
+                next,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Task("the attempt batches have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("an attempt batch was dropped".into()))?
     }
 
     /// See `Store::next_delivery_wake`: the earliest pending time or running lease, the cluster's.

@@ -25,6 +25,7 @@ pub mod events;
 pub mod integrations;
 pub mod ledger;
 mod migrate;
+mod records;
 pub mod settings;
 pub mod stats;
 pub mod templates;
@@ -367,12 +368,16 @@ pub struct Postgres {
     /// The node's verify batches (`batch.rs`).
     verifies: batch::Queue,
     verifier: tokio::task::JoinHandle<()>,
+    /// The node's attempt batches (`records.rs`).
+    records: records::Queue,
+    recorder: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.listener.abort();
         self.verifier.abort();
+        self.recorder.abort();
         self.pool.close();
     }
 }
@@ -430,9 +435,12 @@ impl Postgres {
             wake.clone(),
         ));
         let (verifies, verifier) = batch::start(pool.clone());
+        let (records, recorder) = records::start(pool.clone());
         Ok(Postgres {
             verifies,
             verifier,
+            records,
+            recorder,
             pool,
             shown,
             credentials,

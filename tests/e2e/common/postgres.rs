@@ -35,7 +35,7 @@ pub struct Cluster {
 /// The cluster of this test process, started on first use.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start(None, false))
+    CLUSTER.get_or_init(|| Cluster::start(None, false, ""))
 }
 
 /// The directory of Debian's PostgreSQL programs (the newest installed), or `pg_config --bindir`.
@@ -117,12 +117,24 @@ impl Cluster {
     /// benchmark.
     #[allow(dead_code)] // the benchmark's; the tests use `cluster()`
     pub fn start_durable(parent: &Path) -> Cluster {
-        Cluster::start(Some(parent), true)
+        Cluster::start(Some(parent), true, "")
+    }
+
+    /// [`Cluster::start_durable`] with `pg_stat_statements` loaded, to count and time every
+    /// statement (the benchmark's `--pg-statements`).
+    #[allow(dead_code)] // the benchmark's
+    pub fn start_durable_counting(parent: &Path) -> Cluster {
+        Cluster::start(
+            Some(parent),
+            true,
+            "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+        )
     }
 
     /// A cluster in a new directory under `parent` (the system's temporary directory when `None`);
-    /// with `durable` false, without `fsync`, synchronous commits or full page writes.
-    fn start(parent: Option<&Path>, durable: bool) -> Cluster {
+    /// with `durable` false, without `fsync`, synchronous commits or full page writes; `extra`
+    /// is more of `postgres`'s command line.
+    fn start(parent: Option<&Path>, durable: bool, extra: &str) -> Cluster {
         let bin = bin_dir();
         let user = unprivileged_user();
         let mut builder = tempfile::Builder::new();
@@ -208,7 +220,7 @@ impl Cluster {
             "{postgres} -D {data} -p {port} -k {dir} \
              -c listen_addresses=127.0.0.1,127.0.0.3 -c ssl=on -c ssl_cert_file={dir}/server.crt \
              -c ssl_key_file={dir}/server.key \
-             {durability} -c max_connections=400 -c shared_buffers=64MB >{log} 2>&1 & pg=$!; \
+             {durability} {extra} -c max_connections=400 -c shared_buffers=64MB >{log} 2>&1 & pg=$!; \
              while [ -d /proc/{me} ] && [ -d /proc/$pg ]; do sleep 0.5; done; \
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
