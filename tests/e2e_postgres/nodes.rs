@@ -411,6 +411,13 @@ async fn two_nodes_deliver_every_webhook_within_the_cluster_wide_limit_and_one_k
         most as usize <= PER_INTEGRATION,
         "{most} attempts of one integration at once across the cluster (limit {PER_INTEGRATION})"
     );
+
+    // The counts add up what both nodes changed, A's last transactions included: every delivery
+    // succeeded, none is left pending or in flight.
+    let settled = |c: &Value| {
+        c["succeeded"] == json!(BURST + 1) && c["pending"] == json!(0) && c["in_flight"] == json!(0)
+    };
+    counts_until(&admin, &b, &app_id, settled).await;
     assert!(node_b.terminate().success());
 }
 

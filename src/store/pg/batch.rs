@@ -8,7 +8,7 @@
 //! `consent::verify_alone` decides and writes; if anything in a batch fails, the batch is rolled
 //! back and each of its verifies runs alone, so one bad request never fails another.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::future::try_join_all;
 use tokio::sync::{mpsc, oneshot};
@@ -191,38 +191,42 @@ async fn try_batch(pool: &Pool, jobs: &[Job]) -> Result<Vec<Verification>> {
             Decided::Answered(_) => None,
         })
         .collect();
+    // The events marked, their sources read, their links and deliveries inserted: one statement
+    // each for the whole batch (arrays bound once, `unnest`ed by the server).
     let mark = tx
         .prepare_cached(&format!(
-            "UPDATE events e SET verified_at = $2, ledger_position = $3 \
-                 WHERE e.id = $1 AND e.verified_at IS NULL \
-                 RETURNING {}, e.id",
+            "UPDATE events e SET verified_at = $1, ledger_position = u.position \
+             FROM unnest($2::bigint[], $3::bigint[]) AS u(id, position) \
+             WHERE e.id = u.id AND e.verified_at IS NULL \
+             RETURNING {}, e.id",
             crate::store::events::EVENT_COLUMNS
         ))
         .await?;
-    let marked = try_join_all(to_verify.iter().map(|&(_, row, position)| {
-        let mark = &mark;
-        let tx = &tx;
-        async move {
-            tx.query_one(mark, &[&row, &now.millis(), &position])
-                .await
-                .map(|r| super::events::event_from_row(&r))
-        }
-    }))
-    .await?;
-    let sources = try_join_all(
-        to_verify
-            .iter()
-            .map(|&(_, row, _)| ledger::source(&tx, row)),
-    )
-    .await?;
+    let rows: Vec<i64> = to_verify.iter().map(|&(_, row, _)| row).collect();
+    let positions: Vec<i64> = to_verify.iter().map(|&(_, _, p)| p).collect();
+    let mut marked: HashMap<i64, ClickwrapEvent> = tx
+        .query(&mark, &[&now.millis(), &rows, &positions])
+        .await?
+        .iter()
+        .map(|r| (r.get(r.len() - 1), super::events::event_from_row(r)))
+        .collect();
+    let marked: Vec<ClickwrapEvent> = rows
+        .iter()
+        .map(|row| {
+            marked
+                .remove(row)
+                .ok_or_else(|| StoreError::Io(format!("event row {row} was verified meanwhile")))
+        })
+        .collect::<Result<_>>()?;
+    let mut sources = ledger::sources(&tx, &rows).await?;
 
     let mut head = head;
     let mut links = Vec::with_capacity(to_verify.len());
-    for ((_, row, position), source) in to_verify.iter().zip(sources) {
-        let (source, at) = source.ok_or_else(|| {
+    for &(_, row, position) in &to_verify {
+        let (source, at) = sources.remove(&row).ok_or_else(|| {
             StoreError::Io(format!("event row {row} vanished while it was verified"))
         })?;
-        if at != Some(*position) {
+        if at != Some(position) {
             return Err(StoreError::Io(format!(
                 "event row {row} has ledger position {at:?}, expected {position}"
             )));
@@ -234,15 +238,29 @@ async fn try_batch(pool: &Pool, jobs: &[Job]) -> Result<Vec<Verification>> {
             position: link.position,
             hash: link.hash,
         };
-        links.push((*row, name, link));
+        links.push((row, name, link));
     }
-    let insert_link = tx
+    let insert_links = tx
         .prepare_cached(
             "INSERT INTO ledger (position, event_id, template_name, digest, hash) \
-                 VALUES ($1, $2, $3, $4, $5)",
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::bytea[])",
         )
         .await?;
-    let payloads: Vec<(i64, i64, Vec<u8>, bool)> = to_verify
+    let link_positions: Vec<i64> = links.iter().map(|(_, _, l)| l.position).collect();
+    let link_rows: Vec<i64> = links.iter().map(|(row, _, _)| *row).collect();
+    let link_names: Vec<&str> = links.iter().map(|(_, name, _)| name.as_str()).collect();
+    let digests: Vec<&[u8]> = links.iter().map(|(_, _, l)| &l.digest.0[..]).collect();
+    let hashes: Vec<&[u8]> = links.iter().map(|(_, _, l)| &l.hash.0[..]).collect();
+    let inserted_links = async {
+        tx.execute(
+            &insert_links,
+            &[&link_positions, &link_rows, &link_names, &digests, &hashes],
+        )
+        .await
+        .map_err(StoreError::from)
+    };
+    // Integrations ascending: the schema's trigger takes their counts rows in the order claims do.
+    let mut payloads: Vec<(i64, i64, Vec<u8>, bool)> = to_verify
         .iter()
         .zip(&marked)
         .filter_map(|(&(i, row, _), event)| {
@@ -258,46 +276,23 @@ async fn try_batch(pool: &Pool, jobs: &[Job]) -> Result<Vec<Verification>> {
             })
         })
         .collect();
+    payloads.sort_by_key(|p| p.0);
     let delivery_ids: Vec<String> = payloads.iter().map(|_| new_delivery_id()).collect();
-    let inserted_links = try_join_all(links.iter().map(|(row, name, link)| {
-        let (stmt, tx) = (&insert_link, &tx);
-        async move {
-            tx.execute(
-                stmt,
-                &[
-                    &link.position,
-                    row,
-                    name,
-                    &&link.digest.0[..],
-                    &&link.hash.0[..],
-                ],
-            )
-            .await
-            .map_err(StoreError::from)
-        }
-    }));
-    let inserted_deliveries = try_join_all(payloads.iter().zip(&delivery_ids).map(
-        |((integration_id, row, payload, held), id)| {
-            let tx = &tx;
-            async move {
-                deliveries::insert(
-                    tx,
-                    &NewDelivery {
-                        delivery_id: id,
-                        integration_id: *integration_id,
-                        event_row: Some(*row),
-                        is_test: false,
-                        event_type: EventType::ClickwrapEventVerified,
-                        payload,
-                        held: *held,
-                        at: now,
-                    },
-                )
-                .await
-            }
-        },
-    ));
-    tokio::try_join!(inserted_links, inserted_deliveries)?;
+    let new: Vec<NewDelivery> = payloads
+        .iter()
+        .zip(&delivery_ids)
+        .map(|((integration_id, row, payload, held), id)| NewDelivery {
+            delivery_id: id,
+            integration_id: *integration_id,
+            event_row: Some(*row),
+            is_test: false,
+            event_type: EventType::ClickwrapEventVerified,
+            payload,
+            held: *held,
+            at: now,
+        })
+        .collect();
+    tokio::try_join!(inserted_links, deliveries::insert_many(&tx, &new))?;
     tx.commit().await?;
 
     let mut marked = marked.into_iter();

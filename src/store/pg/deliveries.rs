@@ -82,6 +82,57 @@ pub(crate) async fn insert(tx: &Transaction<'_>, d: &NewDelivery<'_>) -> Result<
     Ok(row.get(0))
 }
 
+/// [`insert`] of many deliveries in one statement, in the order given (so the rows each locks come
+/// in that order); their row ids are not returned.
+pub(crate) async fn insert_many(tx: &Transaction<'_>, ds: &[NewDelivery<'_>]) -> Result<()> {
+    if ds.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (delivery_id, integration_id, event_id, is_test, event_type, \
+             payload, state, next_attempt_at, created_at, updated_at) \
+             SELECT id, integration, event, test, kind, payload, state, at, at, at \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[], \
+                         $6::bytea[], $7::text[], $8::bigint[]) \
+             AS d(id, integration, event, test, kind, payload, state, at)",
+        )
+        .await?;
+    let ids: Vec<&str> = ds.iter().map(|d| d.delivery_id).collect();
+    let integrations: Vec<i64> = ds.iter().map(|d| d.integration_id).collect();
+    let events: Vec<Option<i64>> = ds.iter().map(|d| d.event_row).collect();
+    let tests: Vec<bool> = ds.iter().map(|d| d.is_test).collect();
+    let kinds: Vec<&str> = ds.iter().map(|d| d.event_type.as_str()).collect();
+    let payloads: Vec<&[u8]> = ds.iter().map(|d| d.payload).collect();
+    let states: Vec<&str> = ds
+        .iter()
+        .map(|d| {
+            if d.held {
+                DeliveryState::Held
+            } else {
+                DeliveryState::Pending
+            }
+            .as_str()
+        })
+        .collect();
+    let at: Vec<i64> = ds.iter().map(|d| d.at.millis()).collect();
+    tx.execute(
+        &stmt,
+        &[
+            &ids,
+            &integrations,
+            &events,
+            &tests,
+            &kinds,
+            &payloads,
+            &states,
+            &at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// What the integration's settings say about sending its deliveries now (see
 /// `store::deliveries::gate`).
 pub(crate) async fn gate(c: &impl GenericClient, integration_id: i64) -> Result<Gate> {

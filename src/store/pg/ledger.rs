@@ -40,42 +40,72 @@ fn hash(bytes: Option<Vec<u8>>) -> ChainHash {
         .unwrap_or(ChainHash::GENESIS)
 }
 
+/// [`SOURCE`] for many events: their row id last, `$1` the rows.
+static SOURCES: LazyLock<String> = LazyLock::new(|| {
+    let many = SOURCE
+        .replacen("e.ledger_position ", "e.ledger_position, e.id ", 1)
+        .replacen("WHERE e.id = $1 ", "WHERE e.id = ANY($1) ", 1);
+    assert_eq!(
+        many.matches("ANY($1)").count(),
+        1,
+        "SOURCE_SQL's shape changed"
+    );
+    many
+});
+
+fn source_from_row(r: &tokio_postgres::Row) -> (Source, Option<i64>) {
+    let title: Option<String> = r.get(9);
+    let content: Option<String> = r.get(10);
+    let source = Source {
+        event_id: r.get(0),
+        app_id: r.get(1),
+        end_user_id: r.get(2),
+        template_id: r.get(3),
+        template_name: r.get(4),
+        major: r.get(5),
+        minor: r.get(6),
+        language: r.get(7),
+        effective_at: Timestamp(r.get(8)),
+        text: match (title, content) {
+            (Some(title), Some(content)) => Some(VersionText {
+                title,
+                content,
+                inline_content: r.get(11),
+            }),
+            _ => None,
+        },
+        template_placeholders: r.get(12),
+        technical_metadata: r.get(13),
+        presented_at: r.get::<_, Option<i64>>(14).map(Timestamp),
+        action_at: Timestamp(r.get(15)),
+        verified_at: Timestamp(r.get(16)),
+        action: Action::parse(r.get(17)).unwrap_or(Action::Declined),
+    };
+    (source, r.get(18))
+}
+
 /// A verified event's evidence facts and the ledger position its verify gave it.
 pub(crate) async fn source<C: GenericClient>(
     c: &C,
     event_row: i64,
 ) -> Result<Option<(Source, Option<i64>)>> {
     let stmt = c.prepare_cached(&SOURCE).await?;
-    Ok(c.query_opt(&stmt, &[&event_row]).await?.map(|r| {
-        let title: Option<String> = r.get(9);
-        let content: Option<String> = r.get(10);
-        let source = Source {
-            event_id: r.get(0),
-            app_id: r.get(1),
-            end_user_id: r.get(2),
-            template_id: r.get(3),
-            template_name: r.get(4),
-            major: r.get(5),
-            minor: r.get(6),
-            language: r.get(7),
-            effective_at: Timestamp(r.get(8)),
-            text: match (title, content) {
-                (Some(title), Some(content)) => Some(VersionText {
-                    title,
-                    content,
-                    inline_content: r.get(11),
-                }),
-                _ => None,
-            },
-            template_placeholders: r.get(12),
-            technical_metadata: r.get(13),
-            presented_at: r.get::<_, Option<i64>>(14).map(Timestamp),
-            action_at: Timestamp(r.get(15)),
-            verified_at: Timestamp(r.get(16)),
-            action: Action::parse(r.get(17)).unwrap_or(Action::Declined),
-        };
-        (source, r.get(18))
-    }))
+    Ok(c.query_opt(&stmt, &[&event_row])
+        .await?
+        .map(|r| source_from_row(&r)))
+}
+
+/// [`source`] of many verified events in one statement, by event row.
+pub(crate) async fn sources<C: GenericClient>(
+    c: &C,
+    event_rows: &[i64],
+) -> Result<std::collections::HashMap<i64, (Source, Option<i64>)>> {
+    let stmt = c.prepare_cached(&SOURCES).await?;
+    Ok(c.query(&stmt, &[&event_rows])
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, i64>(19), source_from_row(r)))
+        .collect())
 }
 
 /// The last link, or the empty ledger's head.
