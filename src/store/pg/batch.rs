@@ -39,10 +39,29 @@ pub(crate) type Queue = mpsc::Sender<Job>;
 
 /// Starts the node's batching task; it ends when the last sender (the store) goes.
 pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
-    let (send, mut receive) = mpsc::channel::<Job>(4 * MAX_BATCH);
+    spawn(pool, MAX_BATCH, |pool, jobs| async move {
+        verify_batch(&pool, jobs).await
+    })
+}
+
+/// A node's batching task (verifies here, attempts in `pg::records`): it waits for a job, takes
+/// the ones already waiting behind it, up to `max` in all, and hands them to `run` before it looks
+/// again — so what arrives while a batch commits forms the next one. It ends when the last sender
+/// goes.
+pub(crate) fn spawn<J, F, Fut>(
+    pool: Pool,
+    max: usize,
+    run: F,
+) -> (mpsc::Sender<J>, tokio::task::JoinHandle<()>)
+where
+    J: Send + 'static,
+    F: Fn(Pool, Vec<J>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (send, mut receive) = mpsc::channel::<J>(4 * max);
     let task = tokio::spawn(async move {
-        while let Some(jobs) = next_batch(&mut receive, MAX_BATCH).await {
-            verify_batch(&pool, jobs).await;
+        while let Some(jobs) = next_batch(&mut receive, max).await {
+            run(pool.clone(), jobs).await;
         }
     });
     (send, task)
@@ -50,7 +69,7 @@ pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
 
 /// Waits for a job, then takes the ones already waiting behind it, up to `max` in all; none when
 /// every sender is gone.
-pub(crate) async fn next_batch<J>(receive: &mut mpsc::Receiver<J>, max: usize) -> Option<Vec<J>> {
+async fn next_batch<J>(receive: &mut mpsc::Receiver<J>, max: usize) -> Option<Vec<J>> {
     let first = receive.recv().await?;
     let mut jobs = vec![first];
     while jobs.len() < max {

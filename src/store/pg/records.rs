@@ -19,7 +19,6 @@ use deadpool_postgres::{Pool, Transaction};
 use futures_util::future::try_join_all;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::next_batch;
 use crate::model::{DeliveryState, Timestamp};
 use crate::store::Result;
 use crate::store::deliveries::{Attempt, Next};
@@ -42,15 +41,11 @@ pub(crate) struct Job {
 
 pub(crate) type Queue = mpsc::Sender<Job>;
 
-/// Starts the node's recording task; it ends when the last sender (the store) goes.
+/// Starts the node's recording task (see `batch::spawn`).
 pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
-    let (send, mut receive) = mpsc::channel::<Job>(4 * MAX_BATCH);
-    let task = tokio::spawn(async move {
-        while let Some(jobs) = next_batch(&mut receive, MAX_BATCH).await {
-            record_batch(&pool, jobs).await;
-        }
-    });
-    (send, task)
+    super::batch::spawn(pool, MAX_BATCH, |pool, jobs| async move {
+        record_batch(&pool, jobs).await
+    })
 }
 
 /// The state and next due time an attempt moves its delivery to.
