@@ -31,6 +31,17 @@ pub struct NewDelivery<'a> {
     pub at: Timestamp,
 }
 
+impl NewDelivery<'_> {
+    /// The state it is inserted in.
+    pub fn state(&self) -> DeliveryState {
+        if self.held {
+            DeliveryState::Held
+        } else {
+            DeliveryState::Pending
+        }
+    }
+}
+
 pub(super) fn insert(conn: &Connection, d: &NewDelivery<'_>) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO deliveries (delivery_id, integration_id, event_id, is_test, event_type, payload, state, \
@@ -43,11 +54,7 @@ pub(super) fn insert(conn: &Connection, d: &NewDelivery<'_>) -> Result<i64> {
         d.is_test,
         d.event_type,
         d.payload,
-        if d.held {
-            DeliveryState::Held
-        } else {
-            DeliveryState::Pending
-        },
+        d.state(),
         d.at.millis()
     ])?;
     Ok(conn.last_insert_rowid())
@@ -326,6 +333,17 @@ pub enum Next {
     Failed,
 }
 
+impl Next {
+    /// The state the delivery moves to, and when it is due again (a retry's time).
+    pub fn state_and_due(&self) -> (DeliveryState, Option<i64>) {
+        match self {
+            Next::Succeeded => (DeliveryState::Succeeded, None),
+            Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
+            Next::Failed => (DeliveryState::Failed, None),
+        }
+    }
+}
+
 /// Stores the attempt, counts it in the dashboard's aggregates (`stats`) and moves the delivery on,
 /// in one transaction.
 pub(super) fn record_attempt(
@@ -355,11 +373,7 @@ pub(super) fn record_attempt(
         a.detail
     ])?;
     super::stats::count_attempt(conn, row, a, matches!(next, Next::Failed))?;
-    let (state, next_at) = match next {
-        Next::Succeeded => (DeliveryState::Succeeded, None),
-        Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
-        Next::Failed => (DeliveryState::Failed, None),
-    };
+    let (state, next_at) = next.state_and_due();
     // A delivery set aside while its attempt ran (held, cancelled) keeps that state.
     conn.prepare_cached(
         "UPDATE deliveries SET attempts = ?2, last_outcome = ?3, updated_at = ?4, lease_until = NULL, last_status = ?7, \

@@ -59,11 +59,7 @@ pub(crate) async fn insert(tx: &Transaction<'_>, d: &NewDelivery<'_>) -> Result<
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8) RETURNING id",
         )
         .await?;
-    let state = if d.held {
-        DeliveryState::Held
-    } else {
-        DeliveryState::Pending
-    };
+    let state = d.state();
     let row = tx
         .query_one(
             &stmt,
@@ -104,17 +100,7 @@ pub(crate) async fn insert_many(tx: &Transaction<'_>, ds: &[NewDelivery<'_>]) ->
     let tests: Vec<bool> = ds.iter().map(|d| d.is_test).collect();
     let kinds: Vec<&str> = ds.iter().map(|d| d.event_type.as_str()).collect();
     let payloads: Vec<&[u8]> = ds.iter().map(|d| d.payload).collect();
-    let states: Vec<&str> = ds
-        .iter()
-        .map(|d| {
-            if d.held {
-                DeliveryState::Held
-            } else {
-                DeliveryState::Pending
-            }
-            .as_str()
-        })
-        .collect();
+    let states: Vec<&str> = ds.iter().map(|d| d.state().as_str()).collect();
     let at: Vec<i64> = ds.iter().map(|d| d.at.millis()).collect();
     tx.execute(
         &stmt,

@@ -19,7 +19,7 @@ use deadpool_postgres::{Pool, Transaction};
 use futures_util::future::try_join_all;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{DeliveryState, Timestamp};
+use crate::model::Timestamp;
 use crate::store::Result;
 use crate::store::deliveries::{Attempt, Next};
 use crate::store::stats::HOUR_MS;
@@ -46,15 +46,6 @@ pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
     super::batch::spawn(pool, MAX_BATCH, |pool, jobs| async move {
         record_batch(&pool, jobs).await
     })
-}
-
-/// The state and next due time an attempt moves its delivery to.
-fn next_state(next: &Next) -> (DeliveryState, Option<i64>) {
-    match next {
-        Next::Succeeded => (DeliveryState::Succeeded, None),
-        Next::Retry(at) => (DeliveryState::Pending, Some(at.millis())),
-        Next::Failed => (DeliveryState::Failed, None),
-    }
 }
 
 async fn record_batch(pool: &Pool, jobs: Vec<Job>) {
@@ -148,12 +139,12 @@ async fn try_batch(pool: &Pool, jobs: &[Job]) -> Result<()> {
             let rows = column(|j| Some(j.row));
             let attempts = column(|j| Some(j.attempt.number));
             let status = column(|j| j.attempt.response_status.map(i64::from));
-            let next_at = column(|j| next_state(&j.next).1);
+            let next_at = column(|j| j.next.state_and_due().1);
             let lease = column(|j| Some(j.lease_until.millis()));
             let outcome: Vec<&str> = jobs.iter().map(|j| j.attempt.outcome.as_str()).collect();
             let state: Vec<&str> = jobs
                 .iter()
-                .map(|j| next_state(&j.next).0.as_str())
+                .map(|j| j.next.state_and_due().0.as_str())
                 .collect();
             let moved = tx
                 .query(
@@ -334,7 +325,7 @@ fn add_up<'a>(
 /// One attempt in a transaction of its own: what a batch writes for it.
 pub(crate) async fn record_alone(pool: &Pool, job: &Job) -> Result<()> {
     let now = Timestamp::now();
-    let (state, next_at) = next_state(&job.next);
+    let (state, next_at) = job.next.state_and_due();
     let a = &job.attempt;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
