@@ -134,7 +134,20 @@ impl Evidence {
 
     /// SHA-256 of [`Evidence::canonical`].
     pub fn digest(&self) -> ChainHash {
-        ChainHash(Sha256::digest(self.canonical()).into())
+        /// Feeds the encoding to the hash as it is written, without a buffer of it.
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.update(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(Sha256::new());
+        serde_json::to_writer(&mut h, &self.wire()).expect("the evidence serialises");
+        ChainHash(h.0.finalize().into())
     }
 
     /// The whole document, with its place in the chain: what the evidence endpoints answer and each

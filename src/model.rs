@@ -67,17 +67,43 @@ impl Timestamp {
     }
 
     /// ISO-8601 in UTC with a `Z`, as ClickTerm writes it: seconds, and milliseconds only when non-zero.
+    /// On every event, delivery and evidence: the digits are written straight into a string of the
+    /// right size (years 0–9999; any other falls back to `format!`, which writes the sign and width).
     pub fn to_rfc3339(self) -> String {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+        let t = OffsetDateTime::from_unix_timestamp(self.0.div_euclid(1000))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let (y, mo, d) = (t.year(), t.month() as u8, t.day());
-        let (h, mi, s) = (t.hour(), t.minute(), t.second());
-        let ms = self.0.rem_euclid(1000);
-        if ms == 0 {
-            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-        } else {
-            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+        let (y, mo, d) = t.to_calendar_date();
+        let (h, mi, s) = t.to_hms();
+        let (mo, ms) = (mo as u8, self.0.rem_euclid(1000));
+        if !(0..=9999).contains(&y) {
+            return match ms {
+                0 => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
+                _ => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z"),
+            };
         }
+        fn digits(out: &mut String, value: u32, width: u32) {
+            for place in (0..width).rev() {
+                out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+            }
+        }
+        let mut out = String::with_capacity(24);
+        for (value, width, after) in [
+            (y as u32, 4, '-'),
+            (mo.into(), 2, '-'),
+            (d.into(), 2, 'T'),
+            (h.into(), 2, ':'),
+            (mi.into(), 2, ':'),
+        ] {
+            digits(&mut out, value, width);
+            out.push(after);
+        }
+        digits(&mut out, s.into(), 2);
+        if ms != 0 {
+            out.push('.');
+            digits(&mut out, ms as u32, 3);
+        }
+        out.push('Z');
+        out
     }
 
     /// Parses an RFC 3339 timestamp with any offset; sub-millisecond digits are dropped.
@@ -643,6 +669,30 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-03-23T14:30:00Z");
         let t = Timestamp::parse_rfc3339("2026-03-23T16:30:00.25+02:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-03-23T14:30:00.250Z");
+        // Against the rendering it replaced (`time`'s calendar through `format!`), across the years
+        // and both sides of the epoch.
+        for millis in [
+            0i64,
+            1,
+            -1,
+            999,
+            -1000,
+            86_399_999,
+            951_782_400_000, // 2000-02-29
+            4_102_444_799_999,
+            -62_167_219_200_000, // year 0
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            1_774_276_200_250,
+        ] {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000).unwrap();
+            let (y, mo, d) = (t.year(), t.month() as u8, t.day());
+            let (h, mi, s) = (t.hour(), t.minute(), t.second());
+            let expected = match millis.rem_euclid(1000) {
+                0 => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
+                ms => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z"),
+            };
+            assert_eq!(Timestamp(millis).to_rfc3339(), expected, "{millis}");
+        }
         assert!(Timestamp::parse_rfc3339("2026-03-23").is_none());
     }
 

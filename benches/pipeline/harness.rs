@@ -429,6 +429,7 @@ async fn measure(
         )
         .await?;
     let (cpu_verify_start, disk_verify_start) = (meter.cpu()?, meter.disk()?);
+    let writer_verify_start = meter.sqlite_writer_cpu();
     let verify = api
         .verify_closed(
             &main_sigs,
@@ -438,6 +439,10 @@ async fn measure(
         .await?;
     let verified_main = verify.ok;
     let (cpu_verify_end, disk_verify_end) = (meter.cpu()?, meter.disk()?);
+    let writer_verify = meter
+        .sqlite_writer_cpu()
+        .zip(writer_verify_start)
+        .map(|(end, start)| end - start);
     let one_h2 = drain(&api, sink, &[&main_app], &[main_rx.id], verified_main).await?;
     let (cpu_deliver_end, disk_deliver_end) = (meter.cpu()?, meter.disk()?);
     let db_after = db.size().await?;
@@ -569,6 +574,9 @@ async fn measure(
             // The two halves of the figure above: the verify phase, then the drain to one receiver.
             "cpu_ms_per_verify": per_event_ms(verify_cpu.total(), verified_main),
             "cpu_ms_per_delivery": per_event_ms(deliver_cpu.total(), verified_main),
+            // Of the verify phase's CPU, the SQLite writer thread's: the one thread every durable
+            // verify passes through, so the figure that bounds their rate (none on PostgreSQL).
+            "writer_cpu_ms_per_verify": writer_verify.map(|cpu| per_event_ms(cpu, verified_main)),
             // Bytes written towards the disk (/proc/PID/io write_bytes: the log, and the checkpoints
             // into the database file; on PostgreSQL its WAL and data files), per event of each phase;
             // they do not depend on the disk's speed, so they compare across machines where the
@@ -2040,6 +2048,22 @@ impl Meter {
                 stat_fields(&pid.to_string()).is_ok_and(|f| f.get(1) == Some(&pm.to_string()))
             })
             .collect()
+    }
+
+    /// CPU seconds (user + system) of the first node's SQLite writer thread (`clicktermd-db-writer`,
+    /// which the kernel shortens to 15 bytes), if it has one.
+    fn sqlite_writer_cpu(&self) -> Option<f64> {
+        let pid = *self.nodes.first()?;
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .find_map(|task| {
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                (comm.trim_end() == "clicktermd-db-w").then(|| {
+                    let tid = task.file_name();
+                    stat_seconds(&format!("{pid}/task/{}", tid.to_string_lossy()), 11..=12).ok()
+                })?
+            })
     }
 
     /// CPU seconds (user + system) of the nodes, and of PostgreSQL with its exited children.

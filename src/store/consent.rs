@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use super::deliveries::{self, NewDelivery};
 use super::events::{self, Filter, LastPresentation, NewEvent, UserEvents};
-use super::{Backend, Result, Store, StoreError, integrations, settings, templates};
+use super::{Backend, Result, Store, integrations, settings, templates};
 use crate::model::{
     Action, ClickwrapEvent, EndUserId, EventType, Language, PublishedVersion, Tag, TemplateText,
     Timestamp,
@@ -287,7 +287,7 @@ impl Store {
                         false => events::mark_verified(c, &event_id, integration_id, now)?,
                         true => None,
                     };
-                    let Some(row) = marked else {
+                    let Some(marked) = marked else {
                         return Ok(match events::verify_facts(c, &event_id)? {
                             None => Verification::NotOurs,
                             Some(f) if f.integration_id != integration_id => Verification::NotOurs,
@@ -295,29 +295,24 @@ impl Store {
                             Some(_) => Verification::Expired,
                         });
                     };
-                    let verified = events::get(c, row)?.ok_or_else(|| {
-                        StoreError::Task(format!(
-                            "the event just verified (row {row}) cannot be read"
-                        ))
-                    })?;
                     // Proof of consent (issue #17): the event's link, in this same transaction.
-                    super::ledger::append(c, row)?;
+                    super::ledger::append(c, &marked)?;
                     if target.callback_url.is_some() {
                         deliveries::insert(
                             c,
                             &NewDelivery {
                                 delivery_id: &deliveries::new_delivery_id(),
                                 integration_id,
-                                event_row: Some(row),
+                                event_row: Some(marked.row),
                                 is_test: false,
                                 event_type: EventType::ClickwrapEventVerified,
-                                payload: &payload(&verified),
+                                payload: &payload(&marked.event),
                                 held: !target.sending,
                                 at: now,
                             },
                         )?;
                     }
-                    Ok(Verification::Verified(verified))
+                    Ok(Verification::Verified(marked.event))
                 })
                 .await
             }

@@ -130,32 +130,96 @@ pub fn verify_facts(conn: &Connection, event_id: &str) -> Result<Option<VerifyFa
         .optional()?)
 }
 
-/// Marks `integration_id`'s event `event_id` verified if it is not yet, in one statement; its row, or
-/// `None` when there is nothing to mark (no such event, another integration's, or already verified —
-/// [`verify_facts`] tells which). The same statement gives it the next position of the ledger, whose
+/// A just-verified event as the update that verified it returned it: the event (for the webhook's
+/// payload) and the facts of its evidence that the event API does not show (for its ledger link).
+pub struct Marked {
+    pub row: i64,
+    pub event: ClickwrapEvent,
+    pub template_row: i64,
+    pub language: String,
+    /// The ledger position the update gave it.
+    pub ledger_position: i64,
+    /// The template's name now, at verification.
+    pub template_name: String,
+}
+
+/// The columns of [`ClickwrapEvent`] (as [`event_from_row`] reads them), of the events table named
+/// `$t` in the statement. The template's and the integration's public ids come from correlated lookups
+/// by primary key rather than joins, so the planner never considers starting from `templates` and
+/// sorting what it finds: `events` is always the table walked.
+macro_rules! event_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".event_id, (SELECT template_id FROM templates WHERE id = ",
+            $t,
+            ".template_id), ",
+            $t,
+            ".major, ",
+            $t,
+            ".minor, ",
+            $t,
+            ".effective_at, ",
+            $t,
+            ".end_user_id, ",
+            $t,
+            ".action, ",
+            $t,
+            ".template_placeholders, ",
+            $t,
+            ".technical_metadata, ",
+            $t,
+            ".presented_at, ",
+            $t,
+            ".action_at, ",
+            $t,
+            ".verified_at, ",
+            "(SELECT app_id FROM integrations WHERE id = ",
+            $t,
+            ".integration_id)"
+        )
+    };
+}
+
+/// The columns of [`ClickwrapEvent`], read from `events e`.
+pub(crate) const EVENT_COLUMNS: &str = event_columns!("e");
+
+/// Verifies one unverified event of one integration and gives it the ledger's next position,
+/// returning what the verify's webhook and link are made of (`RETURNING` names the table itself:
+/// SQLite allows no alias there).
+pub(crate) const MARK_VERIFIED_SQL: &str = concat!(
+    "UPDATE events SET verified_at = ?3, \
+     ledger_position = (SELECT coalesce(max(position), 0) + 1 FROM ledger) \
+     WHERE event_id = ?1 AND integration_id = ?2 AND verified_at IS NULL RETURNING ",
+    event_columns!("events"),
+    ", events.id, events.template_id, events.language, events.ledger_position, \
+     (SELECT name FROM templates WHERE id = events.template_id)"
+);
+
+/// Marks `integration_id`'s event `event_id` verified if it is not yet, in one statement, and returns
+/// it; `None` when there is nothing to mark (no such event, another integration's, or already verified
+/// — [`verify_facts`] tells which). The same statement gives it the next position of the ledger, whose
 /// link `ledger::append` then writes in the same transaction.
 pub fn mark_verified(
     conn: &Connection,
     event_id: &str,
     integration_id: i64,
     at: Timestamp,
-) -> Result<Option<i64>> {
+) -> Result<Option<Marked>> {
     Ok(conn
-        .prepare_cached(
-            "UPDATE events SET verified_at = ?3, \
-             ledger_position = (SELECT coalesce(max(position), 0) + 1 FROM ledger) \
-             WHERE event_id = ?1 AND integration_id = ?2 AND verified_at IS NULL RETURNING id",
-        )?
-        .query_row(params![event_id, integration_id, at.millis()], |r| r.get(0))
+        .prepare_cached(MARK_VERIFIED_SQL)?
+        .query_row(params![event_id, integration_id, at.millis()], |r| {
+            Ok(Marked {
+                event: event_from_row(r)?,
+                row: r.get(13)?,
+                template_row: r.get(14)?,
+                language: r.get(15)?,
+                ledger_position: r.get(16)?,
+                template_name: r.get(17)?,
+            })
+        })
         .optional()?)
 }
-
-/// The columns of [`ClickwrapEvent`], read from `events e`. The template's and the integration's public
-/// ids come from correlated lookups by primary key rather than joins, so the planner never considers
-/// starting from `templates` and sorting what it finds: `events` is always the table walked.
-pub(crate) const EVENT_COLUMNS: &str = "e.event_id, (SELECT template_id FROM templates WHERE id = e.template_id), \
-     e.major, e.minor, e.effective_at, e.end_user_id, e.action, e.template_placeholders, e.technical_metadata, \
-     e.presented_at, e.action_at, e.verified_at, (SELECT app_id FROM integrations WHERE id = e.integration_id)";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClickwrapEvent> {
     Ok(ClickwrapEvent {

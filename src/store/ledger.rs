@@ -9,7 +9,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::events::{self, Filter, ListQuery};
+use super::events::{self, Filter, ListQuery, Marked};
 use super::{Backend, Result, Store};
 use crate::ledger::{Evidence, Link, Source, StoredLink, VersionText};
 use crate::model::{Action, ChainHash, ChainHead, Timestamp};
@@ -87,18 +87,77 @@ pub fn head(conn: &Connection) -> Result<ChainHead> {
         .unwrap_or(ChainHead::EMPTY))
 }
 
-/// Chains the just-verified event `event_row` onto the ledger: its evidence rebuilt from the row the
-/// verify wrote (`events::mark_verified`, which also gave it its position), hashed, linked to the head.
-/// Runs inside the verify's transaction (its savepoint), so the event and its link are committed
-/// together or not at all.
-pub fn append(conn: &Connection, event_row: i64) -> Result<Link> {
-    append_after(conn, head(conn)?, event_row)
+/// A published version's text in one language, by the template's row, the version and the language.
+pub(crate) const TEXT_SQL: &str = "SELECT vt.title, vt.content, vt.inline_content \
+     FROM template_versions v JOIN template_version_texts vt ON vt.version_id = v.id AND vt.language = ?4 \
+     WHERE v.template_id = ?1 AND v.major = ?2 AND v.minor = ?3";
+
+/// Chains the event the verify just marked onto the ledger: its evidence built from what the marking
+/// update returned and its version's text, hashed, linked to the head. Runs inside the verify's
+/// transaction (its savepoint), so the event and its link are committed together or not at all. The
+/// evidence is the one [`SOURCE_SQL`] rebuilds from the stored rows (what `verify-ledger` checks).
+pub fn append(conn: &Connection, marked: &Marked) -> Result<Link> {
+    let e = &marked.event;
+    let text = conn
+        .prepare_cached(TEXT_SQL)?
+        .query_row(
+            params![marked.template_row, e.major, e.minor, marked.language],
+            |r| {
+                Ok(VersionText {
+                    title: r.get(0)?,
+                    content: r.get(1)?,
+                    inline_content: r.get(2)?,
+                })
+            },
+        )
+        .optional()?;
+    let verified_at = e.verified_at.ok_or_else(|| {
+        super::StoreError::Io(format!("event row {} is not verified", marked.row))
+    })?;
+    let source = Source {
+        event_id: e.event_id.clone(),
+        app_id: e.app_id.clone(),
+        end_user_id: e.end_user_id.clone(),
+        template_id: e.template_id.clone(),
+        template_name: marked.template_name.clone(),
+        major: e.major,
+        minor: e.minor,
+        language: marked.language.clone(),
+        effective_at: e.effective_at,
+        text,
+        template_placeholders: e.template_placeholders.clone(),
+        technical_metadata: e.technical_metadata.clone(),
+        presented_at: e.presented_at,
+        action_at: e.action_at,
+        verified_at,
+        action: e.action,
+    };
+    chain(
+        conn,
+        head(conn)?,
+        marked.row,
+        Some(marked.ledger_position),
+        source,
+    )
 }
 
-/// [`append`] after a head the caller already knows (the migration, which chains many in a row).
+/// [`append`] for a stored event, after a head the caller already knows (the migration, which chains
+/// many in a row): its evidence rebuilt by [`SOURCE_SQL`].
 fn append_after(conn: &Connection, head: ChainHead, event_row: i64) -> Result<Link> {
     let (source, position) = source(conn, event_row)?
         .ok_or_else(|| super::StoreError::Io(format!("event row {event_row} is not verified")))?;
+    chain(conn, head, event_row, position, source)
+}
+
+/// Links the evidence of `source` (event row `event_row`, given ledger position `position`) after
+/// `head` and writes the link.
+fn chain(
+    conn: &Connection,
+    head: ChainHead,
+    event_row: i64,
+    position: Option<i64>,
+    source: Source,
+) -> Result<Link> {
     if position != Some(head.position + 1) {
         return Err(super::StoreError::Io(format!(
             "event row {event_row} was given ledger position {position:?}, but the head is at {}",

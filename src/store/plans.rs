@@ -441,7 +441,26 @@ fn check_single_statements(conn: &Connection) {
             Allowed::Nothing,
         ),
         (
-            "ledger: an event's evidence facts (in every verify)",
+            "verify: the event marked, with its ledger position",
+            events::MARK_VERIFIED_SQL.to_string(),
+            vec![("?1", text("ev-7")), ("?2", int(1)), ("?3", int(0))],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: a version's text (in every verify)",
+            ledger::TEXT_SQL.to_string(),
+            vec![
+                ("?1", int(1)),
+                ("?2", int(1)),
+                ("?3", int(0)),
+                ("?4", text("en")),
+            ],
+            None,
+            Allowed::Nothing,
+        ),
+        (
+            "ledger: an event's evidence facts (evidence, certificate, verify-ledger)",
             ledger::SOURCE_SQL.to_string(),
             vec![("?1", int(7))],
             None,
