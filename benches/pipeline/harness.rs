@@ -574,9 +574,6 @@ async fn measure(
             // The two halves of the figure above: the verify phase, then the drain to one receiver.
             "cpu_ms_per_verify": per_event_ms(verify_cpu.total(), verified_main),
             "cpu_ms_per_delivery": per_event_ms(deliver_cpu.total(), verified_main),
-            // Of the verify phase's CPU, the SQLite writer thread's: the one thread every durable
-            // verify passes through, so the figure that bounds their rate (none on PostgreSQL).
-            "writer_cpu_ms_per_verify": writer_verify.map(|cpu| per_event_ms(cpu, verified_main)),
             // Bytes written towards the disk (/proc/PID/io write_bytes: the log, and the checkpoints
             // into the database file; on PostgreSQL its WAL and data files), per event of each phase;
             // they do not depend on the disk's speed, so they compare across machines where the
@@ -591,6 +588,11 @@ async fn measure(
         },
         "harness_cpu_seconds": round3(harness_cpu),
     });
+    if let Some(cpu) = writer_verify {
+        // Of the verify phase's CPU, the SQLite writer thread's: the one thread every durable verify
+        // passes through, so the figure that bounds their rate (PostgreSQL has no such thread).
+        report["server"]["writer_cpu_ms_per_verify"] = json!(per_event_ms(cpu, verified_main));
+    }
     if let Db::Postgres { .. } = db {
         // PostgreSQL's own share of the figures above, and what it says of its settings.
         let mut pg = db.settings().await?;
