@@ -239,6 +239,14 @@ enum IntegrationCommand {
 #[error("{0}")]
 struct UsageError(String);
 
+/// The most blocking threads the runtime keeps (tokio's default is 512): the store's reads, which
+/// take one only once a pooled connection is theirs (at most 8 at once), and the few other blocking
+/// tasks (a certificate's PDF, a URL check, a writer queue that is full). Under load on two cores
+/// tokio starts a new thread whenever no idle one has woken yet, and the pool grew to 60 threads for
+/// those 8 connections, each with its stack and its share of the allocator's arenas; beyond this
+/// bound a task waits in tokio's queue for a thread instead.
+const BLOCKING_THREADS: usize = 16;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match real_main(cli) {
@@ -385,6 +393,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     init_logging(&config, matches!(command, Command::Serve { .. }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()?;
     runtime.block_on(async move {
         match command {

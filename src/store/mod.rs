@@ -2,7 +2,8 @@
 //! the two ways in:
 //!
 //! - **reads** run on a pooled connection (r2d2) inside `spawn_blocking`, so they never block an async
-//!   worker and run in parallel with each other and with the writer (WAL);
+//!   worker and run in parallel with each other and with the writer (WAL). A read takes its blocking
+//!   thread only once a connection is free for it ([`READERS`] permits): more wait as tasks;
 //! - **writes** are sent to one writer thread that owns the only writing connection. It takes every job
 //!   waiting in its queue, runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE … COMMIT`, and
 //!   hands the batch's replies to a sync thread, which makes the write-ahead log durable (`fdatasync`)
@@ -79,6 +80,14 @@ const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// busy writer never parses SQL again, and room for the event list's and delivery history's shapes
 /// (one statement per combination of filters present) on the readers.
 const STATEMENT_CACHE: usize = 256;
+
+/// The read pool's connections. Reads beyond them wait as tasks (a few hundred bytes each), not as
+/// blocking threads parked in the pool: 64 concurrent requests once kept about 60 threads, each with
+/// its stack, waiting for 8 connections.
+const READERS: usize = 8;
+
+/// How long a read waits for a free connection before it is answered 503 (r2d2's own wait).
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,6 +194,9 @@ pub(crate) enum Backend {
 pub(crate) struct Sqlite {
     path: PathBuf,
     pool: r2d2::Pool<SqliteConnectionManager>,
+    /// One permit per pooled connection: a read waits for one as a task, before it takes a blocking
+    /// thread, so no more than [`READERS`] blocking threads ever run reads (see [`Sqlite::read`]).
+    readers: Arc<tokio::sync::Semaphore>,
     writer: mpsc::SyncSender<Job>,
     credentials: cache::Credentials,
     stats: Arc<WriterStats>,
@@ -356,7 +368,7 @@ impl Store {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(move |c| configure(c, "NORMAL"));
         let pool = r2d2::Pool::builder()
-            .max_size(8)
+            .max_size(READERS as u32)
             .min_idle(Some(1))
             .build(manager)?;
 
@@ -416,6 +428,7 @@ impl Store {
             inner: Arc::new(Backend::Sqlite(Sqlite {
                 path,
                 pool,
+                readers: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 writer,
                 credentials,
                 stats,
@@ -565,13 +578,29 @@ impl Sqlite {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
+        let permit =
+            match tokio::time::timeout(READ_WAIT, self.readers.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(StoreError::Task("the read pool is closed".into()).into()),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "no database connection was free for {} s",
+                        READ_WAIT.as_secs()
+                    ))
+                    .into());
+                }
+            };
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
+        let done = tokio::task::spawn_blocking(move || {
             let conn = pool.get().map_err(StoreError::from)?;
             f(&conn)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .await;
+        // Given back once the blocking thread is done with the task, not from inside it: the next
+        // read then finds that thread idle, where a permit given back a moment earlier had tokio
+        // start a new thread for it (the pool grew to 60 threads for 8 connections).
+        drop(permit);
+        done.map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Runs `f` as one atomic unit on the writer connection and returns its result once it is durably

@@ -27,6 +27,16 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc status")
 }
 
+/// The process's current thread count.
+fn threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads in /proc status")
+}
+
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address is ours on loopback).
 fn client_from(ip: IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -125,6 +135,43 @@ async fn concurrent_wrong_logins_check_few_passwords_and_keep_memory_bounded() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    drop(serving);
+}
+
+/// Every `/healthz` reads the database on a pooled connection. Three hundred at once, again and
+/// again, wait for the pool's eight connections as tasks: the server's threads stay bounded (the
+/// runtime's 16 blocking threads, two workers and the store's own), where each waiting read once
+/// parked a blocking thread of its own (tokio allows 512) and 64 clients kept 60 of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_reads_waits_for_the_pool_without_a_thread_each() {
+    let _alone = LOAD.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (serving, base) = serve(&dir.path().join("data"), &dir.path().join("log"), &[]).await;
+    let pid = serving.child.id();
+    let before = threads(pid);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(300)
+        .build()
+        .expect("client");
+    let mut most = before;
+    for _ in 0..5 {
+        let mut tasks = Vec::new();
+        for _ in 0..300 {
+            let (client, url) = (client.clone(), format!("{base}/healthz"));
+            tasks.push(tokio::spawn(async move {
+                client.get(url).send().await.expect("healthz").status()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::OK);
+        }
+        most = most.max(threads(pid));
+    }
+    eprintln!("threads: {before} idle, at most {most} under the bursts");
+    assert!(
+        most <= before + 18,
+        "the server grew from {before} to {most} threads for 300 reads at once"
+    );
     drop(serving);
 }
 
