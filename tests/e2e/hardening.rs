@@ -17,24 +17,24 @@ use serde_json::json;
 /// would be measured as theirs.
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The process's peak resident memory (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A number field of the process's `/proc/PID/status` (a `kB` one in KiB).
+fn proc_status(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc status")
+        .unwrap_or_else(|| panic!("{field} in /proc status"))
+}
+
+/// The process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmHWM")
 }
 
 /// The process's current thread count.
 fn threads(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("Threads in /proc status")
+    proc_status(pid, "Threads")
 }
 
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address is ours on loopback).
