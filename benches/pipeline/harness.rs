@@ -1940,7 +1940,7 @@ impl Db {
             .await
             .query(
                 "SELECT query, calls, rows, total_exec_time, wal_bytes::float8, \
-                        shared_blks_dirtied, shared_blks_written \
+                        shared_blks_dirtied, shared_blks_written, shared_blks_hit + shared_blks_read \
                  FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database \
                  WHERE datname = current_database()) ORDER BY total_exec_time DESC",
                 &[],
@@ -1958,6 +1958,7 @@ impl Db {
                         "wal_bytes": r.get::<_, f64>(4),
                         "blocks_dirtied": r.get::<_, i64>(5),
                         "blocks_written": r.get::<_, i64>(6),
+                        "blocks_read": r.get::<_, i64>(7),
                     })
                 })
                 .collect(),

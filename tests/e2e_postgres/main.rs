@@ -40,3 +40,4 @@ mod widget;
 
 #[path = "nodes.rs"]
 mod nodes;
+mod plans;

@@ -185,6 +185,66 @@ async fn nodes_starting_together_on_an_empty_database_migrate_it_once_and_a_newe
     assert_eq!(version, 99, "a newer database is left untouched");
 }
 
+/// What a database's schema defines, one line per column, index, function and trigger, sorted.
+async fn catalog(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query(
+        "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' \
+                || is_nullable || ' ' || coalesce(column_default, '') \
+         FROM information_schema.columns WHERE table_schema = current_schema() \
+         UNION ALL SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+         UNION ALL SELECT 'function ' || pg_get_functiondef(p.oid) FROM pg_proc p \
+                   JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = current_schema() \
+         UNION ALL SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t \
+                   JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE NOT t.tgisinternal AND n.nspname = current_schema() \
+         ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_first_postgres_schema_is_migrated_to_the_one_a_new_database_gets() {
+    let cluster = postgres::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let old = cluster.create_database().await;
+    cluster
+        .connect(&old)
+        .await
+        .batch_execute(include_str!("../e2e/fixtures/schema-postgres-v7.sql"))
+        .await
+        .unwrap();
+    let (serving, _) = node(dir.path(), "old", &node_env(&cluster.url(&old), &[])).await;
+    let log = serving.log();
+    assert!(log.contains("migrated the schema"), "{log}");
+    assert!(serving.terminate().success());
+    let new = cluster.create_database().await;
+    let (serving, _) = node(dir.path(), "new", &node_env(&cluster.url(&new), &[])).await;
+    assert!(serving.terminate().success());
+
+    let (old, new) = (cluster.connect(&old).await, cluster.connect(&new).await);
+    for db in [&old, &new] {
+        let version: i64 = db
+            .query_one("SELECT version FROM schema_version", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, clicktermd::store::SCHEMA_VERSION);
+    }
+    let (migrated, created) = (catalog(&old).await, catalog(&new).await);
+    assert!(
+        migrated
+            .iter()
+            .any(|l| l.contains("deliveries_integration_fixed")),
+        "{migrated:#?}"
+    );
+    assert_eq!(migrated, created, "the migrated schema is the new one");
+}
+
 /// `GET /public-client/v1/clickwrap-templates` as the integration on `base`.
 async fn public_status(base: &str, app_id: &str, app_key: &str) -> StatusCode {
     common::client()

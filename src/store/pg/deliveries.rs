@@ -15,7 +15,15 @@
 //!   and stop.
 //! - **Bulk updates** re-check the state they change in the outer `WHERE`, so a row whose state
 //!   changed while the statement waited for its lock (PostgreSQL re-evaluates only the outer
-//!   conditions on the new row version) is left alone.
+//!   conditions on the new row version) is left alone. Each names its batch as `id =
+//!   ANY(ARRAY(SELECT … LIMIT n))`, a subquery PostgreSQL runs once before the update, and writes
+//!   that re-check as `CASE state WHEN 'held' THEN true ELSE false END`, which no partial index's
+//!   condition matches, so the only way to the batch's rows is the primary key. Planned from
+//!   statistics taken before the backlog built up (few rows held), `id IN (SELECT … LIMIT n) AND
+//!   state = 'held'` was a semi-join running the subquery again for every held row (releasing
+//!   45 000 held deliveries took 14 s per batch of 500), and `state = 'held'` alone walked the
+//!   whole `deliveries_held` index for each batch: either way a release grew with the square of its
+//!   size. `tests/e2e_postgres/plans.rs` keeps each batch a batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -151,18 +159,18 @@ async fn gated_state(c: &impl GenericClient, integration_id: i64) -> Result<Deli
 }
 
 /// The statements of [`settle_batch`]: `$1` the integration, `$2` now, `$3` the most rows.
-const RELEASE_HELD: &str = "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, updated_at = $2 \
-     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'held' \
-                  ORDER BY id LIMIT $3) AND state = 'held'";
-const HOLD_PENDING: &str = "UPDATE deliveries SET state = 'held', updated_at = $2 \
-     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'pending' \
-                  ORDER BY id LIMIT $3) AND state = 'pending'";
-const CANCEL_PENDING: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = $2 \
-     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'pending' \
-                  ORDER BY id LIMIT $3) AND state = 'pending'";
-const CANCEL_HELD: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = $2 \
-     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'held' \
-                  ORDER BY id LIMIT $3) AND state = 'held'";
+pub const RELEASE_HELD: &str = "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, updated_at = $2 \
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'held' \
+                  ORDER BY id LIMIT $3)) AND CASE state WHEN 'held' THEN true ELSE false END";
+pub const HOLD_PENDING: &str = "UPDATE deliveries SET state = 'held', updated_at = $2 \
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'pending' \
+                  ORDER BY id LIMIT $3)) AND CASE state WHEN 'pending' THEN true ELSE false END";
+pub const CANCEL_PENDING: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = $2 \
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'pending' \
+                  ORDER BY id LIMIT $3)) AND CASE state WHEN 'pending' THEN true ELSE false END";
+pub const CANCEL_HELD: &str = "UPDATE deliveries SET state = 'cancelled', updated_at = $2 \
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE integration_id = $1 AND state = 'held' \
+                  ORDER BY id LIMIT $3)) AND CASE state WHEN 'held' THEN true ELSE false END";
 
 /// Brings up to `limit` of an integration's deliveries in line with its settings, oldest first, in
 /// `c` (see `store::deliveries::settle_batch`); returns how many changed.
@@ -530,10 +538,10 @@ impl Postgres {
         }
         let stmt = tx
             .prepare_cached(
-                "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a \
+                "DELETE FROM attempts WHERE id = ANY(ARRAY(SELECT a.id FROM attempts a \
                  JOIN deliveries d ON d.id = a.delivery_id \
                  WHERE a.started_at < $1 AND d.state IN ('succeeded', 'failed', 'cancelled') \
-                 ORDER BY a.started_at LIMIT $2)",
+                 ORDER BY a.started_at LIMIT $2))",
             )
             .await?;
         let n = tx
@@ -835,17 +843,17 @@ impl Postgres {
 
 /// The statements of `redeliver_failed_batch`: `$1` the state, `$2` now, `$3` the integration, then
 /// the start (`$4` from) or the cursor (`$4`, `$5`), the end and the most rows.
-const REDELIVER_FAILED_FIRST: &str = "UPDATE deliveries SET state = $1, attempts = 0, \
+pub const REDELIVER_FAILED_FIRST: &str = "UPDATE deliveries SET state = $1, attempts = 0, \
      chain_trigger = 'manual', next_attempt_at = $2, lease_until = NULL, updated_at = $2 \
-     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $3 AND state = 'failed' \
-                  AND created_at >= $4 AND created_at <= $5 ORDER BY created_at, id LIMIT $6) \
-     AND state = 'failed' RETURNING created_at, id";
-const REDELIVER_FAILED_NEXT: &str = "UPDATE deliveries SET state = $1, attempts = 0, \
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE integration_id = $3 AND state = 'failed' \
+                  AND created_at >= $4 AND created_at <= $5 ORDER BY created_at, id LIMIT $6)) \
+     AND CASE state WHEN 'failed' THEN true ELSE false END RETURNING created_at, id";
+pub const REDELIVER_FAILED_NEXT: &str = "UPDATE deliveries SET state = $1, attempts = 0, \
      chain_trigger = 'manual', next_attempt_at = $2, lease_until = NULL, updated_at = $2 \
-     WHERE id IN (SELECT id FROM deliveries WHERE integration_id = $3 AND state = 'failed' \
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE integration_id = $3 AND state = 'failed' \
                   AND (created_at, id) > ($4, $5) AND created_at <= $6 \
-                  ORDER BY created_at, id LIMIT $7) \
-     AND state = 'failed' RETURNING created_at, id";
+                  ORDER BY created_at, id LIMIT $7)) \
+     AND CASE state WHEN 'failed' THEN true ELSE false END RETURNING created_at, id";
 
 /// A claimed row (`RETURNING id, delivery_id, integration_id, payload, attempts, chain_trigger,
 /// is_test`) with what its attempt needs.

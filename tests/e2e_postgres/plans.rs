@@ -1,0 +1,152 @@
+//! PostgreSQL's plans for the bulk writes of deliveries: switching delivery on, off or cancelling an
+//! integration's queue (`settle_batch`) and a bulk redelivery move their rows in batches, and each
+//! batch must cost a batch, not the backlog. The statements are the store's own, planned on a table
+//! whose statistics were taken before the backlog built up (the case of a queue held and then
+//! released: autovacuum has not analysed it yet), both as PostgreSQL plans a statement for its
+//! parameters and as it plans a prepared statement once for all (the store prepares them).
+
+use serde_json::Value;
+use tokio_postgres::SimpleQueryMessage;
+
+use clicktermd::store::pg::SCHEMA_POSTGRES;
+use clicktermd::store::pg::deliveries::{
+    CANCEL_HELD, CANCEL_PENDING, HOLD_PENDING, REDELIVER_FAILED_FIRST, REDELIVER_FAILED_NEXT,
+    RELEASE_HELD,
+};
+
+use crate::common::postgres;
+
+/// Deliveries of the one integration, all in the state the statement moves from.
+const BACKLOG: i64 = 20_000;
+/// The store's batch (`store::deliveries::BATCH`).
+const BATCH: i64 = 500;
+
+/// Every node of a plan, depth first.
+fn nodes(plan: &Value) -> Vec<&Value> {
+    let mut out = vec![plan];
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        out.extend(nodes(child));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_a_bulk_delivery_update_reads_its_rows_by_key_whatever_the_backlog() {
+    let cluster = postgres::cluster();
+    let name = cluster.create_database().await;
+    let db = cluster.connect(&name).await;
+    db.batch_execute(SCHEMA_POSTGRES).await.unwrap();
+    db.batch_execute(&format!(
+        "ALTER TABLE deliveries SET (autovacuum_enabled = false);
+         INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status,
+                                   webhook_delivery_enabled, created_at)
+             VALUES ('app', 'app', '\\x00', 'secret', 'ENABLED', true, 0);
+         INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, created_at,
+                                 updated_at)
+             SELECT 'd' || g, 1, true, '\\x00', 'succeeded', g, g FROM generate_series(1, {BACKLOG}) g;
+         ANALYZE deliveries;"
+    ))
+    .await
+    .unwrap();
+
+    let far = 1_000_000_000_000i64;
+    let cases = [
+        (
+            "release_held",
+            RELEASE_HELD,
+            "held",
+            format!("1, 5, {BATCH}"),
+        ),
+        (
+            "hold_pending",
+            HOLD_PENDING,
+            "pending",
+            format!("1, 5, {BATCH}"),
+        ),
+        (
+            "cancel_pending",
+            CANCEL_PENDING,
+            "pending",
+            format!("1, 5, {BATCH}"),
+        ),
+        ("cancel_held", CANCEL_HELD, "held", format!("1, 5, {BATCH}")),
+        (
+            "redeliver_first",
+            REDELIVER_FAILED_FIRST,
+            "failed",
+            format!("'pending', 5, 1, 0, {far}, {BATCH}"),
+        ),
+        (
+            "redeliver_next",
+            REDELIVER_FAILED_NEXT,
+            "failed",
+            format!("'pending', 5, 1, 0, 0, {far}, {BATCH}"),
+        ),
+    ];
+    for (name, statement, from, args) in cases {
+        db.batch_execute(&format!(
+            "PREPARE {name} AS {statement};
+             BEGIN;
+             UPDATE deliveries SET state = '{from}';"
+        ))
+        .await
+        .unwrap();
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            db.batch_execute(&format!("SAVEPOINT s; SET LOCAL plan_cache_mode = {mode};"))
+                .await
+                .unwrap();
+            let explained = db
+                .simple_query(&format!(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({args})"
+                ))
+                .await
+                .unwrap();
+            let text = explained
+                .iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .unwrap();
+            let plan: Value = serde_json::from_str(&text).unwrap();
+            let plan = &plan[0]["Plan"];
+            let seen = format!("{name}, {mode}: {plan:#}");
+            assert_eq!(plan["Operation"], "Update", "{seen}");
+            // The rows updated are found by their key: the batch's ids, one probe each.
+            let scans: Vec<&Value> = plan["Plans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["Parent Relationship"] != "InitPlan")
+                .collect();
+            assert_eq!(scans.len(), 1, "{seen}");
+            assert_eq!(scans[0]["Node Type"], "Index Scan", "{seen}");
+            assert_eq!(scans[0]["Index Name"], "deliveries_pkey", "{seen}");
+            assert_eq!(scans[0]["Actual Rows"], BATCH, "{seen}");
+            assert!(
+                scans[0]["Rows Removed by Filter"].as_i64().unwrap_or(0) == 0,
+                "{seen}"
+            );
+            // The batch is chosen once, not once per row of the backlog.
+            for node in nodes(plan) {
+                assert!(
+                    node["Actual Loops"].as_i64().unwrap_or(1) <= 1,
+                    "a node runs once: {seen}"
+                );
+            }
+            let moved: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM deliveries WHERE state <> $1",
+                    &[&from],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(moved, BATCH, "{seen}");
+            db.batch_execute("ROLLBACK TO SAVEPOINT s;").await.unwrap();
+        }
+        db.batch_execute(&format!("ROLLBACK; DEALLOCATE {name};"))
+            .await
+            .unwrap();
+    }
+}
