@@ -196,7 +196,10 @@ END;",
 
 /// Work a step needs beyond its SQL, run in the step's transaction after it: `(to version, what)`.
 /// Chaining needs SHA-256 and the evidence's encoding, which SQL does not have.
-const AFTER_STEP: &[(i64, StepWork)] = &[(7, chain_existing)];
+const AFTER_STEP: &[(i64, StepWork)] = &[(LEDGER_VERSION, chain_existing)];
+
+/// The version that brought the proof-of-consent ledger (its step chains the events already held).
+pub const LEDGER_VERSION: i64 = 7;
 
 /// What [`AFTER_STEP`] runs.
 type StepWork = fn(&Connection) -> Result<()>;

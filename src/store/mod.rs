@@ -52,7 +52,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Synchronous;
 
-pub use migrate::{SCHEMA_SQL, SCHEMA_VERSION};
+pub use migrate::{LEDGER_VERSION, SCHEMA_SQL, SCHEMA_VERSION};
 
 /// The most write jobs committed together. Large enough to amortise an fsync over a burst, small enough
 /// that one commit stays short.

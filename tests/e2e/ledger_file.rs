@@ -472,7 +472,7 @@ async fn an_export_of_100000_events_streams_in_flat_memory_and_rehashes_to_its_h
          ALTER TABLE events DROP COLUMN ledger_position;
          PRAGMA user_version = {before};
          COMMIT;",
-        before = clicktermd::store::SCHEMA_VERSION - 1
+        before = clicktermd::store::LEDGER_VERSION - 1
     ))
     .unwrap();
     drop(c);
