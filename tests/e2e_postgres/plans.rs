@@ -1,17 +1,19 @@
-//! PostgreSQL's plans for the bulk writes of deliveries: switching delivery on, off or cancelling an
-//! integration's queue (`settle_batch`) and a bulk redelivery move their rows in batches, and each
-//! batch must cost a batch, not the backlog. The statements are the store's own, planned on a table
-//! whose statistics were taken before the backlog built up (the case of a queue held and then
-//! released: autovacuum has not analysed it yet), both as PostgreSQL plans a statement for its
-//! parameters and as it plans a prepared statement once for all (the store prepares them).
+//! PostgreSQL's plans for the writes and reads of the delivery queue. Switching delivery on, off or
+//! cancelling an integration's queue (`settle_batch`) and a bulk redelivery move their rows in
+//! batches, and each batch must cost a batch, not the backlog; the dispatcher's claim must probe
+//! each queue, not read it. The statements are the store's own, planned on a table whose
+//! statistics were taken before the backlog built up or was released (autovacuum analyses when it
+//! will: a queue held and then released is planned from figures that say nothing is pending), both
+//! as PostgreSQL plans a statement for its parameters and as it plans a prepared statement once for
+//! all (the store prepares them).
 
 use serde_json::Value;
 use tokio_postgres::SimpleQueryMessage;
 
 use clicktermd::store::pg::SCHEMA_POSTGRES;
 use clicktermd::store::pg::deliveries::{
-    CANCEL_HELD, CANCEL_PENDING, HOLD_PENDING, REDELIVER_FAILED_FIRST, REDELIVER_FAILED_NEXT,
-    RELEASE_HELD,
+    CANCEL_HELD, CANCEL_PENDING, CLAIM, HOLD_PENDING, PENDING_QUEUES, REDELIVER_FAILED_FIRST,
+    REDELIVER_FAILED_NEXT, RELEASE_HELD, TAKE_DUE,
 };
 
 use crate::common::postgres;
@@ -20,6 +22,23 @@ use crate::common::postgres;
 const BACKLOG: i64 = 20_000;
 /// The store's batch (`store::deliveries::BATCH`).
 const BATCH: i64 = 500;
+
+/// `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` of `sql`: the plan's top node.
+async fn explain(db: &tokio_postgres::Client, sql: &str) -> Value {
+    let explained = db
+        .simple_query(&format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"))
+        .await
+        .unwrap();
+    let text = explained
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap();
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    plan[0]["Plan"].clone()
+}
 
 /// Every node of a plan, depth first.
 fn nodes(plan: &Value) -> Vec<&Value> {
@@ -95,21 +114,7 @@ async fn a_batch_of_a_bulk_delivery_update_reads_its_rows_by_key_whatever_the_ba
             db.batch_execute(&format!("SAVEPOINT s; SET LOCAL plan_cache_mode = {mode};"))
                 .await
                 .unwrap();
-            let explained = db
-                .simple_query(&format!(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({args})"
-                ))
-                .await
-                .unwrap();
-            let text = explained
-                .iter()
-                .find_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                    _ => None,
-                })
-                .unwrap();
-            let plan: Value = serde_json::from_str(&text).unwrap();
-            let plan = &plan[0]["Plan"];
+            let plan = &explain(&db, &format!("EXECUTE {name}({args})")).await;
             let seen = format!("{name}, {mode}: {plan:#}");
             assert_eq!(plan["Operation"], "Update", "{seen}");
             // The rows updated are found by their key: the batch's ids, one probe each.
@@ -148,5 +153,74 @@ async fn a_batch_of_a_bulk_delivery_update_reads_its_rows_by_key_whatever_the_ba
         db.batch_execute(&format!("ROLLBACK; DEALLOCATE {name};"))
             .await
             .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_probes_each_queue_and_leases_by_key_when_the_statistics_say_nothing_is_pending()
+{
+    let cluster = postgres::cluster();
+    let name = cluster.create_database().await;
+    let db = cluster.connect(&name).await;
+    db.batch_execute(SCHEMA_POSTGRES).await.unwrap();
+    // Four integrations with a history and a held backlog, analysed so; then the backlog released.
+    db.batch_execute(&format!(
+        "ALTER TABLE deliveries SET (autovacuum_enabled = false);
+         INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status,
+                                   webhook_delivery_enabled, created_at)
+             SELECT 'app' || g, 'app', '\\x00', 'secret', 'ENABLED', true, 0 FROM generate_series(1, 4) g;
+         INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, last_outcome,
+                                 created_at, updated_at)
+             SELECT 's' || g, 1 + g % 4, true, '\\x00', 'succeeded', 'ok', g, g
+             FROM generate_series(1, 60000) g;
+         INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, created_at,
+                                 updated_at)
+             SELECT 'h' || g, 1 + g % 4, true, '\\x00', 'held', 100000 + g, 100000 + g
+             FROM generate_series(1, {BACKLOG}) g;
+         ANALYZE deliveries;
+         UPDATE deliveries SET state = 'pending', next_attempt_at = 200000 + id WHERE state = 'held';
+         PREPARE queues AS {PENDING_QUEUES} WHERE first <= $1 ORDER BY first, integration_id;
+         PREPARE take_due AS {TAKE_DUE};
+         PREPARE claim AS {CLAIM};"
+    ))
+    .await
+    .unwrap();
+    let now = 1_000_000_000i64;
+    let ids: Vec<i64> = db
+        .query(
+            "SELECT id FROM deliveries WHERE state = 'pending' AND integration_id = 2 \
+             ORDER BY id LIMIT 16",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ids = format!("ARRAY{ids:?}::bigint[]");
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        db.batch_execute(&format!("BEGIN; SET LOCAL plan_cache_mode = {mode};"))
+            .await
+            .unwrap();
+        let blocks = |plan: &Value| {
+            plan["Shared Hit Blocks"].as_i64().unwrap()
+                + plan["Shared Read Blocks"].as_i64().unwrap()
+        };
+        // Four queues of 5 000 pending deliveries: one probe each, a few blocks, not the queues.
+        let queues = explain(&db, &format!("EXECUTE queues({now})")).await;
+        assert_eq!(queues["Actual Rows"], 4, "{mode}: {queues:#}");
+        assert!(blocks(&queues) < 100, "{mode}: {queues:#}");
+        let due = explain(&db, &format!("EXECUTE take_due(2, {now}, 16)")).await;
+        assert_eq!(due["Actual Rows"], 16, "{mode}: {due:#}");
+        assert!(blocks(&due) < 100, "{mode}: {due:#}");
+        let claim = explain(
+            &db,
+            &format!("EXECUTE claim({ids}, {now}, {})", now + 60_000),
+        )
+        .await;
+        let scan = &claim["Plans"][0];
+        assert_eq!(scan["Index Name"], "deliveries_pkey", "{mode}: {claim:#}");
+        assert_eq!(scan["Actual Rows"], 16, "{mode}: {claim:#}");
+        db.batch_execute("ROLLBACK;").await.unwrap();
     }
 }

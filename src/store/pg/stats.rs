@@ -162,8 +162,8 @@ async fn health(c: &impl GenericClient) -> Result<Vec<Health>> {
              (SELECT delivery_id FROM deliveries WHERE id = h.failure_delivery), h.failure_outcome, \
              h.failure_status, h.failure_detail, coalesce(c.pending, 0), coalesce(c.in_flight, 0), \
              coalesce(c.held, 0), \
-             (SELECT min(next_attempt_at) FROM deliveries \
-              WHERE state = 'pending' AND integration_id = i.id) \
+             (SELECT next_attempt_at FROM deliveries \
+              WHERE state = 'pending' AND integration_id = i.id ORDER BY next_attempt_at LIMIT 1) \
              FROM integrations i LEFT JOIN webhook_health h ON h.integration_id = i.id \
              LEFT JOIN delivery_counts c ON c.integration_id = i.id \
              WHERE i.deleted_at IS NULL ORDER BY i.id",
