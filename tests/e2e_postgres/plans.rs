@@ -23,6 +23,24 @@ const BACKLOG: i64 = 20_000;
 /// The store's batch (`store::deliveries::BATCH`).
 const BATCH: i64 = 500;
 
+/// A new database of the current schema with `integrations` integrations (ids 1, 2, …), where
+/// autovacuum leaves `deliveries` alone: its statistics are the ones the test takes.
+async fn database(integrations: i64) -> tokio_postgres::Client {
+    let cluster = postgres::cluster();
+    let db = cluster.connect(&cluster.create_database().await).await;
+    db.batch_execute(SCHEMA_POSTGRES).await.unwrap();
+    db.batch_execute(&format!(
+        "ALTER TABLE deliveries SET (autovacuum_enabled = false);
+         INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status,
+                                   webhook_delivery_enabled, created_at)
+             SELECT 'app' || g, 'app', '\\x00', 'secret', 'ENABLED', true, 0
+             FROM generate_series(1, {integrations}) g;"
+    ))
+    .await
+    .unwrap();
+    db
+}
+
 /// `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` of `sql`: the plan's top node.
 async fn explain(db: &tokio_postgres::Client, sql: &str) -> Value {
     let explained = db
@@ -51,16 +69,9 @@ fn nodes(plan: &Value) -> Vec<&Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_a_bulk_delivery_update_reads_its_rows_by_key_whatever_the_backlog() {
-    let cluster = postgres::cluster();
-    let name = cluster.create_database().await;
-    let db = cluster.connect(&name).await;
-    db.batch_execute(SCHEMA_POSTGRES).await.unwrap();
+    let db = database(1).await;
     db.batch_execute(&format!(
-        "ALTER TABLE deliveries SET (autovacuum_enabled = false);
-         INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status,
-                                   webhook_delivery_enabled, created_at)
-             VALUES ('app', 'app', '\\x00', 'secret', 'ENABLED', true, 0);
-         INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, created_at,
+        "INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, created_at,
                                  updated_at)
              SELECT 'd' || g, 1, true, '\\x00', 'succeeded', g, g FROM generate_series(1, {BACKLOG}) g;
          ANALYZE deliveries;"
@@ -159,17 +170,10 @@ async fn a_batch_of_a_bulk_delivery_update_reads_its_rows_by_key_whatever_the_ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_claim_probes_each_queue_and_leases_by_key_when_the_statistics_say_nothing_is_pending()
 {
-    let cluster = postgres::cluster();
-    let name = cluster.create_database().await;
-    let db = cluster.connect(&name).await;
-    db.batch_execute(SCHEMA_POSTGRES).await.unwrap();
     // Four integrations with a history and a held backlog, analysed so; then the backlog released.
+    let db = database(4).await;
     db.batch_execute(&format!(
-        "ALTER TABLE deliveries SET (autovacuum_enabled = false);
-         INSERT INTO integrations (app_id, name, app_key_digest, signing_secret, status,
-                                   webhook_delivery_enabled, created_at)
-             SELECT 'app' || g, 'app', '\\x00', 'secret', 'ENABLED', true, 0 FROM generate_series(1, 4) g;
-         INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, last_outcome,
+        "INSERT INTO deliveries (delivery_id, integration_id, is_test, payload, state, last_outcome,
                                  created_at, updated_at)
              SELECT 's' || g, 1 + g % 4, true, '\\x00', 'succeeded', 'ok', g, g
              FROM generate_series(1, 60000) g;
