@@ -243,70 +243,126 @@ CREATE TABLE delivery_counts (
     cancelled      BIGINT NOT NULL DEFAULT 0
 );
 
+-- A change to the counts that found its integration's row taken: added up by the next writer that
+-- finds the row free (`delivery_counts_add`), read in the meantime through `delivery_totals`.
+CREATE TABLE delivery_count_changes (
+    integration_id BIGINT NOT NULL,
+    pending        BIGINT NOT NULL,
+    in_flight      BIGINT NOT NULL,
+    succeeded      BIGINT NOT NULL,
+    failed         BIGINT NOT NULL,
+    held           BIGINT NOT NULL,
+    cancelled      BIGINT NOT NULL
+);
+CREATE INDEX delivery_count_changes_by_integration ON delivery_count_changes(integration_id);
+
+-- The counts as they stand: an integration's row and the changes not yet added to it. Read it, never
+-- `delivery_counts` alone.
+CREATE VIEW delivery_totals AS
+    SELECT c.integration_id,
+           c.pending + coalesce(x.pending, 0) AS pending,
+           c.in_flight + coalesce(x.in_flight, 0) AS in_flight,
+           c.succeeded + coalesce(x.succeeded, 0) AS succeeded,
+           c.failed + coalesce(x.failed, 0) AS failed,
+           c.held + coalesce(x.held, 0) AS held,
+           c.cancelled + coalesce(x.cancelled, 0) AS cancelled
+    FROM delivery_counts c
+    LEFT JOIN LATERAL (SELECT sum(pending)::BIGINT AS pending, sum(in_flight)::BIGINT AS in_flight,
+                              sum(succeeded)::BIGINT AS succeeded, sum(failed)::BIGINT AS failed,
+                              sum(held)::BIGINT AS held, sum(cancelled)::BIGINT AS cancelled
+                       FROM delivery_count_changes x WHERE x.integration_id = c.integration_id) x ON true;
+
+-- Adds one statement's change to an integration's counts without waiting for anyone: a writer that
+-- finds the integration's row free takes it (to its commit) and adds its change and every change
+-- committed before it; one that finds it taken leaves its change beside it. Waiting for the row
+-- made every writer of an integration's deliveries (a batch of verifies, a claim, a batch of
+-- recorded attempts) wait in turn for the one before it to commit, one WAL flush after another.
+CREATE FUNCTION delivery_counts_add(integration BIGINT, d_pending BIGINT, d_in_flight BIGINT,
+                                    d_succeeded BIGINT, d_failed BIGINT, d_held BIGINT,
+                                    d_cancelled BIGINT) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM delivery_counts WHERE integration_id = integration FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        WITH taken AS (DELETE FROM delivery_count_changes WHERE integration_id = integration
+                       RETURNING pending, in_flight, succeeded, failed, held, cancelled),
+             s AS (SELECT coalesce(sum(pending), 0) AS pending, coalesce(sum(in_flight), 0) AS in_flight,
+                          coalesce(sum(succeeded), 0) AS succeeded, coalesce(sum(failed), 0) AS failed,
+                          coalesce(sum(held), 0) AS held, coalesce(sum(cancelled), 0) AS cancelled
+                   FROM taken)
+        UPDATE delivery_counts c SET
+            pending = c.pending + d_pending + s.pending,
+            in_flight = c.in_flight + d_in_flight + s.in_flight,
+            succeeded = c.succeeded + d_succeeded + s.succeeded,
+            failed = c.failed + d_failed + s.failed,
+            held = c.held + d_held + s.held,
+            cancelled = c.cancelled + d_cancelled + s.cancelled
+        FROM s WHERE c.integration_id = integration;
+    ELSE
+        INSERT INTO delivery_count_changes VALUES (integration, d_pending, d_in_flight, d_succeeded,
+                                                   d_failed, d_held, d_cancelled);
+    END IF;
+END $$;
+
 -- Counted per statement, not per row (the rows a statement inserted, changed or deleted, from its
 -- transition tables, added up per integration): a batch of deliveries moved by one statement
--- changes its integration's row once, and every writer of an integration's deliveries waits for
--- that row in turn, so once per statement is once per batch. An update adds up its new rows and
--- takes away its old ones: no join of the two transition tables (PostgreSQL has no statistics for
--- them and joined them row by row, n² for n rows), and an integration whose counts come out
--- unchanged (no state changed) is left alone, its row not locked.
+-- changes its integration's counts once. An update adds up its new rows and takes away its old
+-- ones: no join of the two transition tables (PostgreSQL has no statistics for them and joined
+-- them row by row, n² for n rows), and an integration whose counts come out unchanged (no state
+-- changed) is left alone.
 CREATE FUNCTION deliveries_count() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r RECORD;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO delivery_counts AS c (integration_id, pending, in_flight, succeeded, failed, held, cancelled)
-        SELECT integration_id, count(*) FILTER (WHERE state = 'pending'),
-               count(*) FILTER (WHERE state = 'in_flight'), count(*) FILTER (WHERE state = 'succeeded'),
-               count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'held'),
-               count(*) FILTER (WHERE state = 'cancelled')
-        FROM new_rows GROUP BY integration_id ORDER BY integration_id
-        ON CONFLICT (integration_id) DO UPDATE SET
-            pending = c.pending + excluded.pending,
-            in_flight = c.in_flight + excluded.in_flight,
-            succeeded = c.succeeded + excluded.succeeded,
-            failed = c.failed + excluded.failed,
-            held = c.held + excluded.held,
-            cancelled = c.cancelled + excluded.cancelled;
+        -- An integration's first deliveries make its row. (Only where the row is not there:
+        -- `ON CONFLICT` alone would wait for whoever is adding to the row.)
+        INSERT INTO delivery_counts (integration_id)
+        SELECT DISTINCT integration_id FROM new_rows n
+        WHERE NOT EXISTS (SELECT 1 FROM delivery_counts c WHERE c.integration_id = n.integration_id)
+        ORDER BY integration_id
+        ON CONFLICT (integration_id) DO NOTHING;
+        FOR r IN SELECT integration_id, count(*) FILTER (WHERE state = 'pending') AS pending,
+                        count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+                        count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                        count(*) FILTER (WHERE state = 'failed') AS failed,
+                        count(*) FILTER (WHERE state = 'held') AS held,
+                        count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+                 FROM new_rows GROUP BY integration_id ORDER BY integration_id LOOP
+            PERFORM delivery_counts_add(r.integration_id, r.pending, r.in_flight, r.succeeded,
+                                        r.failed, r.held, r.cancelled);
+        END LOOP;
     ELSIF TG_OP = 'UPDATE' THEN
-        UPDATE delivery_counts c SET
-            pending = c.pending + d.pending,
-            in_flight = c.in_flight + d.in_flight,
-            succeeded = c.succeeded + d.succeeded,
-            failed = c.failed + d.failed,
-            held = c.held + d.held,
-            cancelled = c.cancelled + d.cancelled
-        FROM (SELECT integration_id, sum(pending) AS pending, sum(in_flight) AS in_flight,
-                     sum(succeeded) AS succeeded, sum(failed) AS failed, sum(held) AS held,
-                     sum(cancelled) AS cancelled
-              FROM (SELECT integration_id, (state = 'pending')::int AS pending,
-                           (state = 'in_flight')::int AS in_flight, (state = 'succeeded')::int AS succeeded,
-                           (state = 'failed')::int AS failed, (state = 'held')::int AS held,
-                           (state = 'cancelled')::int AS cancelled
-                    FROM new_rows
-                    UNION ALL
-                    SELECT integration_id, -(state = 'pending')::int, -(state = 'in_flight')::int,
-                           -(state = 'succeeded')::int, -(state = 'failed')::int, -(state = 'held')::int,
-                           -(state = 'cancelled')::int
-                    FROM old_rows) r
-              GROUP BY integration_id
-              HAVING sum(pending) <> 0 OR sum(in_flight) <> 0 OR sum(succeeded) <> 0
-                  OR sum(failed) <> 0 OR sum(held) <> 0 OR sum(cancelled) <> 0) d
-        WHERE c.integration_id = d.integration_id;
+        FOR r IN SELECT integration_id, sum(pending) AS pending, sum(in_flight) AS in_flight,
+                        sum(succeeded) AS succeeded, sum(failed) AS failed, sum(held) AS held,
+                        sum(cancelled) AS cancelled
+                 FROM (SELECT integration_id, (state = 'pending')::int AS pending,
+                              (state = 'in_flight')::int AS in_flight, (state = 'succeeded')::int AS succeeded,
+                              (state = 'failed')::int AS failed, (state = 'held')::int AS held,
+                              (state = 'cancelled')::int AS cancelled
+                       FROM new_rows
+                       UNION ALL
+                       SELECT integration_id, -(state = 'pending')::int, -(state = 'in_flight')::int,
+                              -(state = 'succeeded')::int, -(state = 'failed')::int, -(state = 'held')::int,
+                              -(state = 'cancelled')::int
+                       FROM old_rows) rows
+                 GROUP BY integration_id
+                 HAVING sum(pending) <> 0 OR sum(in_flight) <> 0 OR sum(succeeded) <> 0
+                     OR sum(failed) <> 0 OR sum(held) <> 0 OR sum(cancelled) <> 0
+                 ORDER BY integration_id LOOP
+            PERFORM delivery_counts_add(r.integration_id, r.pending, r.in_flight, r.succeeded,
+                                        r.failed, r.held, r.cancelled);
+        END LOOP;
     ELSE
-        UPDATE delivery_counts c SET
-            pending = c.pending - d.pending,
-            in_flight = c.in_flight - d.in_flight,
-            succeeded = c.succeeded - d.succeeded,
-            failed = c.failed - d.failed,
-            held = c.held - d.held,
-            cancelled = c.cancelled - d.cancelled
-        FROM (SELECT integration_id, count(*) FILTER (WHERE state = 'pending') AS pending,
-                     count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
-                     count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
-                     count(*) FILTER (WHERE state = 'failed') AS failed,
-                     count(*) FILTER (WHERE state = 'held') AS held,
-                     count(*) FILTER (WHERE state = 'cancelled') AS cancelled
-              FROM old_rows GROUP BY integration_id) d
-        WHERE c.integration_id = d.integration_id;
+        FOR r IN SELECT integration_id, count(*) FILTER (WHERE state = 'pending') AS pending,
+                        count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+                        count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                        count(*) FILTER (WHERE state = 'failed') AS failed,
+                        count(*) FILTER (WHERE state = 'held') AS held,
+                        count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+                 FROM old_rows GROUP BY integration_id ORDER BY integration_id LOOP
+            PERFORM delivery_counts_add(r.integration_id, -r.pending, -r.in_flight, -r.succeeded,
+                                        -r.failed, -r.held, -r.cancelled);
+        END LOOP;
     END IF;
     RETURN NULL;
 END $$;
@@ -416,4 +472,4 @@ CREATE TRIGGER deliveries_announced_on_update AFTER UPDATE OF state, next_attemp
                        OR OLD.next_attempt_at IS DISTINCT FROM NEW.next_attempt_at))
     EXECUTE FUNCTION announce('deliveries');
 
-INSERT INTO schema_version (version) VALUES (8);
+INSERT INTO schema_version (version) VALUES (9);

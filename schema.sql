@@ -431,4 +431,4 @@ BEGIN
     SELECT RAISE(ABORT, 'ledger links are never deleted');
 END;
 
-PRAGMA user_version = 8;
+PRAGMA user_version = 9;

@@ -38,6 +38,7 @@ mod webhooks;
 #[path = "../e2e/widget.rs"]
 mod widget;
 
+mod counts;
 #[path = "nodes.rs"]
 mod nodes;
 mod plans;

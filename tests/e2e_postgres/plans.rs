@@ -25,7 +25,7 @@ const BATCH: i64 = 500;
 
 /// A new database of the current schema with `integrations` integrations (ids 1, 2, …), where
 /// autovacuum leaves `deliveries` alone: its statistics are the ones the test takes.
-async fn database(integrations: i64) -> tokio_postgres::Client {
+pub(crate) async fn database(integrations: i64) -> tokio_postgres::Client {
     let cluster = postgres::cluster();
     let db = cluster.connect(&cluster.create_database().await).await;
     db.batch_execute(SCHEMA_POSTGRES).await.unwrap();

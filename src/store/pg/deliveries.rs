@@ -1,13 +1,27 @@
 //! PostgreSQL: the operations of `store::deliveries` — the dispatcher's queue and the delivery
 //! history, on a database several nodes share.
 //!
-//! - **Claims** lock the `delivery_counts` rows of the integrations with work (`FOR UPDATE`, in
-//!   integration order, so two nodes' claims never wait on each other in a cycle) and read their
-//!   `in_flight` there: `max_in_flight_per_integration` holds across the cluster, since every node's
-//!   claim for an integration waits for the one before it and sees what it took. The deliveries are
-//!   then taken `FOR UPDATE SKIP LOCKED` (a row being recorded or settled is left to the next tick)
-//!   and leased until `lease_until`; an in-flight delivery whose lease ran out is claimable again by
-//!   any node, which is the recovery of a node that died mid-attempt (there is no start-time recovery).
+//! - **Claims** take the claim lock of each integration with work (a transaction-scoped advisory
+//!   lock, [`CLAIM_LOCKS`], in integration order, so two nodes' claims never wait on each other in a
+//!   cycle): every node's claim for an integration waits for the one before it and sees what it
+//!   took, so `max_in_flight_per_integration` holds across the cluster. What counts against it is
+//!   every delivery in flight with a live lease ([`OTHERS_IN_FLIGHT`], from `delivery_totals`),
+//!   except this node's own claims whose attempts are not recorded yet, for which its running
+//!   attempts (`busy`) stand: a slot is free once its HTTP exchange is over, as on SQLite, not once
+//!   the attempt's batch has committed. The deliveries are then taken `FOR UPDATE SKIP LOCKED` (a
+//!   row being recorded or settled is left to the next tick) and leased until `lease_until`; an
+//!   in-flight delivery whose lease ran out is claimable again by any node, which is the recovery of
+//!   a node that died mid-attempt (there is no start-time recovery).
+//!   A claim commits without waiting for its WAL flush (`synchronous_commit = off` for that
+//!   transaction alone), as SQLite's claims are answered before their batch is durable
+//!   (`write_uncommitted`): a lease is soft state, not a record, and a delivery a claim can see is
+//!   already durable (a synchronous commit is visible only once flushed). Waiting for the flush put
+//!   one fsync between every claim and its attempts. What the claim risks: only if PostgreSQL itself
+//!   crashes within the WAL writer's delay of the claim (a node's crash loses nothing; the commit is
+//!   in PostgreSQL's memory) do its deliveries come back as they were before it and are attempted
+//!   again — possibly while the first attempt still runs, the one way a delivery arrives twice
+//!   within its lease (at least once still holds; the receiver dedupes by `clickwrapEventId`). The
+//!   record of any later attempt is a synchronous commit, whose flush makes the claim durable too.
 //! - **Recording** an attempt moves its delivery only while the claim it was made under still holds
 //!   (the same `lease_until`): a node whose lease ran out and whose delivery was claimed again
 //!   elsewhere stores its attempt in the history but cannot overwrite the newer attempt's state.
@@ -290,7 +304,7 @@ async fn view(c: &impl GenericClient, delivery_id: &str) -> Result<Option<Delive
 const EXPIRED_INTEGRATIONS: &str = "SELECT integration_id, min(lease_until) AS first FROM deliveries \
      WHERE state = 'in_flight' AND lease_until <= $1 GROUP BY integration_id ORDER BY first, integration_id";
 pub const PENDING_QUEUES: &str = "SELECT integration_id, first FROM (SELECT c.integration_id, f.first \
-     FROM delivery_counts c CROSS JOIN LATERAL (SELECT d.next_attempt_at AS first FROM deliveries d \
+     FROM delivery_totals c CROSS JOIN LATERAL (SELECT d.next_attempt_at AS first FROM deliveries d \
          WHERE d.state = 'pending' AND d.integration_id = c.integration_id \
          ORDER BY d.next_attempt_at LIMIT 1) f \
      WHERE c.pending > 0) q";
@@ -302,6 +316,69 @@ pub const PENDING_QUEUES: &str = "SELECT integration_id, first FROM (SELECT c.in
 /// statistics say.
 pub const TAKE_DUE: &str = "SELECT id FROM deliveries WHERE state = 'pending' AND integration_id = $1 \
      AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED";
+/// The claim locks, transaction-scoped advisory locks of two keys (a space of their own, apart from
+/// the one-key locks of migration, pruning and the ledger): [`CLAIM_LOCK_CLASS`] and one key per
+/// integration ([`claim_key`]), taken in ascending order. An integration's claims wait for each
+/// other and for nothing else: not for its counts, which every writer of its deliveries changes.
+const CLAIM_LOCKS: &str = "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k";
+/// "clai" in ASCII.
+const CLAIM_LOCK_CLASS: i32 = 0x636c_6169;
+
+/// An integration's claim lock key: its id, within the 31 bits the key holds (two integrations
+/// sharing a key, beyond two thousand million of them, only wait for each other).
+fn claim_key(integration_id: i64) -> i32 {
+    (integration_id & 0x7fff_ffff) as i32
+}
+
+/// The in-flight deliveries of integration `$1` at `$2` that count against its limit on this node:
+/// all those in flight with a live lease but the node's own unrecorded claims (rows `$3` with
+/// leases `$4`), which its running attempts stand for. No row when the integration has no counts.
+const OTHERS_IN_FLIGHT: &str = "SELECT t.in_flight \
+     - (SELECT count(*) FROM deliveries WHERE state = 'in_flight' AND integration_id = $1 \
+        AND lease_until <= $2) \
+     - (SELECT count(*) FROM deliveries d JOIN unnest($3::bigint[], $4::bigint[]) AS m(id, lease) \
+        ON d.id = m.id AND d.lease_until = m.lease WHERE d.state = 'in_flight' AND d.lease_until > $2) \
+     FROM delivery_totals t WHERE t.integration_id = $1";
+
+/// This node's claims whose attempts are not recorded yet, by integration: row and lease.
+#[derive(Default)]
+pub(crate) struct Unrecorded(std::sync::Mutex<HashMap<i64, HashMap<i64, i64>>>);
+
+impl Unrecorded {
+    /// The rows and leases of `integration`'s unrecorded claims.
+    fn of(&self, integration: i64) -> (Vec<i64>, Vec<i64>) {
+        let all = self.0.lock().expect("unrecorded lock");
+        all.get(&integration)
+            .map(|m| m.iter().map(|(&row, &lease)| (row, lease)).unzip())
+            .unwrap_or_default()
+    }
+
+    fn add(&self, claims: &[Claimed]) {
+        let mut all = self.0.lock().expect("unrecorded lock");
+        for c in claims {
+            all.entry(c.integration_id)
+                .or_default()
+                .insert(c.row, c.lease_until.millis());
+        }
+    }
+
+    fn remove_all(&self, claims: &[Claimed]) {
+        let mut all = self.0.lock().expect("unrecorded lock");
+        for c in claims {
+            if let Some(m) = all.get_mut(&c.integration_id) {
+                if m.get(&c.row) == Some(&c.lease_until.millis()) {
+                    m.remove(&c.row);
+                }
+                if m.is_empty() {
+                    all.remove(&c.integration_id);
+                }
+            }
+        }
+    }
+}
+
+/// Said in the claim's transaction before its commit (this module's comment, **Claims**).
+const CLAIM_COMMITS_ASYNC: &str = "SET LOCAL synchronous_commit = off";
 pub const CLAIM: &str = "UPDATE deliveries SET state = 'in_flight', lease_until = $3, updated_at = $2 \
      WHERE id = ANY($1) AND CASE state WHEN 'pending' THEN next_attempt_at <= $2 \
                                        WHEN 'in_flight' THEN lease_until <= $2 ELSE false END \
@@ -339,27 +416,17 @@ impl Postgres {
         if order.is_empty() {
             return Ok(Vec::new());
         }
-        // The counts rows of every integration with work, locked in integration order: the claims
+        // The claim lock of every integration with work, taken in integration order: the claims
         // of all nodes for one integration run one after the other, each seeing what the last took.
-        let lock = tx
-            .prepare_cached(
-                "SELECT integration_id, in_flight FROM delivery_counts \
-                 WHERE integration_id = ANY($1) ORDER BY integration_id FOR UPDATE",
-            )
-            .await?;
-        let in_flight: HashMap<i64, i64> = tx
-            .query(&lock, &[&order])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-
-        let expired_of = tx
-            .prepare_cached(
-                "SELECT count(*) FROM deliveries WHERE state = 'in_flight' \
-                 AND integration_id = $1 AND lease_until <= $2",
-            )
-            .await?;
+        let mut keys: Vec<i32> = order.iter().map(|&id| claim_key(id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let lock = tx.prepare_cached(CLAIM_LOCKS).await?;
+        tx.execute(&lock, &[&CLAIM_LOCK_CLASS, &keys]).await?;
+        // In flight in the cluster but for this node's own claims (its running attempts, `busy`,
+        // stand for those), and not counting the expired leases (their node is gone; taking one
+        // over takes its slot).
+        let others = tx.prepare_cached(OTHERS_IN_FLIGHT).await?;
         let take_expired = tx
             .prepare_cached(
                 "SELECT id FROM deliveries WHERE state = 'in_flight' AND integration_id = $1 \
@@ -387,14 +454,12 @@ impl Postgres {
                 .get(&integration)
                 .copied()
                 .unwrap_or(0) as i64;
-            // In flight in the cluster, not counting the expired leases (their node is gone; taking
-            // one over takes its slot).
-            let stale: i64 = tx
-                .query_one(&expired_of, &[&integration, &now.millis()])
+            let (rows, leases) = self.unrecorded.of(integration);
+            let others: i64 = tx
+                .query_opt(&others, &[&integration, &now.millis(), &rows, &leases])
                 .await?
-                .get(0);
-            let live = in_flight.get(&integration).copied().unwrap_or(0) - stale;
-            let room = (per_limit - live.max(here)).min(left);
+                .map_or(0, |r| r.get(0));
+            let room = (per_limit - others.max(0) - here).min(left);
             if room <= 0 {
                 continue;
             }
@@ -445,6 +510,7 @@ impl Postgres {
                 };
                 out.push(claimed_from(&r, lease_until, &url, &secret, &client_cert)?);
             }
+            self.unrecorded.add(&out[before..]);
             let taken = out.len() - before;
             if taken > 0 {
                 *busy
@@ -454,8 +520,15 @@ impl Postgres {
                     .or_insert(0) += taken;
             }
         }
-        if let Err(e) = tx.commit().await {
+        // A lease is not a record: the claim's commit does not wait for its WAL flush (see this
+        // module's comment).
+        let committed = match tx.batch_execute(CLAIM_COMMITS_ASYNC).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
             // Nothing was claimed after all: give the slots back.
+            self.unrecorded.remove_all(&out);
             let mut counts = busy.lock().expect("counts lock");
             for c in &out {
                 if let Some(n) = counts.get_mut(&c.integration_id) {
@@ -479,7 +552,8 @@ impl Postgres {
         next: Next,
     ) -> Result<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.records
+        let sent = self
+            .records
             .send(super::records::Job {
                 row: claim.row,
                 integration_id: claim.integration_id,
@@ -489,10 +563,18 @@ impl Postgres {
                 reply,
             })
             .await
-            .map_err(|_| StoreError::Task("the attempt batches have stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("an attempt batch was dropped".into()))?
+            .map_err(|_| StoreError::Task("the attempt batches have stopped".into()));
+        let recorded = match sent {
+            Ok(()) => answer
+                .await
+                .map_err(|_| StoreError::Task("an attempt batch was dropped".into()))
+                .and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        // Recorded or not, the claim is no longer this node's to count: from here the database's
+        // figure stands for it (while it is still in flight there, it counts as another's).
+        self.unrecorded.remove_all(std::slice::from_ref(claim));
+        recorded
     }
 
     /// See `Store::next_delivery_wake`: the earliest pending time or running lease, the cluster's.
@@ -519,7 +601,7 @@ impl Postgres {
             .prepare_cached(&format!(
                 "SELECT coalesce(sum(pending), 0)::BIGINT, coalesce(sum(in_flight), 0)::BIGINT, \
                  coalesce(sum(held), 0)::BIGINT, \
-                 (SELECT min(first) FROM ({PENDING_QUEUES}) w WHERE first <= $1) FROM delivery_counts"
+                 (SELECT min(first) FROM ({PENDING_QUEUES}) w WHERE first <= $1) FROM delivery_totals"
             ))
             .await?;
         let r = client.query_one(&stmt, &[&now.millis()]).await?;
@@ -562,7 +644,7 @@ impl Postgres {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT integration_id FROM delivery_counts WHERE held > 0 OR pending > 0 \
+                "SELECT integration_id FROM delivery_totals WHERE held > 0 OR pending > 0 \
                  ORDER BY integration_id",
             )
             .await?;
@@ -684,7 +766,7 @@ impl Postgres {
         let stmt = client
             .prepare_cached(
                 "SELECT pending, in_flight, succeeded, failed, held, cancelled \
-                 FROM delivery_counts WHERE integration_id = $1",
+                 FROM delivery_totals WHERE integration_id = $1",
             )
             .await?;
         let counts: [i64; 6] = match client.query_opt(&stmt, &[&id]).await? {

@@ -33,6 +33,20 @@ fn migrations() -> Vec<String> {
                 "integration')"
             ),
         ),
+        // 8 → 9: a writer that finds its integration's counts row taken leaves its change beside
+        // it (`delivery_count_changes`) instead of waiting for it; readers read `delivery_totals`.
+        format!(
+            "{};\n{};\n{};\n{};\n{};",
+            definition("CREATE TABLE delivery_count_changes", ");"),
+            definition("CREATE INDEX delivery_count_changes_by_integration", ";"),
+            definition("CREATE VIEW delivery_totals", "ON true"),
+            definition("CREATE FUNCTION delivery_counts_add", "END $$"),
+            definition("CREATE FUNCTION deliveries_count()", "END $$").replacen(
+                "CREATE FUNCTION",
+                "CREATE OR REPLACE FUNCTION",
+                1
+            ),
+        ),
     ]
 }
 

@@ -371,6 +371,8 @@ pub struct Postgres {
     /// The node's attempt batches (`records.rs`).
     records: records::Queue,
     recorder: tokio::task::JoinHandle<()>,
+    /// This node's claims whose attempts are not recorded yet (`deliveries.rs`, **Claims**).
+    unrecorded: deliveries::Unrecorded,
 }
 
 impl Drop for Postgres {
@@ -448,6 +450,7 @@ impl Postgres {
             stats: Arc::new(WriterStats::default()),
             wake,
             listener,
+            unrecorded: Default::default(),
         })
     }
 

@@ -165,7 +165,7 @@ async fn health(c: &impl GenericClient) -> Result<Vec<Health>> {
              (SELECT next_attempt_at FROM deliveries \
               WHERE state = 'pending' AND integration_id = i.id ORDER BY next_attempt_at LIMIT 1) \
              FROM integrations i LEFT JOIN webhook_health h ON h.integration_id = i.id \
-             LEFT JOIN delivery_counts c ON c.integration_id = i.id \
+             LEFT JOIN delivery_totals c ON c.integration_id = i.id \
              WHERE i.deleted_at IS NULL ORDER BY i.id",
         )
         .await?;
