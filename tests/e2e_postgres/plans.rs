@@ -190,18 +190,6 @@ async fn the_claim_probes_each_queue_and_leases_by_key_when_the_statistics_say_n
     .await
     .unwrap();
     let now = 1_000_000_000i64;
-    let ids: Vec<i64> = db
-        .query(
-            "SELECT id FROM deliveries WHERE state = 'pending' AND integration_id = 2 \
-             ORDER BY id LIMIT 16",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let ids = format!("ARRAY{ids:?}::bigint[]");
     for mode in ["force_custom_plan", "force_generic_plan"] {
         db.batch_execute(&format!("BEGIN; SET LOCAL plan_cache_mode = {mode};"))
             .await
@@ -217,14 +205,29 @@ async fn the_claim_probes_each_queue_and_leases_by_key_when_the_statistics_say_n
         let due = explain(&db, &format!("EXECUTE take_due(2, {now}, 16)")).await;
         assert_eq!(due["Actual Rows"], 16, "{mode}: {due:#}");
         assert!(blocks(&due) < 100, "{mode}: {due:#}");
+        // The lease: the 16 oldest due rows locked by the subquery, once, then leased by key.
         let claim = explain(
             &db,
-            &format!("EXECUTE claim({ids}, {now}, {})", now + 60_000),
+            &format!("EXECUTE claim(2, {now}, {}, '{{}}', 16)", now + 60_000),
         )
         .await;
-        let scan = &claim["Plans"][0];
+        let under = |relationship: &str| {
+            claim["Plans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["Parent Relationship"] == relationship)
+                .unwrap_or_else(|| panic!("{mode}: no {relationship} under the update: {claim:#}"))
+                .clone()
+        };
+        let locked = under("InitPlan");
+        assert_eq!(locked["Actual Rows"], 16, "{mode}: {claim:#}");
+        assert_eq!(locked["Actual Loops"], 1, "{mode}: {claim:#}");
+        assert!(blocks(&locked) < 100, "{mode}: {claim:#}");
+        let scan = under("Outer");
         assert_eq!(scan["Index Name"], "deliveries_pkey", "{mode}: {claim:#}");
         assert_eq!(scan["Actual Rows"], 16, "{mode}: {claim:#}");
+        assert!(blocks(&scan) < 200, "{mode}: {claim:#}");
         db.batch_execute("ROLLBACK;").await.unwrap();
     }
 }
