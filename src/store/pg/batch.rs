@@ -54,10 +54,10 @@ pub(crate) fn start(pool: Pool) -> (Queue, tokio::task::JoinHandle<()>) {
     (send, task)
 }
 
-/// A node's batching task (verifies here, attempts in `pg::records`): it waits for a job, takes
-/// the ones already waiting behind it, up to `max` in all, and hands them to `run` before it looks
-/// again — so what arrives while a batch commits forms the next one. It ends when the last sender
-/// goes.
+/// A node's batching task (attempts, `pg::records`; verifies have their own, `start`): it waits
+/// for a job, takes the ones already waiting behind it, up to `max` in all, and hands them to `run`
+/// before it looks again — so what arrives while a batch commits forms the next one. It ends when
+/// the last sender goes.
 pub(crate) fn spawn<J, F, Fut>(
     pool: Pool,
     max: usize,
