@@ -1633,6 +1633,82 @@ async fn verify_and_its_delivery_row_are_atomic() {
     ctx.stop().await;
 }
 
+/// Actions arriving together are written together (SQLite: the writer's group commit; PostgreSQL:
+/// the node's action batch, one statement for all) — each recorded as it was asked for, and one
+/// whose row cannot be written fails alone: the others of its batch are recorded.
+#[tokio::test]
+async fn concurrent_actions_are_each_recorded_and_one_that_fails_fails_alone() {
+    let ctx = Ctx::start().await;
+    let (web, shop) = (ctx.app("Web").await, ctx.app("Shop").await);
+    let (terms, privacy) = (ctx.published("Terms").await, ctx.published("Privacy").await);
+    let db = ctx.db().await;
+    db.batch(if crate::POSTGRES {
+        "CREATE FUNCTION fail_event() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.end_user_id LIKE 'poison-%' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER fail_event BEFORE INSERT ON events \
+         FOR EACH ROW EXECUTE FUNCTION fail_event();"
+    } else {
+        "CREATE TRIGGER fail_event BEFORE INSERT ON events WHEN NEW.end_user_id LIKE 'poison-%' \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+    })
+    .await;
+
+    // Two rounds of 64 at once, over two integrations and two templates; every 16th poisoned.
+    let mut asked = Vec::new();
+    for round in 0..2 {
+        let calls = (0..64).map(|i| {
+            let (api, app) = (ctx.api.clone(), if i % 2 == 0 { &web } else { &shop });
+            let tid = if i % 3 == 0 { &terms } else { &privacy };
+            let user = match i % 16 {
+                7 => format!("poison-{round}-{i}"),
+                _ => format!("user-{round}-{i}"),
+            };
+            let action = if i % 5 == 0 { "DECLINED" } else { "ACCEPTED" };
+            let placeholders = format!("{{\"n\":\"{round}-{i}\"}}");
+            let b = json!({
+                "appId": app.id, "clickwrapTemplateId": tid, "endUserId": user,
+                "action": action, "templatePlaceholders": placeholders,
+            });
+            let asked = (app.clone(), tid.clone(), user, action, placeholders);
+            async move { (asked, api.sdk_post(&b).await) }
+        });
+        asked.extend(futures_util::future::join_all(calls).await);
+    }
+
+    let mut recorded = 0;
+    for ((app, tid, user, action, placeholders), res) in asked {
+        if user.starts_with("poison-") {
+            let err = expect_error(res, StatusCode::INTERNAL_SERVER_ERROR).await;
+            assert!(
+                !err["message"].as_str().unwrap().contains("injected"),
+                "the cause leaks: {err}"
+            );
+            continue;
+        }
+        let acted = body(res, StatusCode::CREATED).await;
+        let signature = acted["clicktermSignature"].as_str().unwrap();
+        let v = ctx.verify_ok(&app, signature).await;
+        assert_eq!(v["clickwrapEventId"], acted["clickwrapEventId"], "{v}");
+        assert_eq!(v["clickwrapTemplateId"], tid.as_str(), "{v}");
+        assert_eq!(v["endUserId"], user.as_str(), "{v}");
+        assert_eq!(v["clickwrapEventStatus"], action, "{v}");
+        assert_eq!(v["templatePlaceholders"], placeholders.as_str(), "{v}");
+        recorded += 1;
+    }
+    assert_eq!(recorded, 2 * 60);
+    let poisoned = db
+        .int(
+            "SELECT count(*) FROM events WHERE end_user_id LIKE 'poison-%'",
+            &[],
+        )
+        .await;
+    assert_eq!(poisoned, Some(0));
+    let all = db.int("SELECT count(*) FROM events", &[]).await;
+    assert_eq!(all, Some(2 * 60), "one row per recorded action");
+    ctx.stop().await;
+}
+
 #[tokio::test]
 async fn sdk_bad_input_is_refused_by_name_and_records_nothing() {
     let ctx = Ctx::start().await;

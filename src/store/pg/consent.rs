@@ -115,7 +115,8 @@ impl Postgres {
         Ok(())
     }
 
-    /// See `Store::record_action`.
+    /// See `Store::record_action`: decided from reads on a pooled connection given back at once,
+    /// inserted by the node's batch (`pg::actions`) with the others that arrive meanwhile.
     pub(crate) async fn record_action(
         &self,
         integration_id: i64,
@@ -124,24 +125,36 @@ impl Postgres {
         now: Timestamp,
         language: impl FnOnce(&BTreeMap<Language, TemplateText>, &Language) -> Language,
     ) -> Result<std::result::Result<(), Unusable>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let u = match usable(&tx, integration_id, template_id, now).await? {
-            Ok(u) => u,
-            Err(why) => return Ok(Err(why)),
+        let (usable, presented_at, language) = {
+            let client = self.client().await?;
+            let u = match usable(&client, integration_id, template_id, now).await? {
+                Ok(u) => u,
+                Err(why) => return Ok(Err(why)),
+            };
+            let user = action.end_user.as_str();
+            let (presented_at, texts) = tokio::try_join!(
+                events::latest_presentation(&client, u.row, user, u.version.major),
+                templates::version_texts(&client, u.row, u.version.major, u.version.minor),
+            )?;
+            let language = language(&texts, &u.version.default_language);
+            (u, presented_at, language)
         };
-        let user = action.end_user.as_str();
-        let (presented_at, texts) = tokio::try_join!(
-            events::latest_presentation(&tx, u.row, user, u.version.major),
-            templates::version_texts(&tx, u.row, u.version.major, u.version.minor),
-        )?;
-        let language = language(&texts, &u.version.default_language);
-        events::insert_event(
-            &tx,
-            &action.event(integration_id, &u, &language, presented_at, now),
-        )
-        .await?;
-        tx.commit().await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.actions
+            .send(super::actions::Job {
+                integration_id,
+                action,
+                usable,
+                language,
+                presented_at,
+                now,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Task("the action batches have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("an action batch was dropped".into()))??;
         Ok(Ok(()))
     }
 

@@ -12,8 +12,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::model::{Action, ClickwrapEvent, Timestamp};
 use crate::store::events::{
-    self as sqlite, EVENT_COLUMNS, LastPresentation, ListQuery, NewEvent, Statement, UserEvents,
-    VerifyFacts,
+    self as sqlite, EVENT_COLUMNS, LastPresentation, ListQuery, Statement, UserEvents, VerifyFacts,
 };
 use crate::store::{Result, StoreError};
 
@@ -155,38 +154,6 @@ pub(crate) async fn last_presentation<C: GenericClient>(
             at: Timestamp(r.get(0)),
             version: (r.get(1), r.get(2)),
         }))
-}
-
-pub(crate) async fn insert_event(tx: &Transaction<'_>, e: &NewEvent<'_>) -> Result<i64> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO events (event_id, integration_id, template_id, major, minor, effective_at, \
-             end_user_id, action, template_placeholders, technical_metadata, language, \
-             presented_at, action_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-        )
-        .await?;
-    let row = tx
-        .query_one(
-            &stmt,
-            &[
-                &e.event_id,
-                &e.integration_id,
-                &e.template_row,
-                &e.major,
-                &e.minor,
-                &e.effective_at.millis(),
-                &e.end_user_id,
-                &e.action.as_str(),
-                &e.template_placeholders,
-                &e.technical_metadata,
-                &e.language,
-                &e.presented_at.map(Timestamp::millis),
-                &e.action_at.millis(),
-            ],
-        )
-        .await?;
-    Ok(row.get(0))
 }
 
 pub(crate) async fn verify_facts<C: GenericClient>(

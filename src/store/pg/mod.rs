@@ -15,6 +15,7 @@
 //!   due deliveries wake the dispatcher. While that connection is down the cache is not used at all
 //!   (every request reads), so a change on another node can never be missed.
 
+mod actions;
 pub mod admin;
 pub mod audit;
 mod batch;
@@ -365,6 +366,9 @@ pub struct Postgres {
     stats: Arc<WriterStats>,
     wake: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    /// The node's action batches (`actions.rs`).
+    actions: actions::Queue,
+    actor: tokio::task::JoinHandle<()>,
     /// The node's verify batches (`batch.rs`).
     verifies: batch::Queue,
     verifier: tokio::task::JoinHandle<()>,
@@ -378,6 +382,7 @@ pub struct Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.listener.abort();
+        self.actor.abort();
         self.verifier.abort();
         self.recorder.abort();
         self.pool.close();
@@ -436,9 +441,12 @@ impl Postgres {
             listening.clone(),
             wake.clone(),
         ));
+        let (actions, actor) = actions::start(pool.clone());
         let (verifies, verifier) = batch::start(pool.clone());
         let (records, recorder) = records::start(pool.clone());
         Ok(Postgres {
+            actions,
+            actor,
             verifies,
             verifier,
             records,
