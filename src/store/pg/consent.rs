@@ -18,34 +18,29 @@ use crate::store::deliveries::{NewDelivery, new_delivery_id};
 use crate::store::events::Filter;
 use crate::store::{Result, StoreError};
 
-/// See `store::consent::usable`.
+/// See `store::consent::usable`: its facts read by one statement.
 async fn usable<C: GenericClient>(
     c: &C,
     integration_id: i64,
     template_id: &str,
     now: Timestamp,
 ) -> Result<std::result::Result<Usable, Unusable>> {
-    let Some(row) = templates::row_id(c, template_id).await? else {
+    let Some(facts) = templates::usable_facts(c, template_id, integration_id).await? else {
         return Ok(Err(Unusable::Unavailable));
     };
-    let (flags, visible, versions) = tokio::try_join!(
-        templates::flags(c, row),
-        templates::is_visible(c, row, integration_id),
-        templates::versions(c, row),
-    )?;
-    let Some(flags) = flags.filter(|f| f.enabled) else {
+    if !facts.flags.enabled {
         return Ok(Err(Unusable::Unavailable));
-    };
-    if !visible {
+    }
+    if !facts.visible {
         return Ok(Err(Unusable::NotLinked));
     }
-    let Some(version) = PublishedVersion::effective(&versions, now).cloned() else {
+    let Some(version) = PublishedVersion::effective(&facts.versions, now).cloned() else {
         return Ok(Err(Unusable::Unavailable));
     };
     Ok(Ok(Usable {
-        row,
-        name: flags.name,
-        always_reaccept: flags.always_reaccept,
+        row: facts.row,
+        name: facts.flags.name,
+        always_reaccept: facts.flags.always_reaccept,
         version,
     }))
 }

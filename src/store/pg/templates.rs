@@ -4,6 +4,7 @@
 //! nodes publishing at once number their versions one after the other instead of colliding.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use deadpool_postgres::{GenericClient, Transaction};
 
@@ -330,27 +331,36 @@ pub(crate) async fn version_texts<C: GenericClient>(
     Ok(text_rows(&c.query(&stmt, &[&id, &major, &minor]).await?))
 }
 
-/// Enabled templates an integration may see, by the rule of `store::templates::visible_rows`: those
-/// linked to it; if none is linked to it, those linked to no integration. With `tags`, only
-/// templates carrying at least one of them.
+/// The rule of `store::templates::visible_rows` as a condition on the template row `template` and the
+/// integration row `integration` (SQL expressions): the templates linked to the integration; if none
+/// is linked to it, those linked to no integration.
+fn visible(template: &str, integration: &str) -> String {
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM template_integrations WHERE integration_id = {integration}) \
+           THEN EXISTS (SELECT 1 FROM template_integrations ti \
+             WHERE ti.template_id = {template} AND ti.integration_id = {integration}) \
+           ELSE NOT EXISTS (SELECT 1 FROM template_integrations ti WHERE ti.template_id = {template}) END"
+    )
+}
+
+static VISIBLE_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.id FROM templates t WHERE t.enabled AND {} \
+         AND (cardinality($2::text[]) = 0 OR EXISTS (SELECT 1 FROM template_tags tt \
+             WHERE tt.template_id = t.id AND tt.tag = ANY($2::text[]))) \
+         ORDER BY t.created_at, t.id",
+        visible("t.id", "$1")
+    )
+});
+
+/// Enabled templates an integration may see, by [`visible`]. With `tags`, only templates carrying
+/// at least one of them.
 pub(crate) async fn visible_rows<C: GenericClient>(
     c: &C,
     integration_id: i64,
     tags: &[String],
 ) -> Result<Vec<i64>> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT t.id FROM templates t \
-             WHERE t.enabled AND CASE WHEN EXISTS (SELECT 1 FROM template_integrations \
-                 WHERE integration_id = $1) \
-               THEN EXISTS (SELECT 1 FROM template_integrations ti \
-                 WHERE ti.template_id = t.id AND ti.integration_id = $1) \
-               ELSE NOT EXISTS (SELECT 1 FROM template_integrations ti WHERE ti.template_id = t.id) END \
-             AND (cardinality($2::text[]) = 0 OR EXISTS (SELECT 1 FROM template_tags tt \
-                 WHERE tt.template_id = t.id AND tt.tag = ANY($2::text[]))) \
-             ORDER BY t.created_at, t.id",
-        )
-        .await?;
+    let stmt = c.prepare_cached(&VISIBLE_ROWS).await?;
     Ok(c.query(&stmt, &[&integration_id, &tags])
         .await?
         .iter()
@@ -358,33 +368,59 @@ pub(crate) async fn visible_rows<C: GenericClient>(
         .collect())
 }
 
-/// Whether an integration may see a template, by the rule of [`visible_rows`].
-pub(crate) async fn is_visible<C: GenericClient>(
-    c: &C,
-    template_row: i64,
-    integration_id: i64,
-) -> Result<bool> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM template_integrations WHERE integration_id = $2) \
-             THEN EXISTS (SELECT 1 FROM template_integrations \
-                 WHERE template_id = $1 AND integration_id = $2) \
-             ELSE NOT EXISTS (SELECT 1 FROM template_integrations WHERE template_id = $1) END",
-        )
-        .await?;
-    Ok(c.query_one(&stmt, &[&template_row, &integration_id])
-        .await?
-        .get(0))
+/// What decides whether an integration may use a template now (`store::consent::usable`), read in
+/// one statement: the template's row and flags, whether the integration may see it ([`visible`]),
+/// and its published versions in the order of [`versions`].
+pub(crate) struct UsableFacts {
+    pub row: i64,
+    pub flags: Flags,
+    pub visible: bool,
+    pub versions: Vec<PublishedVersion>,
 }
 
-pub(crate) async fn flags<C: GenericClient>(c: &C, template_row: i64) -> Result<Option<Flags>> {
-    let stmt = c
-        .prepare_cached("SELECT enabled, always_reaccept, name FROM templates WHERE id = $1")
-        .await?;
-    Ok(c.query_opt(&stmt, &[&template_row]).await?.map(|r| Flags {
-        enabled: r.get(0),
-        always_reaccept: r.get(1),
-        name: r.get(2),
+static USABLE_FACTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.id, t.enabled, t.always_reaccept, t.name, {}, \
+                v.major, v.minor, v.default_language, v.effective_at, v.must_accept_by, v.published_at \
+         FROM templates t LEFT JOIN template_versions v ON v.template_id = t.id \
+         WHERE t.template_id = $1 ORDER BY v.published_at, v.id",
+        visible("t.id", "$2")
+    )
+});
+
+/// [`UsableFacts`] of the template `template_id` for the integration's row; none when there is no
+/// such template.
+pub(crate) async fn usable_facts<C: GenericClient>(
+    c: &C,
+    template_id: &str,
+    integration_id: i64,
+) -> Result<Option<UsableFacts>> {
+    let stmt = c.prepare_cached(&USABLE_FACTS).await?;
+    let rows = c.query(&stmt, &[&template_id, &integration_id]).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some(UsableFacts {
+        row: first.get(0),
+        flags: Flags {
+            enabled: first.get(1),
+            always_reaccept: first.get(2),
+            name: first.get(3),
+        },
+        visible: first.get(4),
+        versions: rows
+            .iter()
+            .filter_map(|r| {
+                Some(PublishedVersion {
+                    major: r.get::<_, Option<i64>>(5)?,
+                    minor: r.get(6),
+                    default_language: stored_language(r.get(7)),
+                    effective_at: Timestamp(r.get(8)),
+                    must_accept_by: r.get::<_, Option<i64>>(9).map(Timestamp),
+                    published_at: Timestamp(r.get(10)),
+                })
+            })
+            .collect(),
     }))
 }
 
