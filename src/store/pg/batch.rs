@@ -77,6 +77,23 @@ where
     (send, task)
 }
 
+/// Hands the job `make` builds around its reply to a node's batch task (`queue`) and waits for the
+/// answer; `what` names the batches (`"verify"`, …) in the error when the task has gone.
+pub(crate) async fn submit<J, T>(
+    queue: &mpsc::Sender<J>,
+    what: &str,
+    make: impl FnOnce(oneshot::Sender<Result<T>>) -> J,
+) -> Result<T> {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(make(reply))
+        .await
+        .map_err(|_| StoreError::Task(format!("the {what} batches have stopped")))?;
+    answer
+        .await
+        .map_err(|_| StoreError::Task(format!("a {what} batch was dropped")))?
+}
+
 /// Waits for a job, then takes the ones already waiting behind it, up to `max` in all; none when
 /// every sender is gone.
 async fn next_batch<J>(receive: &mut mpsc::Receiver<J>, max: usize) -> Option<Vec<J>> {

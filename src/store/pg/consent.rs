@@ -134,22 +134,16 @@ impl Postgres {
             let language = language(&texts, &u.version.default_language);
             (u, presented_at, language)
         };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.actions
-            .send(super::actions::Job {
-                integration_id,
-                action,
-                usable,
-                language,
-                presented_at,
-                now,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Task("the action batches have stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("an action batch was dropped".into()))??;
+        super::batch::submit(&self.actions, "action", |reply| super::actions::Job {
+            integration_id,
+            action,
+            usable,
+            language,
+            presented_at,
+            now,
+            reply,
+        })
+        .await?;
         Ok(Ok(()))
     }
 
@@ -163,20 +157,14 @@ impl Postgres {
         payload: fn(&ClickwrapEvent) -> Vec<u8>,
     ) -> Result<Verification> {
         // Through the node's batch (`pg::batch`): with the others that arrive meanwhile.
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.verifies
-            .send(super::batch::Job {
-                event_id: event_id.to_string(),
-                integration_id,
-                expired,
-                payload,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Task("the verify batches have stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("a verify batch was dropped".into()))?
+        super::batch::submit(&self.verifies, "verify", |reply| super::batch::Job {
+            event_id: event_id.to_string(),
+            integration_id,
+            expired,
+            payload,
+            reply,
+        })
+        .await
     }
 }
 

@@ -587,10 +587,8 @@ impl Postgres {
         attempt: Attempt,
         next: Next,
     ) -> Result<()> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let sent = self
-            .records
-            .send(super::records::Job {
+        let recorded =
+            super::batch::submit(&self.records, "attempt", |reply| super::records::Job {
                 row: claim.row,
                 integration_id: claim.integration_id,
                 lease_until: claim.lease_until,
@@ -598,15 +596,7 @@ impl Postgres {
                 next,
                 reply,
             })
-            .await
-            .map_err(|_| StoreError::Task("the attempt batches have stopped".into()));
-        let recorded = match sent {
-            Ok(()) => answer
-                .await
-                .map_err(|_| StoreError::Task("an attempt batch was dropped".into()))
-                .and_then(|r| r),
-            Err(e) => Err(e),
-        };
+            .await;
         // Recorded or not, the claim is no longer this node's to count: from here the database's
         // figure stands for it (while it is still in flight there, it counts as another's).
         self.unrecorded.remove_all(std::slice::from_ref(claim));
